@@ -1,0 +1,5 @@
+"""``python -m dnprof`` runs the command line."""
+
+from dnprof.cli import main
+
+main()

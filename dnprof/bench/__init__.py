@@ -1,0 +1,1 @@
+"""Timing, memory, equivalence checks and the machine fingerprint."""

@@ -1,0 +1,1 @@
+"""dnprof's hand-written Triton kernels and their autograd wrappers."""

@@ -111,4 +111,4 @@ def fingerprint() -> dict[str, Any]:
 def gpu_label(fp: dict[str, Any]) -> str:
     """A short, stable label for the GPU in a fingerprint (``"cpu"`` when there was none)."""
     gpu = fp.get("gpu")
-    return gpu["name"] if gpu else "cpu"
+    return str(gpu.get("name") or "unknown-gpu") if gpu else "cpu"

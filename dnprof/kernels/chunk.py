@@ -1,0 +1,239 @@
+"""``chunk_delta_rule``: the chunkwise DeltaNet kernels (forward and backward) behind fla's API.
+
+Launch plan (per call; ``C`` the chunk size of the selected :class:`ChunkConfig`):
+
+forward
+    1. ``wy_inverse_kernel`` (chunk_wy.py), parallel over (chunk, head): ``A``, ``X = (I + A)^-1``
+       and, with ``fuse_wy``, ``W`` and ``U``; otherwise ``wy_apply_kernel`` makes ``W``/``U``.
+    2. ``fwd_state_kernel`` (chunk_fwd.py), sequential over chunks per (sequence, head, V block):
+       ``Vn = U - W h``, ``h += K^T Vn``; with ``fuse_output`` it also writes ``O``.
+    3. without ``fuse_output``: ``fwd_output_kernel``, parallel over chunks.
+backward
+    1. ``wy_apply_kernel`` recomputes ``W`` from the saved ``X``.
+    2. ``bwd_dh_kernel``: reverse recurrence for the state gradients ``dh'`` and ``dVn``, and dh0.
+    3. ``bwd_chunk_kernel``: dq, dk, dv, dbeta per chunk (with a per-chunk fp32 scratch, the size
+       of ``X``, for ``P`` and ``G``; launched with one pipeline stage at C = 128, see
+       ``_bwd_chunk_stages``, to stay under Hopper's shared memory).
+
+What is stored and what is recomputed: the forward saves for the backward the inputs, ``X`` (fp32,
+``C`` values per token and head: small), the per-chunk states ``h`` (``state_dtype``; the largest
+intermediate, ``T/C * K * V`` per head, halved by C = 128 or by bf16) and ``Vn`` (fp32, the size of
+v). ``W`` is recomputed (one cheap parallel launch) rather than kept; ``U`` is not needed by the
+backward at all (``dU = dVn``). A forward that no backward follows stores nothing beyond what its
+output needs: with ``fuse_output`` no per-chunk state and no ``Vn`` at all.
+
+Precision: every accumulation is fp32. Products of two input tensors (``K K^T``, ``Q K^T``,
+``Q^T dO``) run in the input dtype on the tensor cores; products involving fp32 intermediates
+(``X``, ``W``, ``U``, ``h``, ``Vn``) run as tf32 for 16-bit inputs and as full fp32 ("ieee") for
+fp32 inputs. ``use_qk_l2norm_in_kernel`` is applied with differentiable torch ops before the kernels.
+
+Batches are flattened into one packed sequence set (``B`` sequences of ``T`` tokens, or the
+``cu_seqlens`` ones), with host-built chunk tables so a sequence's last chunk may be short and
+chunks never straddle sequences.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+
+from dnprof.kernels.chunk_bwd import bwd_chunk_kernel, bwd_dh_kernel
+from dnprof.kernels.chunk_fwd import fwd_output_kernel, fwd_state_kernel
+from dnprof.kernels.chunk_wy import wy_forward, wy_recompute_w
+from dnprof.kernels.validation import check_delta_inputs
+from dnprof.variants.chunk_config import ChunkConfig, ConfigError, padded_dim
+
+Tensor = torch.Tensor
+
+__all__ = ["chunk_delta_rule", "select_config", "ChunkConfig"]
+
+_STATE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def select_config(K: int, V: int, T: int, dtype: torch.dtype, mode: str = "fwdbwd",
+                  chunk_size: int | None = None) -> ChunkConfig:
+    """The variant used when the caller passes no ``config``: tuned, else shipped, else the default.
+
+    ``chunk_size=None`` lets the tuning records choose the chunk size (see
+    :func:`dnprof.variants.selection.select_chunk_config`).
+    """
+    from dnprof.variants.selection import select_chunk_config
+
+    return select_chunk_config(K, V, T, dtype, mode, chunk_size=chunk_size)[0]
+
+
+class _ChunkTables:
+    """Host-built index tables for the flattened token axis (int32, on the device)."""
+
+    def __init__(self, bounds: list[int], BT: int, device: torch.device):
+        starts, ends, chunk0 = [], [], []
+        for bos, eos in zip(bounds[:-1], bounds[1:]):
+            chunk0.append(len(starts))
+            for t in range(bos, eos, BT):
+                starts.append(t)
+                ends.append(eos)
+        self.n_seqs = len(bounds) - 1
+        self.n_chunks = len(starts)
+        self.seq_start = torch.tensor(bounds, dtype=torch.int32, device=device)
+        self.seq_chunk0 = torch.tensor(chunk0, dtype=torch.int32, device=device)
+        self.chunk_start = torch.tensor(starts, dtype=torch.int32, device=device)
+        self.chunk_end = torch.tensor(ends, dtype=torch.int32, device=device)
+
+
+def _precision(dtype: torch.dtype) -> str:
+    return "ieee" if dtype == torch.float32 else "tf32"
+
+
+def _forward(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, scale: float, h0: Tensor | None,
+             tables: _ChunkTables, cfg: ChunkConfig, output_final_state: bool, save: bool):
+    """Flattened ``[T, H, D]`` inputs -> (o, ht, X, Hs, Vn); Hs/Vn only when needed."""
+    T, H, K = q.shape
+    V = v.shape[-1]
+    BT, BK, BV = cfg.chunk_size, cfg.BK, cfg.BV
+    prec = _precision(q.dtype)
+    nw, ns = cfg.num_warps, cfg.num_stages
+    X, W, U = wy_forward(k, v, beta, tables.chunk_start, tables.chunk_end, BT, BK, BV, cfg.fuse_wy, prec, nw, ns)
+    store_h = save or not cfg.fuse_output
+    store_vn = save or not cfg.fuse_output
+    dev = q.device
+    Hs = torch.empty(tables.n_chunks if store_h else 1, H, K, V, dtype=_STATE_DTYPES[cfg.state_dtype], device=dev)
+    Vn = torch.empty(T if store_vn else 1, H, V, dtype=torch.float32, device=dev)
+    o = torch.empty(T, H, V, dtype=q.dtype, device=dev)
+    ht = torch.empty(tables.n_seqs, H, K, V, dtype=torch.float32, device=dev) if output_final_state else None
+    NKS = padded_dim(K) // BK
+    grid = (tables.n_seqs, H, triton.cdiv(V, BV))
+    fwd_state_kernel[grid](
+        q, k, W, U, h0 if h0 is not None else Hs, Hs, Vn, o, ht if ht is not None else Hs,
+        tables.seq_start, tables.seq_chunk0, scale, H, K, V, BT, BK, BV, NKS, prec,
+        h0 is not None, ht is not None, store_h, store_vn, cfg.fuse_output, num_warps=nw, num_stages=ns,
+    )
+    if not cfg.fuse_output:
+        fwd_output_kernel[(tables.n_chunks, H, triton.cdiv(V, BV))](
+            q, k, Hs, Vn, o, tables.chunk_start, tables.chunk_end, scale, H, K, V, BT, BK, BV, prec,
+            num_warps=nw, num_stages=ns,
+        )
+    return o, ht, X, (Hs if save else None), (Vn if save else None)
+
+
+def _bwd_chunk_stages(cfg: ChunkConfig) -> int:
+    """Pipelining depth for ``bwd_chunk_kernel``: one stage at C = 128 or wide V tiles.
+
+    Its tile loops stage several ``[C, BV]`` fp32 tiles per pipeline stage; compiled for sm_90 at
+    C = 128 that needs 272 KB at two stages (over Hopper's 227 KB) and 192 KB at one.
+    """
+    if cfg.chunk_size >= 128 or cfg.chunk_size * cfg.BV > 64 * 64:
+        return 1
+    return cfg.num_stages
+
+
+def _backward(q, k, v, beta, scale, X, Hs, Vn, do, dht, tables: _ChunkTables, cfg: ChunkConfig, need_dh0: bool):
+    """Gradients (dq, dk, dv, dbeta, dh0) for flattened inputs; fp32 buffers, dh0 None unless asked."""
+    T, H, K = q.shape
+    V = v.shape[-1]
+    BT, BK, BV = cfg.chunk_size, cfg.BK, cfg.BV
+    prec = _precision(q.dtype)
+    nw, ns = cfg.num_warps, cfg.num_stages
+    dev = q.device
+    W = wy_recompute_w(k, v, beta, X, tables.chunk_start, tables.chunk_end, BT, BK, BV, prec, nw, ns)
+    dHs = torch.empty(tables.n_chunks, H, K, V, dtype=_STATE_DTYPES[cfg.state_dtype], device=dev)
+    dVn = torch.empty(T, H, V, dtype=torch.float32, device=dev)
+    dh0 = torch.empty(tables.n_seqs, H, K, V, dtype=torch.float32, device=dev) if need_dh0 else None
+    NKS = padded_dim(K) // BK
+    bwd_dh_kernel[(tables.n_seqs, H, triton.cdiv(V, BV))](
+        q, k, W, do, dht if dht is not None else dHs, dHs, dVn, dh0 if dh0 is not None else dHs,
+        tables.seq_start, tables.seq_chunk0, scale, H, K, V, BT, BK, BV, NKS, prec,
+        dht is not None, dh0 is not None, num_warps=nw, num_stages=ns,
+    )
+    dq = torch.empty(T, H, K, dtype=torch.float32, device=dev)
+    dk = torch.empty(T, H, K, dtype=torch.float32, device=dev)
+    dv = torch.empty(T, H, V, dtype=torch.float32, device=dev)
+    dbeta = torch.empty(T, H, dtype=torch.float32, device=dev)
+    S = torch.empty_like(X)  # per-chunk scratch for P and G
+    bwd_chunk_kernel[(tables.n_chunks, H)](
+        q, k, v, beta, X, S, Hs, dHs, Vn, dVn, do, dq, dk, dv, dbeta, tables.chunk_start, tables.chunk_end,
+        scale, H, K, V, BT, BK, BV, prec, num_warps=nw, num_stages=_bwd_chunk_stages(cfg),
+    )
+    return dq, dk, dv, dbeta, dh0
+
+
+class ChunkDeltaRuleFunction(torch.autograd.Function):
+    """Autograd wrapper: inputs already flattened to ``[T_total, H, D]`` and contiguous."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, beta, initial_state, scale, tables, cfg, output_final_state):
+        o, ht, X, Hs, Vn = _forward(q, k, v, beta, scale, initial_state, tables, cfg, output_final_state, save=True)
+        ctx.save_for_backward(q, k, v, beta, X, Hs, Vn)
+        ctx.scale, ctx.tables, ctx.cfg = scale, tables, cfg
+        ctx.h0_dtype = None if initial_state is None else initial_state.dtype
+        if ht is not None:
+            return o, ht
+        return o, None
+
+    @staticmethod
+    def backward(ctx, do, dht):
+        q, k, v, beta, X, Hs, Vn = ctx.saved_tensors
+        do = do.to(q.dtype).contiguous()
+        dht = None if dht is None else dht.float().contiguous()
+        need_dh0 = ctx.h0_dtype is not None and ctx.needs_input_grad[4]
+        dq, dk, dv, dbeta, dh0 = _backward(q, k, v, beta, ctx.scale, X, Hs, Vn, do, dht, ctx.tables, ctx.cfg, need_dh0)
+        return (dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), dbeta.to(beta.dtype),
+                None if dh0 is None else dh0.to(ctx.h0_dtype), None, None, None, None)
+
+
+def chunk_delta_rule(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    beta: Tensor,
+    scale: float | None = None,
+    initial_state: Tensor | None = None,
+    output_final_state: bool = False,
+    use_qk_l2norm_in_kernel: bool = False,
+    cu_seqlens: Tensor | None = None,
+    chunk_size: int | None = None,
+    config: ChunkConfig | None = None,
+) -> tuple[Tensor, Tensor | None]:
+    """The delta rule, chunkwise, in fla's calling convention.
+
+    ``q, k: [B, T, H, K]``, ``v: [B, T, H, V]``, ``beta: [B, T, H]``, ``initial_state: [N, H, K, V]``
+    (float32), ``cu_seqlens``: packed offsets with ``B = 1``. ``scale`` defaults to ``K ** -0.5``.
+    Returns ``(o [B, T, H, V] in q's dtype, final_state [N, H, K, V] float32 or None)``.
+    ``config`` selects the kernel variant and overrides ``chunk_size``; differentiable in q, k, v,
+    beta and initial_state. Head dims up to 256 (non powers of two are padded with masks).
+    """
+    shape = check_delta_inputs(q, k, v, beta, scale=scale, initial_state=initial_state, cu_seqlens=cu_seqlens)
+    B, T, H, K, V = shape.B, shape.T, shape.H, shape.K, shape.V
+    if config is None:
+        if chunk_size is not None and chunk_size not in ChunkConfig.choices()["chunk_size"]:
+            raise ValueError(f"chunk_size: must be one of {ChunkConfig.choices()['chunk_size']}, got {chunk_size!r}")
+        mode = "fwdbwd" if torch.is_grad_enabled() else "fwd"
+        config = select_config(K, V, T, q.dtype, mode, chunk_size)
+    elif not isinstance(config, ChunkConfig):
+        raise ValueError(f"config: expected a ChunkConfig or None, got {type(config).__name__}")
+    try:
+        config.validate(K, V)
+    except ConfigError as e:
+        raise ValueError(f"config: {e}") from None
+    if scale is None:
+        scale = K ** -0.5
+    scale = float(scale)
+    if use_qk_l2norm_in_kernel:
+        qf, kf = q.float(), k.float()
+        q = (qf * torch.rsqrt((qf * qf).sum(-1, keepdim=True) + 1e-6)).to(q.dtype)
+        k = (kf * torch.rsqrt((kf * kf).sum(-1, keepdim=True) + 1e-6)).to(k.dtype)
+
+    if cu_seqlens is not None:
+        bounds = [int(x) for x in cu_seqlens.tolist()]
+    else:
+        bounds = [b * T for b in range(B + 1)]
+    tables = _ChunkTables(bounds, config.chunk_size, q.device)
+    qf, kf, vf = (x.reshape(B * T, H, x.shape[-1]).contiguous() for x in (q, k, v))
+    bf = beta.reshape(B * T, H).contiguous()
+    h0 = None if initial_state is None else initial_state.contiguous()
+
+    leaves = (q, k, v, beta) + ((initial_state,) if initial_state is not None else ())
+    if torch.is_grad_enabled() and any(t.requires_grad for t in leaves):
+        o, ht = ChunkDeltaRuleFunction.apply(qf, kf, vf, bf, h0, scale, tables, config, output_final_state)
+    else:
+        o, ht, *_ = _forward(qf, kf, vf, bf, scale, h0, tables, config, output_final_state, save=False)
+    return o.reshape(B, T, H, V), ht

@@ -1,0 +1,205 @@
+"""Backward of the chunkwise delta rule (ALGORITHM.md's backward equations), in two launches.
+
+``bwd_dh_kernel`` is the reverse recurrence: one program per (sequence, head, ``BV`` block) walks
+the chunks backwards with the fp32 state gradient ``dh [K, BV]`` in up to four ``[BK, BV]`` slabs.
+Per chunk it stores ``dh'`` (gradient of the state after the chunk), forms
+``dVn = scale tril(Q K^T)^T dO + K dh'`` and steps ``dh = dh' + scale Q^T dO - W^T dVn``; after the
+first chunk ``dh`` is the initial state's gradient. It needs no forward state.
+
+``bwd_chunk_kernel`` is parallel over (chunk, head) and produces dq, dk, dv, dbeta through the WY
+transform: with ``P = tril(dO Vn^T)``, ``dW = -dVn h^T``, ``dKb = X^T dW``, ``dVb = X^T dVn``,
+``dX = dW Kb^T + dVn Vb^T`` and ``G = tril(-X^T dX X^T, -1)``. It sweeps V tiles, then K tiles
+(with a nested V loop for the state products), then K tiles again for the ``G`` terms, which need
+the complete ``dX``; dk is accumulated in an fp32 buffer between the last two sweeps.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from dnprof.kernels.chunk_common import dot32, load_tile, state_ptrs, store_tile
+
+
+@triton.jit
+def _dh_step(q, k, W, b_do, b_dvn, dh, t0, eos, i_h, H, K: tl.constexpr, k0, scale,
+             BT: tl.constexpr, BK: tl.constexpr, PREC: tl.constexpr):
+    b_q = load_tile(q, t0, eos, i_h, H, K, k0, BT, BK)
+    b_w = load_tile(W, t0, eos, i_h, H, K, k0, BT, BK)
+    return dh + tl.dot(tl.trans(b_q), b_do, input_precision=PREC) * scale - dot32(tl.trans(b_w), b_dvn, PREC)
+
+
+@triton.jit
+def bwd_dh_kernel(q, k, W, do, dht, dHs, dVn, dh0, seq_start, seq_chunk0, scale, H,
+                  K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+                  NKS: tl.constexpr, PREC: tl.constexpr, USE_DHT: tl.constexpr, STORE_DH0: tl.constexpr):
+    i_n = tl.program_id(0)
+    i_h = tl.program_id(1)
+    v0 = tl.program_id(2) * BV
+    bos = tl.load(seq_start + i_n).to(tl.int64)
+    eos = tl.load(seq_start + i_n + 1).to(tl.int64)
+    c0 = tl.load(seq_chunk0 + i_n)
+    h1 = tl.zeros([BK, BV], dtype=tl.float32)
+    h2 = tl.zeros([BK, BV], dtype=tl.float32)
+    h3 = tl.zeros([BK, BV], dtype=tl.float32)
+    h4 = tl.zeros([BK, BV], dtype=tl.float32)
+    if USE_DHT:
+        p, m = state_ptrs(dht, i_n, i_h, H, K, V, 0, v0, BK, BV)
+        h1 = tl.load(p, mask=m, other=0.0).to(tl.float32)
+        if NKS > 1:
+            p, m = state_ptrs(dht, i_n, i_h, H, K, V, BK, v0, BK, BV)
+            h2 = tl.load(p, mask=m, other=0.0).to(tl.float32)
+        if NKS > 2:
+            p, m = state_ptrs(dht, i_n, i_h, H, K, V, 2 * BK, v0, BK, BV)
+            h3 = tl.load(p, mask=m, other=0.0).to(tl.float32)
+            p, m = state_ptrs(dht, i_n, i_h, H, K, V, 3 * BK, v0, BK, BV)
+            h4 = tl.load(p, mask=m, other=0.0).to(tl.float32)
+    rows = tl.arange(0, BT)
+    causal = rows[:, None] >= rows[None, :]
+    n_chunks = tl.cdiv(eos - bos, BT)
+    i = n_chunks - 1
+    while i >= 0:  # a while loop: the interpreter cannot take a loaded bound in range()
+        c = c0 + i
+        t0 = bos + i * BT
+        p, m = state_ptrs(dHs, c, i_h, H, K, V, 0, v0, BK, BV)
+        tl.store(p, h1, mask=m)
+        if NKS > 1:
+            p, m = state_ptrs(dHs, c, i_h, H, K, V, BK, v0, BK, BV)
+            tl.store(p, h2, mask=m)
+        if NKS > 2:
+            p, m = state_ptrs(dHs, c, i_h, H, K, V, 2 * BK, v0, BK, BV)
+            tl.store(p, h3, mask=m)
+            p, m = state_ptrs(dHs, c, i_h, H, K, V, 3 * BK, v0, BK, BV)
+            tl.store(p, h4, mask=m)
+        # dVn = scale tril(Q K^T)^T dO + K dh'
+        b_q = load_tile(q, t0, eos, i_h, H, K, 0, BT, BK)
+        b_k = load_tile(k, t0, eos, i_h, H, K, 0, BT, BK)
+        b_s = tl.dot(b_q, tl.trans(b_k), input_precision=PREC)
+        b_dvn = dot32(b_k, h1, PREC)
+        if NKS > 1:
+            b_q = load_tile(q, t0, eos, i_h, H, K, BK, BT, BK)
+            b_k = load_tile(k, t0, eos, i_h, H, K, BK, BT, BK)
+            b_s += tl.dot(b_q, tl.trans(b_k), input_precision=PREC)
+            b_dvn += dot32(b_k, h2, PREC)
+        if NKS > 2:
+            b_q = load_tile(q, t0, eos, i_h, H, K, 2 * BK, BT, BK)
+            b_k = load_tile(k, t0, eos, i_h, H, K, 2 * BK, BT, BK)
+            b_s += tl.dot(b_q, tl.trans(b_k), input_precision=PREC)
+            b_dvn += dot32(b_k, h3, PREC)
+            b_q = load_tile(q, t0, eos, i_h, H, K, 3 * BK, BT, BK)
+            b_k = load_tile(k, t0, eos, i_h, H, K, 3 * BK, BT, BK)
+            b_s += tl.dot(b_q, tl.trans(b_k), input_precision=PREC)
+            b_dvn += dot32(b_k, h4, PREC)
+        b_s = tl.where(causal, b_s, 0.0) * scale
+        b_do = load_tile(do, t0, eos, i_h, H, V, v0, BT, BV)
+        b_dvn += dot32(tl.trans(b_s), b_do, PREC)
+        store_tile(dVn, b_dvn, t0, eos, i_h, H, V, v0, BT, BV)
+        # dh = dh' + scale Q^T dO - W^T dVn
+        h1 = _dh_step(q, k, W, b_do, b_dvn, h1, t0, eos, i_h, H, K, 0, scale, BT, BK, PREC)
+        if NKS > 1:
+            h2 = _dh_step(q, k, W, b_do, b_dvn, h2, t0, eos, i_h, H, K, BK, scale, BT, BK, PREC)
+        if NKS > 2:
+            h3 = _dh_step(q, k, W, b_do, b_dvn, h3, t0, eos, i_h, H, K, 2 * BK, scale, BT, BK, PREC)
+            h4 = _dh_step(q, k, W, b_do, b_dvn, h4, t0, eos, i_h, H, K, 3 * BK, scale, BT, BK, PREC)
+        i -= 1
+    if STORE_DH0:
+        p, m = state_ptrs(dh0, i_n, i_h, H, K, V, 0, v0, BK, BV)
+        tl.store(p, h1, mask=m)
+        if NKS > 1:
+            p, m = state_ptrs(dh0, i_n, i_h, H, K, V, BK, v0, BK, BV)
+            tl.store(p, h2, mask=m)
+        if NKS > 2:
+            p, m = state_ptrs(dh0, i_n, i_h, H, K, V, 2 * BK, v0, BK, BV)
+            tl.store(p, h3, mask=m)
+            p, m = state_ptrs(dh0, i_n, i_h, H, K, V, 3 * BK, v0, BK, BV)
+            tl.store(p, h4, mask=m)
+
+
+@triton.jit
+def _load_cc(ptr, c, i_h, H, BT: tl.constexpr):
+    """The ``[BT, BT]`` block of chunk ``c``, head ``i_h`` of a ``[n_chunks, H, BT, BT]`` buffer."""
+    rows = tl.arange(0, BT)
+    return tl.load(ptr + (c * H + i_h).to(tl.int64) * BT * BT + rows[:, None] * BT + rows[None, :])
+
+
+@triton.jit
+def bwd_chunk_kernel(q, k, v, beta, X, S, Hs, dHs, Vn, dVn, do, dq, dk, dv, dbeta, chunk_start, chunk_end,
+                     scale, H, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
+                     BV: tl.constexpr, PREC: tl.constexpr):
+    """One program per (chunk, head): dq, dk, dv, dbeta of the chunk (dq/dk/dv/dbeta buffers are fp32).
+
+    The ``[BT, BT]`` matrices used as dot operands inside the tile loops (X, P, G) are re-read from
+    global memory (X) or a per-chunk scratch ``S`` (P, then G) at each use, so that no loop keeps
+    them staged in shared memory: at C = 128 each is 64 KB.
+    """
+    c = tl.program_id(0)
+    i_h = tl.program_id(1)
+    t0 = tl.load(chunk_start + c).to(tl.int64)
+    eos = tl.load(chunk_end + c).to(tl.int64)
+    rows = tl.arange(0, BT)
+    offs_t = t0 + rows
+    mask_t = offs_t < eos
+    b_beta = tl.load(beta + offs_t * H + i_h, mask=mask_t, other=0.0).to(tl.float32)
+    b_p = tl.zeros([BT, BT], dtype=tl.float32)
+    b_dx = tl.zeros([BT, BT], dtype=tl.float32)
+    b_db = tl.zeros([BT], dtype=tl.float32)
+    # Sweep 1 (V tiles): P, dv, dbeta's V part, dX's U part.
+    for i_v in range(0, tl.cdiv(V, BV)):
+        v0 = i_v * BV
+        b_do = load_tile(do, t0, eos, i_h, H, V, v0, BT, BV)
+        b_vn = load_tile(Vn, t0, eos, i_h, H, V, v0, BT, BV)
+        b_dvn = load_tile(dVn, t0, eos, i_h, H, V, v0, BT, BV)
+        b_v = load_tile(v, t0, eos, i_h, H, V, v0, BT, BV).to(tl.float32)
+        b_p += dot32(b_do, tl.trans(b_vn), PREC)
+        b_dvb = dot32(tl.trans(_load_cc(X, c, i_h, H, BT)), b_dvn, PREC)
+        store_tile(dv, b_dvb * b_beta[:, None], t0, eos, i_h, H, V, v0, BT, BV)
+        b_db += tl.sum(b_dvb * b_v, axis=1)
+        b_dx += dot32(b_dvn, tl.trans(b_v * b_beta[:, None]), PREC)
+    b_p = tl.where(rows[:, None] >= rows[None, :], b_p, 0.0)
+    s_ptrs = S + (c * H + i_h).to(tl.int64) * BT * BT + rows[:, None] * BT + rows[None, :]
+    tl.store(s_ptrs, b_p)
+    tl.debug_barrier()
+    # Sweep 2 (K tiles, nested V tiles): dq, dk's direct and dKb parts, dbeta's K part, dX's W part.
+    for i_k in range(0, tl.cdiv(K, BK)):
+        k0 = i_k * BK
+        b_q = load_tile(q, t0, eos, i_h, H, K, k0, BT, BK)
+        b_k = load_tile(k, t0, eos, i_h, H, K, k0, BT, BK).to(tl.float32)
+        b_dq = tl.zeros([BT, BK], dtype=tl.float32)
+        b_dk = tl.zeros([BT, BK], dtype=tl.float32)
+        b_dw = tl.zeros([BT, BK], dtype=tl.float32)
+        for i_v in range(0, tl.cdiv(V, BV)):
+            v0 = i_v * BV
+            p, m = state_ptrs(Hs, c, i_h, H, K, V, k0, v0, BK, BV)
+            b_h = tl.load(p, mask=m, other=0.0)
+            p, m = state_ptrs(dHs, c, i_h, H, K, V, k0, v0, BK, BV)
+            b_dh = tl.load(p, mask=m, other=0.0)
+            b_do = load_tile(do, t0, eos, i_h, H, V, v0, BT, BV)
+            b_vn = load_tile(Vn, t0, eos, i_h, H, V, v0, BT, BV)
+            b_dvn = load_tile(dVn, t0, eos, i_h, H, V, v0, BT, BV)
+            b_dq += dot32(b_do, tl.trans(b_h), PREC)
+            b_dk += dot32(b_vn, tl.trans(b_dh), PREC)
+            b_dw -= dot32(b_dvn, tl.trans(b_h), PREC)
+        b_dq = (b_dq + dot32(_load_cc(S, c, i_h, H, BT), b_k, PREC)) * scale
+        store_tile(dq, b_dq, t0, eos, i_h, H, K, k0, BT, BK)
+        b_dk += dot32(tl.trans(_load_cc(S, c, i_h, H, BT)), b_q, PREC) * scale
+        b_dkb = dot32(tl.trans(_load_cc(X, c, i_h, H, BT)), b_dw, PREC)
+        b_db += tl.sum(b_dkb * b_k, axis=1)
+        b_dk += b_dkb * b_beta[:, None]
+        b_dx += dot32(b_dw, tl.trans(b_k * b_beta[:, None]), PREC)
+        store_tile(dk, b_dk, t0, eos, i_h, H, K, k0, BT, BK)
+    # Sweep 3 (K tiles): the terms through A, G = tril(-X^T dX X^T, -1).
+    b_g = dot32(tl.trans(_load_cc(X, c, i_h, H, BT)), b_dx, PREC)
+    b_g = dot32(b_g, tl.trans(_load_cc(X, c, i_h, H, BT)), PREC)
+    b_g = tl.where(rows[:, None] > rows[None, :], -b_g, 0.0)
+    tl.debug_barrier()
+    tl.store(s_ptrs, b_g)
+    tl.debug_barrier()
+    for i_k in range(0, tl.cdiv(K, BK)):
+        k0 = i_k * BK
+        b_k = load_tile(k, t0, eos, i_h, H, K, k0, BT, BK).to(tl.float32)
+        b_gk = dot32(_load_cc(S, c, i_h, H, BT), b_k, PREC)
+        b_db += tl.sum(b_gk * b_k, axis=1)
+        b_dk = load_tile(dk, t0, eos, i_h, H, K, k0, BT, BK)
+        b_dk += b_gk * b_beta[:, None] + dot32(tl.trans(_load_cc(S, c, i_h, H, BT)), b_k * b_beta[:, None], PREC)
+        store_tile(dk, b_dk, t0, eos, i_h, H, K, k0, BT, BK)
+    tl.store(dbeta + offs_t * H + i_h, b_db, mask=mask_t)

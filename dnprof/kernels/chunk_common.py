@@ -1,0 +1,44 @@
+"""Small Triton helpers shared by the chunkwise kernels: masked tile loads/stores and fp32 dots.
+
+All token-major tensors are flattened over the batch to ``[T_total, H, D]`` (contiguous); per-chunk
+states are ``[n_chunks, H, K, V]``. Offsets are computed in int64 so large batches cannot overflow.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def load_tile(ptr, t0, eos, i_h, H, D: tl.constexpr, d0, BT: tl.constexpr, BD: tl.constexpr):
+    """Rows ``t0 .. t0+BT`` (zero at ``t >= eos``), cols ``d0 .. d0+BD`` (zero at ``d >= D``) of head ``i_h``."""
+    offs_t = t0 + tl.arange(0, BT)
+    offs_d = d0 + tl.arange(0, BD)
+    m = (offs_t < eos)[:, None] & (offs_d < D)[None, :]
+    return tl.load(ptr + (offs_t[:, None] * H + i_h) * D + offs_d[None, :], mask=m, other=0.0)
+
+
+@triton.jit
+def store_tile(ptr, val, t0, eos, i_h, H, D: tl.constexpr, d0, BT: tl.constexpr, BD: tl.constexpr):
+    """Masked store of a ``[BT, BD]`` tile laid out as in :func:`load_tile`."""
+    offs_t = t0 + tl.arange(0, BT)
+    offs_d = d0 + tl.arange(0, BD)
+    m = (offs_t < eos)[:, None] & (offs_d < D)[None, :]
+    tl.store(ptr + (offs_t[:, None] * H + i_h) * D + offs_d[None, :], val, mask=m)
+
+
+@triton.jit
+def state_ptrs(ptr, c, i_h, H, K: tl.constexpr, V: tl.constexpr, k0, v0, BK: tl.constexpr, BV: tl.constexpr):
+    """Pointers and mask of the ``[BK, BV]`` tile at ``(k0, v0)`` of state ``c`` (``[n, H, K, V]`` layout)."""
+    offs_k = k0 + tl.arange(0, BK)
+    offs_v = v0 + tl.arange(0, BV)
+    base = ptr + (c * H + i_h).to(tl.int64) * K * V
+    m = (offs_k < K)[:, None] & (offs_v < V)[None, :]
+    return base + offs_k[:, None] * V + offs_v[None, :], m
+
+
+@triton.jit
+def dot32(a, b, PREC: tl.constexpr):
+    """``a @ b`` with both operands in fp32 (``PREC`` is ``ieee`` for fp32 inputs, ``tf32`` otherwise)."""
+    return tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision=PREC)

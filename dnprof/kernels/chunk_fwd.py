@@ -1,0 +1,143 @@
+"""Forward of the chunkwise delta rule after the WY transform: the state recurrence and the output.
+
+``fwd_state_kernel`` is the only sequential part: one program per (sequence, head, ``BV`` block of
+V) walks the sequence's chunks holding its fp32 state slice ``h [K, BV]`` in registers, as up to
+four ``[BK, BV]`` slabs (so K = 256 needs BK >= 64). Per chunk it optionally stores ``h`` (for the
+output kernel and the backward), forms ``Vn = U - W h``, optionally the output
+``O = scale (Q h + tril(Q K^T) Vn)`` (``fuse_output``), and updates ``h += K^T Vn``.
+``fwd_output_kernel`` computes the output in parallel over chunks from the stored states instead.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from dnprof.kernels.chunk_common import dot32, load_tile, state_ptrs, store_tile
+
+
+@triton.jit
+def fwd_state_kernel(q, k, W, U, h0, Hs, Vn, o, ht, seq_start, seq_chunk0, scale, H,
+                     K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+                     NKS: tl.constexpr, PREC: tl.constexpr, USE_H0: tl.constexpr, STORE_FINAL: tl.constexpr,
+                     STORE_H: tl.constexpr, STORE_VN: tl.constexpr, FUSE_OUTPUT: tl.constexpr):
+    i_n = tl.program_id(0)
+    i_h = tl.program_id(1)
+    v0 = tl.program_id(2) * BV
+    bos = tl.load(seq_start + i_n).to(tl.int64)
+    eos = tl.load(seq_start + i_n + 1).to(tl.int64)
+    c0 = tl.load(seq_chunk0 + i_n)
+    h1 = tl.zeros([BK, BV], dtype=tl.float32)
+    h2 = tl.zeros([BK, BV], dtype=tl.float32)
+    h3 = tl.zeros([BK, BV], dtype=tl.float32)
+    h4 = tl.zeros([BK, BV], dtype=tl.float32)
+    if USE_H0:
+        p, m = state_ptrs(h0, i_n, i_h, H, K, V, 0, v0, BK, BV)
+        h1 = tl.load(p, mask=m, other=0.0).to(tl.float32)
+        if NKS > 1:
+            p, m = state_ptrs(h0, i_n, i_h, H, K, V, BK, v0, BK, BV)
+            h2 = tl.load(p, mask=m, other=0.0).to(tl.float32)
+        if NKS > 2:
+            p, m = state_ptrs(h0, i_n, i_h, H, K, V, 2 * BK, v0, BK, BV)
+            h3 = tl.load(p, mask=m, other=0.0).to(tl.float32)
+            p, m = state_ptrs(h0, i_n, i_h, H, K, V, 3 * BK, v0, BK, BV)
+            h4 = tl.load(p, mask=m, other=0.0).to(tl.float32)
+    rows = tl.arange(0, BT)
+    causal = rows[:, None] >= rows[None, :]
+    n_chunks = tl.cdiv(eos - bos, BT)
+    i = 0
+    while i < n_chunks:  # a while loop: the interpreter cannot take a loaded bound in range()
+        c = c0 + i
+        t0 = bos + i * BT
+        if STORE_H:
+            p, m = state_ptrs(Hs, c, i_h, H, K, V, 0, v0, BK, BV)
+            tl.store(p, h1, mask=m)
+            if NKS > 1:
+                p, m = state_ptrs(Hs, c, i_h, H, K, V, BK, v0, BK, BV)
+                tl.store(p, h2, mask=m)
+            if NKS > 2:
+                p, m = state_ptrs(Hs, c, i_h, H, K, V, 2 * BK, v0, BK, BV)
+                tl.store(p, h3, mask=m)
+                p, m = state_ptrs(Hs, c, i_h, H, K, V, 3 * BK, v0, BK, BV)
+                tl.store(p, h4, mask=m)
+        # Vn = U - W h
+        b_vn = load_tile(U, t0, eos, i_h, H, V, v0, BT, BV)
+        b_vn -= dot32(load_tile(W, t0, eos, i_h, H, K, 0, BT, BK), h1, PREC)
+        if NKS > 1:
+            b_vn -= dot32(load_tile(W, t0, eos, i_h, H, K, BK, BT, BK), h2, PREC)
+        if NKS > 2:
+            b_vn -= dot32(load_tile(W, t0, eos, i_h, H, K, 2 * BK, BT, BK), h3, PREC)
+            b_vn -= dot32(load_tile(W, t0, eos, i_h, H, K, 3 * BK, BT, BK), h4, PREC)
+        if STORE_VN:
+            store_tile(Vn, b_vn, t0, eos, i_h, H, V, v0, BT, BV)
+        k1 = load_tile(k, t0, eos, i_h, H, K, 0, BT, BK)
+        k2 = k1
+        k3 = k1
+        k4 = k1
+        if NKS > 1:
+            k2 = load_tile(k, t0, eos, i_h, H, K, BK, BT, BK)
+        if NKS > 2:
+            k3 = load_tile(k, t0, eos, i_h, H, K, 2 * BK, BT, BK)
+            k4 = load_tile(k, t0, eos, i_h, H, K, 3 * BK, BT, BK)
+        if FUSE_OUTPUT:
+            b_q = load_tile(q, t0, eos, i_h, H, K, 0, BT, BK)
+            b_s = tl.dot(b_q, tl.trans(k1), input_precision=PREC)
+            b_o = dot32(b_q, h1, PREC)
+            if NKS > 1:
+                b_q = load_tile(q, t0, eos, i_h, H, K, BK, BT, BK)
+                b_s += tl.dot(b_q, tl.trans(k2), input_precision=PREC)
+                b_o += dot32(b_q, h2, PREC)
+            if NKS > 2:
+                b_q = load_tile(q, t0, eos, i_h, H, K, 2 * BK, BT, BK)
+                b_s += tl.dot(b_q, tl.trans(k3), input_precision=PREC)
+                b_o += dot32(b_q, h3, PREC)
+                b_q = load_tile(q, t0, eos, i_h, H, K, 3 * BK, BT, BK)
+                b_s += tl.dot(b_q, tl.trans(k4), input_precision=PREC)
+                b_o += dot32(b_q, h4, PREC)
+            b_s = tl.where(causal, b_s, 0.0)
+            b_o = (b_o + dot32(b_s, b_vn, PREC)) * scale
+            store_tile(o, b_o, t0, eos, i_h, H, V, v0, BT, BV)
+        # h += K^T Vn
+        h1 += dot32(tl.trans(k1), b_vn, PREC)
+        if NKS > 1:
+            h2 += dot32(tl.trans(k2), b_vn, PREC)
+        if NKS > 2:
+            h3 += dot32(tl.trans(k3), b_vn, PREC)
+            h4 += dot32(tl.trans(k4), b_vn, PREC)
+        i += 1
+    if STORE_FINAL:
+        p, m = state_ptrs(ht, i_n, i_h, H, K, V, 0, v0, BK, BV)
+        tl.store(p, h1, mask=m)
+        if NKS > 1:
+            p, m = state_ptrs(ht, i_n, i_h, H, K, V, BK, v0, BK, BV)
+            tl.store(p, h2, mask=m)
+        if NKS > 2:
+            p, m = state_ptrs(ht, i_n, i_h, H, K, V, 2 * BK, v0, BK, BV)
+            tl.store(p, h3, mask=m)
+            p, m = state_ptrs(ht, i_n, i_h, H, K, V, 3 * BK, v0, BK, BV)
+            tl.store(p, h4, mask=m)
+
+
+@triton.jit
+def fwd_output_kernel(q, k, Hs, Vn, o, chunk_start, chunk_end, scale, H, K: tl.constexpr, V: tl.constexpr,
+                      BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, PREC: tl.constexpr):
+    """One program per (chunk, head, V block): ``O = scale (Q h + tril(Q K^T) Vn)`` from stored h and Vn."""
+    c = tl.program_id(0)
+    i_h = tl.program_id(1)
+    v0 = tl.program_id(2) * BV
+    t0 = tl.load(chunk_start + c).to(tl.int64)
+    eos = tl.load(chunk_end + c).to(tl.int64)
+    rows = tl.arange(0, BT)
+    b_s = tl.zeros([BT, BT], dtype=tl.float32)
+    b_o = tl.zeros([BT, BV], dtype=tl.float32)
+    for i_k in range(0, tl.cdiv(K, BK)):
+        b_q = load_tile(q, t0, eos, i_h, H, K, i_k * BK, BT, BK)
+        b_k = load_tile(k, t0, eos, i_h, H, K, i_k * BK, BT, BK)
+        p, m = state_ptrs(Hs, c, i_h, H, K, V, i_k * BK, v0, BK, BV)
+        b_h = tl.load(p, mask=m, other=0.0)
+        b_s += tl.dot(b_q, tl.trans(b_k), input_precision=PREC)
+        b_o += dot32(b_q, b_h, PREC)
+    b_s = tl.where(rows[:, None] >= rows[None, :], b_s, 0.0)
+    b_vn = load_tile(Vn, t0, eos, i_h, H, V, v0, BT, BV)
+    b_o = (b_o + dot32(b_s, b_vn, PREC)) * scale
+    store_tile(o, b_o, t0, eos, i_h, H, V, v0, BT, BV)

@@ -1,0 +1,1 @@
+"""The variant space of dnprof's chunkwise kernels: a typed config (``ChunkConfig``) naming one variant."""

@@ -1,0 +1,168 @@
+"""``ChunkConfig``: one variant of the chunkwise DeltaNet kernels, as a small frozen, hashable value.
+
+A variant fixes the chunk size, the tile sizes over the key (``BK``) and value (``BV``) head dims,
+the launch parameters, and the fusion/storage choices the kernels implement:
+
+- ``state_dtype``: dtype of the per-chunk states ``h`` stored for the output kernel and the backward
+  (``fp32`` exact, ``bf16`` half the memory). The running state is always fp32 in registers.
+- ``fuse_wy``: compute ``A``, ``(I + A)^-1``, ``W`` and ``U`` in one launch (True) or split the
+  inverse and the ``W``/``U`` products into two launches (False).
+- ``fuse_output``: compute the output inside the sequential state kernel (True; a forward without a
+  backward then stores no states at all) or in a separate chunk-parallel kernel (False).
+
+The tuner builds its search space from :meth:`ChunkConfig.choices` and checks each candidate with
+:meth:`ChunkConfig.validate`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from dnprof.variants.errors import ConfigError
+
+#: Largest ``chunk_size * tile`` product a kernel may hold: it bounds the shared memory of one
+#: ``[chunk, tile]`` fp32 operand (64 KB) so every program stays well under Hopper's ~227 KB.
+MAX_CHUNK_TILE = 128 * 128
+
+
+def _is_pow2(x: int) -> bool:
+    return isinstance(x, int) and x > 0 and (x & (x - 1)) == 0
+
+
+def padded_dim(d: int) -> int:
+    """The head dim the kernels work with: the next power of two, at least 16 (``tl.dot``'s minimum)."""
+    p = 16
+    while p < d:
+        p *= 2
+    return p
+
+
+@dataclass(frozen=True)
+class ChunkConfig:
+    """One chunkwise-kernel variant (see the module docstring for the meaning of each field)."""
+
+    chunk_size: int = 64
+    BK: int = 64
+    BV: int = 64
+    num_warps: int = 4
+    num_stages: int = 2
+    state_dtype: str = "fp32"
+    fuse_wy: bool = True
+    fuse_output: bool = False
+
+    # ----------------------------------------------------------------------------------- space
+    @classmethod
+    def choices(cls) -> dict[str, tuple]:
+        """Allowed values per field: the raw space a tuner enumerates (then filters with ``validate``)."""
+        return {
+            "chunk_size": (16, 32, 64, 128),
+            "BK": (16, 32, 64, 128, 256),
+            "BV": (16, 32, 64, 128, 256),
+            "num_warps": (1, 2, 4, 8),
+            "num_stages": (1, 2, 3, 4),
+            "state_dtype": ("fp32", "bf16"),
+            "fuse_wy": (True, False),
+            "fuse_output": (False, True),
+        }
+
+    @classmethod
+    def default_for(cls, K: int, V: int, chunk_size: int = 64) -> "ChunkConfig":
+        """A good untuned variant for head dims ``K``, ``V`` (fp32 states, fused WY transform)."""
+        Kp, Vp = padded_dim(K), padded_dim(V)
+        cap = max(16, MAX_CHUNK_TILE // chunk_size)
+        BK = min(64, Kp, cap)
+        BK = max(BK, Kp // 4)
+        BV = min(64 if Kp <= 128 else 32, Vp, cap)
+        num_warps = 8 if chunk_size >= 128 else 4
+        cfg = cls(chunk_size=chunk_size, BK=BK, BV=BV, num_warps=num_warps, num_stages=2)
+        cfg.validate(K, V)
+        return cfg
+
+    # ----------------------------------------------------------------------------------- checks
+    def validate(self, K: int | None = None, V: int | None = None) -> "ChunkConfig":
+        """Raise ConfigError for impossible values or combinations; return self when it can run.
+
+        Without ``K``/``V`` only the values themselves are checked; with them, also the tiles
+        against the padded head dims.
+        """
+        space = self.choices()
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name in ("fuse_wy", "fuse_output"):
+                if not isinstance(value, bool):
+                    raise ConfigError(f"{f.name} must be True or False, got {value!r}")
+                continue
+            if f.name in ("BK", "BV") and not _is_pow2(value):
+                raise ConfigError(f"{f.name} must be a power of two, got {value!r}")
+            if value not in space[f.name] or isinstance(value, bool):
+                raise ConfigError(f"{f.name} must be one of {space[f.name]}, got {value!r}")
+        for name in ("BK", "BV"):
+            if self.chunk_size * getattr(self, name) > MAX_CHUNK_TILE:
+                raise ConfigError(
+                    f"chunk_size {self.chunk_size} x {name} {getattr(self, name)} exceeds {MAX_CHUNK_TILE} elements "
+                    f"per tile (too much shared memory); use {name} <= {max(16, MAX_CHUNK_TILE // self.chunk_size)}"
+                )
+        if K is not None:
+            Kp = padded_dim(K)
+            if self.BK > Kp:
+                raise ConfigError(f"BK {self.BK} is larger than the padded key head dim {Kp} (K = {K})")
+            if Kp > 4 * self.BK:
+                raise ConfigError(
+                    f"BK {self.BK} is too small for K = {K}: the state kernels hold the state in at most 4 slabs "
+                    f"of BK rows, so BK must be >= {Kp // 4}"
+                )
+        if V is not None:
+            Vp = padded_dim(V)
+            if self.BV > Vp:
+                raise ConfigError(f"BV {self.BV} is larger than the padded value head dim {Vp} (V = {V})")
+        return self
+
+    # ----------------------------------------------------------------------------------- names
+    @property
+    def name(self) -> str:
+        """Short printable name, e.g. ``c64-bk64-bv64-w4-s2-hfp32-wyf-os``; ``from_name`` inverts it."""
+        return (
+            f"c{self.chunk_size}-bk{self.BK}-bv{self.BV}-w{self.num_warps}-s{self.num_stages}"
+            f"-h{self.state_dtype}-wy{'f' if self.fuse_wy else 's'}-o{'f' if self.fuse_output else 's'}"
+        )
+
+    def __str__(self) -> str:
+        return self.name
+
+    @classmethod
+    def from_name(cls, name: str) -> "ChunkConfig":
+        """Parse a name made by :attr:`name`; ConfigError on anything else."""
+        parts = name.strip().split("-")
+        prefixes = ("c", "bk", "bv", "w", "s", "h", "wy", "o")
+        if len(parts) != len(prefixes) or not all(p.startswith(x) for p, x in zip(parts, prefixes)):
+            raise ConfigError(
+                f"not a chunk variant name: {name!r} (expected like 'c64-bk64-bv64-w4-s2-hfp32-wyf-os')"
+            )
+        vals = [p[len(x):] for p, x in zip(parts, prefixes)]
+        try:
+            ints = [int(x) for x in vals[:5]]
+        except ValueError:
+            raise ConfigError(f"not a chunk variant name: {name!r}") from None
+        flags = {"f": True, "s": False}
+        if vals[6] not in flags or vals[7] not in flags:
+            raise ConfigError(f"not a chunk variant name: {name!r} (wy/o must end in 'f' or 's')")
+        cfg = cls(*ints, state_dtype=vals[5], fuse_wy=flags[vals[6]], fuse_output=flags[vals[7]])
+        return cfg.validate()
+
+    # ----------------------------------------------------------------------------------- dicts
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-safe dict of the fields."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ChunkConfig":
+        """Inverse of :meth:`to_dict`; unknown keys raise ConfigError, missing keys take defaults."""
+        if not isinstance(d, dict):
+            raise ConfigError(f"expected a dict, got {type(d).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"unknown ChunkConfig keys {unknown}; known keys are {sorted(known)}")
+        return cls(**d).validate()

@@ -1,0 +1,76 @@
+"""The chunkwise kernels on a real GPU: bf16 at T = 4096 against float64, and against fla-core.
+
+The float64 reference is the chunkwise form (equal to the recurrent one to ~1e-12) computed on the
+GPU from the same bf16-rounded inputs; gradients come from autograd through it.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+import torch
+
+from dnprof.bench.verify import verify_delta_kernel
+from dnprof.kernels.chunk import chunk_delta_rule
+from dnprof.variants.chunk_config import ChunkConfig
+
+pytestmark = pytest.mark.gpu
+
+B, T, H = 2, 4096, 4
+
+
+def _fla_errors(D: int) -> dict[str, float] | None:
+    try:
+        from fla.ops.delta_rule import chunk_delta_rule as fla_chunk
+    except Exception:  # noqa: BLE001 - fla-core missing or not importable here
+        return None
+    return verify_delta_kernel(fla_chunk, B, T, H, D, D, dtype=torch.bfloat16, device="cuda",
+                               reference="chunk").errors
+
+
+@pytest.mark.parametrize("chunk_size", [64, 128])
+@pytest.mark.parametrize("D", [64, 128, 256])
+def test_bf16_t4096_against_float64_and_fla(D, chunk_size):
+    kernel = functools.partial(chunk_delta_rule, chunk_size=chunk_size)
+    res = verify_delta_kernel(kernel, B, T, H, D, D, dtype=torch.bfloat16, device="cuda", reference="chunk")
+    print(f"D={D} C={chunk_size} errors: " + " ".join(f"{k}={v:.2e}" for k, v in res.errors.items()))
+    assert res.tolerance == 1e-2
+    assert res.passed, res.errors
+    fla = _fla_errors(D)
+    if fla is None:
+        pytest.skip("fla-core not importable: comparison with the peer skipped (float64 check passed)")
+    for key, err in res.errors.items():
+        assert err <= 1.1 * fla[key] + 1e-4, f"{key}: dnprof {err:.2e} vs fla {fla[key]:.2e}"
+
+
+FAMILIES = [
+    ChunkConfig(chunk_size=64, BK=64, BV=64, fuse_wy=False),
+    ChunkConfig(chunk_size=64, BK=64, BV=64, fuse_output=True),
+    ChunkConfig(chunk_size=128, BK=64, BV=32, num_warps=8, state_dtype="bf16"),
+    ChunkConfig(chunk_size=32, BK=32, BV=64, num_warps=4, num_stages=3),
+]
+
+
+@pytest.mark.parametrize("cfg", FAMILIES, ids=[c.name for c in FAMILIES])
+def test_variant_families_bf16(cfg):
+    kernel = functools.partial(chunk_delta_rule, config=cfg)
+    res = verify_delta_kernel(kernel, 2, 1000, 4, 128, 128, dtype=torch.bfloat16, device="cuda", reference="chunk")
+    print(f"{cfg.name}: " + " ".join(f"{k}={v:.2e}" for k, v in res.errors.items()))
+    assert res.passed, res.errors
+
+
+def test_varlen_and_odd_head_dims_bf16():
+    kernel = functools.partial(chunk_delta_rule, chunk_size=64)
+    res = verify_delta_kernel(kernel, 1, 1500, 4, 100, 48, dtype=torch.bfloat16, device="cuda",
+                              cu_seqlens=[0, 1, 300, 1111, 1500], reference="chunk")
+    print("varlen K=100 V=48: " + " ".join(f"{k}={v:.2e}" for k, v in res.errors.items()))
+    assert res.passed, res.errors
+
+
+def test_fp16_and_fp32_on_gpu():
+    for dtype in (torch.float16, torch.float32):
+        kernel = functools.partial(chunk_delta_rule, chunk_size=64)
+        res = verify_delta_kernel(kernel, 2, 777, 2, 64, 64, dtype=dtype, device="cuda", reference="chunk")
+        print(f"{dtype}: " + " ".join(f"{k}={v:.2e}" for k, v in res.errors.items()))
+        assert res.passed, (dtype, res.errors)

@@ -1,0 +1,83 @@
+"""ChunkConfig: names, hashing, dict round trips, validation and the default variants."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import pytest
+
+from dnprof.variants.chunk_config import ChunkConfig, ConfigError, padded_dim
+
+
+def test_default_is_valid_for_supported_head_dims():
+    for K, V, c in itertools.product((16, 32, 64, 100, 128, 256), (16, 64, 128, 256), (16, 32, 64, 128)):
+        cfg = ChunkConfig.default_for(K, V, chunk_size=c)
+        assert cfg.chunk_size == c
+        cfg.validate(K, V)
+
+
+def test_hash_eq_and_name_round_trip():
+    a = ChunkConfig(chunk_size=128, BK=64, BV=32, num_warps=8, num_stages=3, state_dtype="bf16", fuse_wy=False)
+    b = ChunkConfig.from_dict(a.to_dict())
+    assert a == b and hash(a) == hash(b) and len({a, b}) == 1
+    assert a.name == "c128-bk64-bv32-w8-s3-hbf16-wys-os" == str(a)
+    assert ChunkConfig.from_name(a.name) == a
+    assert ChunkConfig.from_dict(json.loads(json.dumps(a.to_dict()))) == a
+    with pytest.raises(Exception):
+        a.BK = 16  # frozen
+
+
+def test_from_dict_rejects_unknown_keys():
+    with pytest.raises(ConfigError, match="unknown ChunkConfig keys.*'bq'"):
+        ChunkConfig.from_dict({"chunk_size": 64, "bq": 3})
+
+
+@pytest.mark.parametrize("bad", ["c64", "c64-bk64-bv64-w4-s2-hfp32-wyx-os", "x-bk-bv-w-s-h-wy-o", ""])
+def test_from_name_rejects_garbage(bad):
+    with pytest.raises(ConfigError):
+        ChunkConfig.from_name(bad)
+
+
+@pytest.mark.parametrize(
+    "kw,K,V,match",
+    [
+        (dict(BK=48), 64, 64, "BK must be a power of two"),
+        (dict(chunk_size=96), 64, 64, "chunk_size must be one of"),
+        (dict(BK=128), 64, 64, "larger than the padded key head dim"),
+        (dict(BV=128), 64, 100, None),  # padded V = 128: fine
+        (dict(BV=256), 64, 100, "larger than the padded value head dim"),
+        (dict(BK=32), 256, 64, "BK must be >= 64"),
+        (dict(chunk_size=128, BK=256), 256, 64, "shared memory"),
+        (dict(num_warps=3), 64, 64, "num_warps"),
+        (dict(state_dtype="fp16"), 64, 64, "state_dtype"),
+        (dict(fuse_wy=1), 64, 64, "fuse_wy must be True or False"),
+    ],
+)
+def test_validate(kw, K, V, match):
+    cfg = ChunkConfig(**kw)
+    if match is None:
+        assert cfg.validate(K, V) is cfg
+    else:
+        with pytest.raises(ConfigError, match=match):
+            cfg.validate(K, V)
+        assert issubclass(ConfigError, ValueError)
+
+
+def test_choices_generate_a_space_with_valid_members():
+    space = ChunkConfig.choices()
+    assert set(space) == set(ChunkConfig().to_dict())
+    keys = list(space)
+    valid = []
+    for values in itertools.product(*space.values()):
+        cfg = ChunkConfig(**dict(zip(keys, values)))
+        try:
+            valid.append(cfg.validate(128, 128))
+        except ConfigError:
+            pass
+    assert ChunkConfig.default_for(128, 128) in valid
+    assert len(valid) > 100
+
+
+def test_padded_dim():
+    assert [padded_dim(d) for d in (1, 16, 17, 64, 100, 128, 200, 256)] == [16, 16, 32, 64, 128, 128, 256, 256]

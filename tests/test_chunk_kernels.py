@@ -1,0 +1,186 @@
+"""The chunkwise Triton kernels (forward and backward) against the float64 references.
+
+On a machine without a GPU these run through the Triton interpreter (tests/conftest.py sets
+TRITON_INTERPRET=1), so shapes stay small; fp32 and fp16 only (bf16 dots are wrong in the
+interpreter; bf16 is covered by tests/gpu/test_chunk_gpu.py).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+import torch
+
+from dnprof.bench.equivalence import relative_error
+from dnprof.bench.inputs import make_delta_inputs
+from dnprof.bench.verify import verify_delta_kernel
+from dnprof.kernels.chunk import chunk_delta_rule, select_config
+from dnprof.reference import recurrent_delta_rule
+from dnprof.variants.chunk_config import ChunkConfig
+
+
+def _cfg(**kw) -> ChunkConfig:
+    base = dict(chunk_size=16, BK=16, BV=16, num_warps=4, num_stages=1)
+    base.update(kw)
+    return ChunkConfig(**base)
+
+
+# (config, B, T, H, K, V, tolerance): every variant family on fp32 inputs, all outputs and gradients.
+VARIANTS = [
+    (_cfg(), 2, 37, 2, 16, 32, 1e-5),
+    (_cfg(chunk_size=32, BK=16, BV=32, fuse_wy=False), 1, 70, 2, 32, 32, 1e-5),  # 2 K slabs, split WY
+    (_cfg(chunk_size=64, BK=16, BV=32, fuse_output=True), 1, 131, 1, 64, 32, 1e-5),  # 4 K slabs, fused output
+    (_cfg(chunk_size=128, BK=32, BV=16), 1, 131, 2, 32, 16, 1e-5),
+    (_cfg(chunk_size=32, BK=32, BV=32, state_dtype="bf16"), 1, 50, 2, 32, 32, 1e-2),  # bf16 stored states
+    (_cfg(chunk_size=64, BK=16, BV=16, fuse_wy=False, fuse_output=True), 2, 1, 2, 16, 16, 1e-5),  # T = 1
+]
+
+
+@pytest.mark.parametrize("cfg,B,T,H,K,V,tol", VARIANTS, ids=[f"{v[0].name}-T{v[2]}-K{v[4]}-V{v[5]}" for v in VARIANTS])
+def test_variant_fp32_against_float64(device, cfg, B, T, H, K, V, tol):
+    kernel = functools.partial(chunk_delta_rule, config=cfg)
+    res = verify_delta_kernel(kernel, B, T, H, K, V, dtype=torch.float32, device=device, tolerance=tol,
+                              reference="recurrent")
+    assert set(res.errors) == {"o", "ht", "dq", "dk", "dv", "dbeta", "dh0"}
+    assert res.passed, res.errors
+
+
+@pytest.mark.parametrize("chunk_size", [16, 64])
+def test_fp16_against_float64(device, chunk_size):
+    kernel = functools.partial(chunk_delta_rule, chunk_size=chunk_size)
+    res = verify_delta_kernel(kernel, 2, 45, 2, 32, 16, dtype=torch.float16, device=device, reference="recurrent")
+    assert res.passed, res.errors
+
+
+def test_l2norm_in_kernel(device):
+    kernel = functools.partial(chunk_delta_rule, chunk_size=16)
+    res = verify_delta_kernel(kernel, 1, 33, 2, 16, 16, dtype=torch.float32, device=device,
+                              use_qk_l2norm_in_kernel=True, tolerance=1e-5, reference="recurrent")
+    assert res.passed, res.errors
+
+
+def test_varlen_against_float64(device):
+    kernel = functools.partial(chunk_delta_rule, config=_cfg(chunk_size=16, BK=16, BV=16))
+    res = verify_delta_kernel(kernel, 1, 67, 2, 16, 16, dtype=torch.float32, device=device,
+                              cu_seqlens=[0, 13, 50, 67], tolerance=1e-5, reference="recurrent")
+    assert res.passed, res.errors
+
+
+def test_head_dim_100_is_padded(device):
+    kernel = functools.partial(chunk_delta_rule, chunk_size=16)
+    res = verify_delta_kernel(kernel, 1, 20, 1, 100, 48, dtype=torch.float32, device=device, tolerance=1e-5,
+                              reference="recurrent")
+    assert res.passed, res.errors
+
+
+def _fwd(inp, **kw):
+    with torch.no_grad():
+        return chunk_delta_rule(inp.q, inp.k, inp.v, inp.beta, initial_state=inp.initial_state,
+                                output_final_state=True, **kw)
+
+
+def test_chunk_sizes_agree_with_each_other_and_recurrent(device):
+    inp = make_delta_inputs(1, 131, 2, 32, 32, dtype=torch.float32, device=device, seed=3)
+    ref_o, ref_ht = recurrent_delta_rule(inp.q, inp.k, inp.v, inp.beta, initial_state=inp.initial_state,
+                                         output_final_state=True)
+    outs = {c: _fwd(inp, chunk_size=c) for c in (16, 32, 64, 128)}
+    for c, (o, ht) in outs.items():
+        assert relative_error(o, ref_o) < 1e-5, c
+        assert relative_error(ht, ref_ht) < 1e-5, c
+        assert relative_error(o, outs[16][0].double()) < 1e-5, c
+
+
+def test_fused_output_no_grad_matches_grad_path(device):
+    inp = make_delta_inputs(1, 40, 2, 16, 16, dtype=torch.float32, device=device, seed=4)
+    cfg = _cfg(fuse_output=True)
+    o1, ht1 = _fwd(inp, config=cfg)  # stores no per-chunk state
+    q = inp.q.clone().requires_grad_(True)
+    o2, ht2 = chunk_delta_rule(q, inp.k, inp.v, inp.beta, initial_state=inp.initial_state,
+                               output_final_state=True, config=cfg)
+    assert torch.equal(o1, o2.detach()) and torch.equal(ht1, ht2.detach())
+
+
+def test_state_passing_two_halves_equal_one_run(device):
+    inp = make_delta_inputs(2, 64, 2, 16, 16, dtype=torch.float32, device=device, seed=5)
+    o, ht = _fwd(inp, chunk_size=16)
+    cut = 40
+    with torch.no_grad():
+        o1, h1 = chunk_delta_rule(inp.q[:, :cut], inp.k[:, :cut], inp.v[:, :cut], inp.beta[:, :cut],
+                                  initial_state=inp.initial_state, output_final_state=True, chunk_size=16)
+        o2, h2 = chunk_delta_rule(inp.q[:, cut:], inp.k[:, cut:], inp.v[:, cut:], inp.beta[:, cut:],
+                                  initial_state=h1, output_final_state=True, chunk_size=16)
+    assert relative_error(torch.cat([o1, o2], 1), o) < 1e-5
+    assert relative_error(h2, ht) < 1e-5
+
+
+def test_varlen_equals_separate_runs(device):
+    cu = [0, 5, 38, 60]
+    inp = make_delta_inputs(1, 60, 2, 16, 32, dtype=torch.float32, device=device, seed=6, cu_seqlens=cu)
+    with torch.no_grad():
+        o, ht = chunk_delta_rule(inp.q, inp.k, inp.v, inp.beta, initial_state=inp.initial_state,
+                                 output_final_state=True, cu_seqlens=inp.cu_seqlens, chunk_size=16)
+        for n, (s, e) in enumerate(zip(cu[:-1], cu[1:])):
+            o_n, ht_n = chunk_delta_rule(inp.q[:, s:e], inp.k[:, s:e], inp.v[:, s:e], inp.beta[:, s:e],
+                                         initial_state=inp.initial_state[n:n + 1], output_final_state=True,
+                                         chunk_size=16)
+            assert relative_error(o[:, s:e], o_n) < 1e-6
+            assert relative_error(ht[n:n + 1], ht_n) < 1e-6
+
+
+def test_without_initial_or_final_state(device):
+    inp = make_delta_inputs(1, 30, 2, 16, 16, dtype=torch.float32, device=device, seed=7, initial_state=False,
+                            requires_grad=True)
+    o, ht = chunk_delta_rule(inp.q, inp.k, inp.v, inp.beta, chunk_size=16)
+    assert ht is None and o.dtype == torch.float32 and o.shape == (1, 30, 2, 16)
+    (o * inp.do).sum().backward()
+    leaves = [t.detach().double().requires_grad_(True) for t in inp.leaves()]
+    ro, _ = recurrent_delta_rule(*leaves)
+    (ro * inp.do.double()).sum().backward()
+    for got, want in zip(inp.leaves(), leaves):
+        assert relative_error(got.grad, want.grad) < 1e-5
+
+
+def test_fp16_output_dtype_and_fp32_state(device):
+    inp = make_delta_inputs(1, 20, 1, 16, 16, dtype=torch.float16, device=device)
+    o, ht = _fwd(inp, chunk_size=16)
+    assert o.dtype == torch.float16 and ht.dtype == torch.float32
+
+
+def test_select_config_without_a_gpu_is_the_default():
+    assert select_config(128, 64, 4096, torch.bfloat16, "fwd") == ChunkConfig.default_for(128, 64)
+    assert select_config(64, 64, 4096, torch.bfloat16, "fwd", chunk_size=128).chunk_size == 128
+
+
+@pytest.mark.parametrize(
+    "kwargs,name",
+    [
+        (dict(beta_shape=(1, 8, 3)), "beta"),
+        (dict(chunk_size=48), "chunk_size"),
+        (dict(config="c64"), "config"),
+        (dict(config=ChunkConfig(chunk_size=16, BK=64, BV=16)), "config"),
+        (dict(h0_shape=(2, 2, 16, 16)), "initial_state"),
+        (dict(scale=-1.0), "scale"),
+        (dict(k_dtype=torch.float64), "k"),
+    ],
+)
+def test_bad_input_names_the_argument(device, kwargs, name):
+    inp = make_delta_inputs(1, 8, 2, 16, 16, dtype=torch.float32, device=device)
+    beta = inp.beta
+    if "beta_shape" in kwargs:
+        beta = torch.rand(*kwargs.pop("beta_shape"), device=device)
+    h0 = inp.initial_state
+    if "h0_shape" in kwargs:
+        h0 = torch.zeros(*kwargs.pop("h0_shape"), device=device)
+    k = inp.k
+    if "k_dtype" in kwargs:
+        k = k.to(kwargs.pop("k_dtype"))
+    with pytest.raises(ValueError, match=name):
+        chunk_delta_rule(inp.q, k, inp.v, beta, initial_state=h0, **kwargs)
+
+
+def test_head_dim_above_256_is_rejected(device):
+    inp = make_delta_inputs(1, 4, 1, 16, 16, dtype=torch.float32, device=device)
+    v = torch.randn(1, 4, 1, 300, device=device)
+    with pytest.raises(ValueError, match="head dim"):
+        chunk_delta_rule(inp.q, inp.k, v, inp.beta)

@@ -1,0 +1,62 @@
+"""``dnprof verify`` through click's CliRunner (CPU: the Triton interpreter, tiny shapes)."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from dnprof.cli import main
+
+SMALL = ["--device", "cpu", "--seq-len", "20", "--head-dim", "16", "--heads", "1", "--chunk-size", "16"]
+
+
+def _run(args):
+    return CliRunner().invoke(main, ["verify", *args])
+
+
+def test_default_variant_and_recurrent_pass():
+    res = _run(SMALL)
+    assert res.exit_code == 0, res.output
+    assert "c16-bk16-bv16" in res.output and "pass" in res.output
+    assert "interpreter" in res.output  # says why bf16 is not checked on the CPU
+    assert "dbeta" in res.output and "dh0" in res.output
+
+
+def test_named_variant_and_fp16():
+    res = _run([*SMALL, "--dtype", "fp16", "--variants", "c16-bk16-bv16-w4-s1-hfp32-wys-of", "--mode", "fwd"])
+    assert res.exit_code == 0, res.output
+    assert "c16-bk16-bv16-w4-s1-hfp32-wys-of" in res.output
+
+
+def test_failing_variant_exits_1():
+    # bf16-stored states cannot meet the fp32 tolerance (1e-3) on o/dq/dk.
+    res = _run([*SMALL, "--seq-len", "40", "--variants", "c16-bk16-bv16-w4-s1-hbf16-wyf-os"])
+    assert res.exit_code == 1, res.output
+    assert "FAIL" in res.output
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--head-dim", "0"], "head dim"),
+        (["--head-dim", "a,b"], "integers"),
+        (["--variants", "c64-nonsense"], "variant"),
+        (["--variants", "c16-bk64-bv16-w4-s1-hfp32-wyf-os"], "BK"),
+        (["--chunk-size", "48"], "chunk sizes"),
+        (["--dtype", "bf16"], "interpreter"),
+        (["--seq-len", "0"], "seq-len"),
+    ],
+)
+def test_bad_options_exit_2(args, needle):
+    res = _run([*SMALL, *args])
+    assert res.exit_code == 2, res.output
+    assert needle in res.output
+
+
+def test_cuda_without_gpu_exits_2():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    res = _run(["--device", "cuda"])
+    assert res.exit_code == 2 and "no CUDA GPU" in res.output

@@ -1,0 +1,298 @@
+"""The variant space: every combination of the kernels' variant parameters, pruned before compiling.
+
+Generation takes the product of ``ChunkConfig.choices()`` (family ``chunk``) and of
+``RecurrentConfig.choices()`` (family ``recurrent``) for one head dim (K, V), dtype, mode and device.
+Pruning rules, applied in this order (the first that applies names the reason):
+
+``invalid``
+    ``config.validate(K, V)`` raised ConfigError: the kernels cannot run it (tile wider than the
+    padded head dim, too many state slabs, a chunk x tile product over the kernels' cap, ...).
+``shared-memory``
+    The estimated shared memory of the largest launch exceeds the device's opt-in maximum per block
+    (see :func:`chunk_smem_bytes`). Triton would refuse it at compile time ("out of resource").
+``registers``
+    The estimated live fp32 values per thread exceed 255 registers (the compiler would spill to local
+    memory, which for a state held across the whole sequence is always slower than a variant that
+    fits), or the block's registers exceed the SM's register file (see :func:`chunk_regs_per_thread`).
+``duplicate``
+    The variant computes exactly what another one does in this mode: in a forward-only run with the
+    output fused into the state kernel no states are stored, so ``state_dtype`` has no effect and
+    only ``fp32`` is kept.
+
+Flags (soft rules, the variant is *kept*; ``--list`` shows the counts):
+
+``hopper-warps8``
+    On compute capability 9.x several Triton versions crash or mis-compile kernels of this kind at
+    ``num_warps=8`` (the guide). It is not pruned: every candidate is verified against float64 before
+    it is timed, so a mis-compile becomes a recorded failure, and where Triton compiles it correctly
+    8 warps is often the fastest choice for 128-wide chunks.
+
+The estimators are deliberately simple and a little generous: they only cut what is certain not to
+fit; anything they let through that still does not fit fails at compile time and is recorded.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from dnprof.variants.limits import DeviceLimits
+
+FAMILIES = ("chunk", "recurrent")
+#: Registers per thread a kernel needs besides its tiles (pointers, offsets, loop counters, masks).
+BASE_REGS = 32
+
+
+def _dtype_bytes(dtype: str) -> int:
+    return 4 if dtype == "fp32" else 2
+
+
+def _pow2(n: int) -> int:
+    return 1 << max(0, int(n) - 1).bit_length()
+
+
+def padded(d: int) -> int:
+    """The head dim the kernels work with: next power of two, at least 16."""
+    return max(16, _pow2(d))
+
+
+# ----------------------------------------------------------------------------------------- estimators
+def chunk_smem_bytes(cfg: Any, K: int, V: int, dtype: str) -> int:
+    """Estimated shared memory (bytes) of the largest chunk-kernel launch of ``cfg``.
+
+    ``num_stages`` copies (software pipelining) of the streamed chunk tiles in the input dtype: q and
+    k as ``C x BK`` and v as ``C x BV``; plus one ``C x C`` fp32 tile for ``A`` / ``(I + A)^-1`` and
+    one ``BK x BV`` fp32 slab of the state staged as a ``tl.dot`` operand.
+    """
+    C, BK, BV = cfg.chunk_size, cfg.BK, cfg.BV
+    stages = max(1, cfg.num_stages)
+    streamed = stages * C * (2 * BK + BV) * _dtype_bytes(dtype)
+    return streamed + C * C * 4 + BK * BV * 4
+
+
+def chunk_regs_per_thread(cfg: Any, K: int, V: int) -> int:
+    """Estimated registers per thread of the state kernel of ``cfg``.
+
+    The running state ``K x BV`` (all key slabs, fp32), the ``C x BV`` fp32 accumulator of the chunk's
+    value/output tile and the ``C x C`` fp32 ``A`` tile are live together, spread over
+    ``32 * num_warps`` threads, plus :data:`BASE_REGS`.
+    """
+    C, BV = cfg.chunk_size, cfg.BV
+    live = padded(K) * BV + C * BV + C * C
+    return math.ceil(live / (32 * cfg.num_warps)) + BASE_REGS
+
+
+def recurrent_regs_per_thread(cfg: Any, K: int, V: int) -> int:
+    """Estimated registers per thread of the recurrent backward: state and its gradient ``K x BV`` fp32."""
+    return math.ceil(2 * padded(K) * cfg.BV / (32 * cfg.num_warps)) + BASE_REGS
+
+
+def recurrent_smem_bytes(cfg: Any, K: int, V: int, dtype: str) -> int:
+    """Estimated shared memory of the recurrent kernels: one K x BV fp32 slab for reductions."""
+    return padded(K) * cfg.BV * 4
+
+
+# ----------------------------------------------------------------------------------------- space
+@dataclass(frozen=True)
+class Candidate:
+    """One variant of one family."""
+
+    family: str
+    config: Any
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config as a JSON-safe dict."""
+        return self.config.to_dict()
+
+
+@dataclass
+class Pruned:
+    """A variant cut before compiling, with the rule and a human reason."""
+
+    candidate: Candidate | None
+    rule: str
+    detail: str
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Space:
+    """The generated space of one (K, V, dtype, mode, device): kept candidates, pruned ones, flags."""
+
+    K: int
+    V: int
+    dtype: str
+    mode: str
+    limits: DeviceLimits
+    families: tuple[str, ...]
+    total: int = 0
+    kept: list[Candidate] = field(default_factory=list)
+    pruned: list[Pruned] = field(default_factory=list)
+    flags: dict[str, list[Candidate]] = field(default_factory=dict)
+    defaults: dict[str, Candidate] = field(default_factory=dict)
+
+    def reasons(self) -> dict[str, int]:
+        """Pruned counts per rule."""
+        return dict(Counter(p.rule for p in self.pruned))
+
+    def examples(self) -> dict[str, str]:
+        """One example detail per pruning rule."""
+        out: dict[str, str] = {}
+        for p in self.pruned:
+            out.setdefault(p.rule, p.detail)
+        return out
+
+    def kept_of(self, family: str) -> list[Candidate]:
+        return [c for c in self.kept if c.family == family]
+
+    def ordered(self, family: str, seed: int = 0) -> list[Candidate]:
+        """Kept candidates of ``family`` in search-prior order.
+
+        The default variant first, then the default of every other chunk size (128 first), then the
+        one-parameter neighbours of those anchors (each knob explored around a sound baseline; the
+        default's and chunk 128's in turn, then the smaller chunks'), then the rest in a seeded
+        random order.
+        """
+        kept = self.kept_of(family)
+        kept_set = set(kept)
+        anchors: list[Candidate] = []
+        default = self.defaults.get(family)
+        if default is not None and default in kept_set:
+            anchors.append(default)
+        if family == "chunk":
+            cls = _config_classes(family)
+            for c in sorted({k.config.chunk_size for k in kept}, key=lambda c: (c != 128, -c)):
+                try:
+                    cand = Candidate(family, cls.default_for(self.K, self.V, chunk_size=c))
+                except ValueError:
+                    continue
+                if cand in kept_set and cand not in anchors:
+                    anchors.append(cand)
+        rng = random.Random(seed)
+        neighbours: list[list[Candidate]] = []
+        values = {c: tuple(c.to_dict().values()) for c in kept}
+        for a in anchors:
+            base = tuple(a.to_dict().values())
+            near = [c for c in kept if c not in anchors and sum(x != y for x, y in zip(values[c], base)) == 1]
+            rng.shuffle(near)
+            neighbours.append(near)
+        first = list(anchors)
+        seen = set(first)
+        # Neighbours of the two largest-chunk anchors (the default and chunk 128, where the fused
+        # kernels gain most) alternate first; those of smaller chunks follow.
+        lead, tail = neighbours[:2], neighbours[2:]
+        for group in itertools.chain(itertools.zip_longest(*lead), itertools.zip_longest(*tail)):
+            for c in group:
+                if c is not None and c not in seen:
+                    first.append(c)
+                    seen.add(c)
+        rest = [c for c in kept if c not in seen]
+        rng.shuffle(rest)
+        return first + rest
+
+
+def _config_classes(family: str):
+    if family == "chunk":
+        from dnprof.variants.chunk_config import ChunkConfig
+
+        return ChunkConfig
+    from dnprof.variants.recurrent_config import RecurrentConfig
+
+    return RecurrentConfig
+
+
+def _config_errors() -> tuple[type[BaseException], ...]:
+    errs: list[type[BaseException]] = [ValueError]
+    return tuple(errs)
+
+
+def generate_space(K: int, V: int, dtype: str, limits: DeviceLimits, families: Iterable[str] = ("chunk",),
+                   mode: str = "fwdbwd", chunk_sizes: Iterable[int] | None = None) -> Space:
+    """Enumerate every variant of ``families`` for head dims (K, V) and prune it for ``limits``."""
+    families = tuple(families)
+    for fam in families:
+        if fam not in FAMILIES:
+            raise ValueError(f"family must be one of {FAMILIES}, got {fam!r}")
+    space = Space(K=K, V=V, dtype=dtype, mode=mode, limits=limits, families=families)
+    sizes = None if chunk_sizes is None else tuple(int(c) for c in chunk_sizes)
+    for fam in families:
+        cls = _config_classes(fam)
+        choices = dict(cls.choices())
+        if fam == "chunk" and sizes is not None:
+            bad = [c for c in sizes if c not in choices["chunk_size"]]
+            if bad:
+                raise ValueError(f"chunk size must be among {choices['chunk_size']}, got {bad}")
+            choices["chunk_size"] = sizes
+        try:
+            default = cls.default_for(K, V) if fam == "recurrent" else cls.default_for(
+                K, V, chunk_size=64 if sizes is None or 64 in sizes else sizes[0])
+            space.defaults[fam] = Candidate(fam, default)
+        except ValueError:
+            pass
+        names = list(choices)
+        for values in itertools.product(*(choices[n] for n in names)):
+            raw = dict(zip(names, values))
+            space.total += 1
+            try:
+                cfg = cls(**raw)
+                cfg.validate(K, V)
+            except _config_errors() as exc:
+                space.pruned.append(Pruned(None, "invalid", str(exc), raw))
+                continue
+            cand = Candidate(fam, cfg)
+            rule = _prune_rule(cand, K, V, dtype, mode, limits)
+            if rule is not None:
+                space.pruned.append(Pruned(cand, rule[0], rule[1], raw))
+                continue
+            space.kept.append(cand)
+            for flag in _flags(cand, limits):
+                space.flags.setdefault(flag, []).append(cand)
+    return space
+
+
+def _prune_rule(cand: Candidate, K: int, V: int, dtype: str, mode: str, limits: DeviceLimits) -> tuple[str, str] | None:
+    cfg = cand.config
+    if cand.family == "chunk":
+        smem = chunk_smem_bytes(cfg, K, V, dtype)
+        regs = chunk_regs_per_thread(cfg, K, V)
+    else:
+        smem = recurrent_smem_bytes(cfg, K, V, dtype)
+        regs = recurrent_regs_per_thread(cfg, K, V)
+    if smem > limits.smem_per_block:
+        return "shared-memory", (f"{cand.name}: ~{smem // 1024} KiB shared memory > {limits.smem_per_block // 1024} KiB "
+                                 f"per block on {limits.name}")
+    if regs > limits.regs_per_thread:
+        return "registers", f"{cand.name}: ~{regs} registers per thread > {limits.regs_per_thread} (would spill)"
+    threads = 32 * cfg.num_warps
+    if threads > limits.max_threads_per_block or regs * threads > limits.regs_per_sm:
+        return "registers", (f"{cand.name}: ~{regs} x {threads} threads = {regs * threads} registers "
+                             f"> {limits.regs_per_sm} per SM")
+    if cand.family == "chunk" and mode == "fwd" and getattr(cfg, "fuse_output", False) and getattr(cfg, "state_dtype", "fp32") != "fp32":
+        return "duplicate", f"{cand.name}: a fused-output forward stores no states, so state_dtype has no effect"
+    return None
+
+
+def _flags(cand: Candidate, limits: DeviceLimits) -> list[str]:
+    flags = []
+    if limits.major == 9 and cand.config.num_warps == 8:
+        flags.append("hopper-warps8")
+    return flags
+
+
+FLAG_NOTES = {
+    "hopper-warps8": "num_warps=8 on sm_90: some Triton versions mis-compile such kernels; kept, every candidate is verified",
+}
+RULE_NOTES = {
+    "invalid": "the kernels cannot run it (ConfigError from validate)",
+    "shared-memory": "estimated shared memory exceeds the device's opt-in limit per block",
+    "registers": "estimated registers exceed 255 per thread (spill) or the SM's register file",
+    "duplicate": "same computation as a kept variant in this mode",
+}

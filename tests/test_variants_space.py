@@ -1,0 +1,132 @@
+"""The variant space: generation, pruning by device limits and reasons, and the search strategies."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from click.testing import CliRunner
+
+from dnprof.cli import main
+from dnprof.variants.chunk_config import ChunkConfig
+from dnprof.variants.limits import PROFILES, DeviceLimits, device_limits
+from dnprof.variants.search import (Budget, RoundPlan, initial_set, parse_budget, planned_measurements, run_rounds)
+from dnprof.variants.space import RULE_NOTES, chunk_regs_per_thread, chunk_smem_bytes, generate_space
+
+
+def _raw_size() -> int:
+    return math.prod(len(v) for v in ChunkConfig.choices().values())
+
+
+def test_space_sizes_and_reasons_add_up():
+    space = generate_space(256, 256, "bf16", PROFILES["h100"], ("chunk",))
+    assert space.total == _raw_size()
+    assert len(space.kept) + len(space.pruned) == space.total
+    reasons = space.reasons()
+    assert set(reasons) <= set(RULE_NOTES)
+    assert reasons["invalid"] > 0 and reasons["shared-memory"] > 0 and reasons["registers"] > 0
+    for cand in space.kept:  # nothing kept is over the limits
+        assert chunk_smem_bytes(cand.config, 256, 256, "bf16") <= PROFILES["h100"].smem_per_block
+        cand.config.validate(256, 256)
+    assert space.defaults["chunk"] in space.kept
+
+
+def test_a100_gets_a_smaller_space_than_h100():
+    h100 = generate_space(256, 256, "bf16", PROFILES["h100"], ("chunk",))
+    a100 = generate_space(256, 256, "bf16", PROFILES["a100"], ("chunk",))
+    assert len(a100.kept) < len(h100.kept)
+    assert a100.reasons()["shared-memory"] > h100.reasons()["shared-memory"]
+    assert set(a100.kept) <= set(h100.kept)
+    assert "hopper-warps8" in h100.flags and "hopper-warps8" not in a100.flags  # a flag, not a cut
+
+
+def test_less_shared_memory_prunes_more_by_the_estimator():
+    small = DeviceLimits("tiny", "8.0", 10, 64 * 1024, 65536, source="test")
+    space = generate_space(64, 64, "fp16", small, ("chunk",))
+    assert all(chunk_smem_bytes(c.config, 64, 64, "fp16") <= 64 * 1024 for c in space.kept)
+    assert all(chunk_regs_per_thread(c.config, 64, 64) <= 255 for c in space.kept)
+
+
+def test_interpreter_profile_prunes_nothing_by_resources_and_fwd_dedups():
+    fwdbwd = generate_space(16, 16, "fp32", device_limits(device="cpu"), ("chunk",), mode="fwdbwd")
+    assert set(fwdbwd.reasons()) == {"invalid"}
+    fwd = generate_space(16, 16, "fp32", device_limits(device="cpu"), ("chunk",), mode="fwd")
+    assert fwd.reasons()["duplicate"] > 0
+    assert len(fwd.kept) < len(fwdbwd.kept)
+
+
+def test_chunk_sizes_and_recurrent_family():
+    space = generate_space(32, 32, "fp16", PROFILES["h100"], ("chunk", "recurrent"), chunk_sizes=[16, 32])
+    assert {c.config.chunk_size for c in space.kept_of("chunk")} == {16, 32}
+    assert space.kept_of("recurrent")
+    with pytest.raises(ValueError, match="chunk size"):
+        generate_space(32, 32, "fp16", PROFILES["h100"], ("chunk",), chunk_sizes=[48])
+
+
+def test_prior_order_starts_with_the_default_and_is_seeded():
+    space = generate_space(64, 64, "bf16", PROFILES["h100"], ("chunk",))
+    a, b = space.ordered("chunk", seed=1), space.ordered("chunk", seed=1)
+    assert a == b and a[0] == space.defaults["chunk"]
+    assert sorted(map(str, a), key=str) == sorted(map(str, space.kept_of("chunk")), key=str)
+
+
+def test_parse_budget():
+    assert parse_budget("48") == Budget(48, None)
+    assert parse_budget("300s") == Budget(None, 300.0)
+    assert parse_budget("5m") == Budget(None, 300.0)
+    assert parse_budget("48,240s") == Budget(48, 240.0)
+    assert parse_budget(None) == Budget()
+    for bad in ("x", "0", "1.5", "-3s"):
+        with pytest.raises(ValueError, match="budget"):
+            parse_budget(bad)
+
+
+def test_halving_keeps_the_best_under_a_fake_timer():
+    true_ms = {f"c{i}": 1.0 + i * 0.1 for i in range(9)}
+    calls = []
+
+    def measure(cand, round_, rep):
+        calls.append((cand, round_, rep))
+        return true_ms[cand]
+
+    res = run_rounds("halving", list(true_ms)[::-1], measure, default="c8", plan=RoundPlan(10, 1000, 100))
+    best, rnd, ms = res.ranking()[0]
+    assert best == "c0" and ms == 1.0
+    assert rnd == max(r for _, r, _ in calls)
+    reps = {r: rep for _, r, rep in calls}
+    assert reps[1] == 2 * reps[0]  # each round times longer
+    assert sum(1 for c, _, _ in calls if c == "c8") == res.rounds  # the default is pinned into every round
+    assert len(calls) <= planned_measurements("halving", 9)
+
+
+def test_halving_drops_failures_and_stops_when_out_of_time():
+    res = run_rounds("halving", ["a", "b", "c"], lambda c, r, rep: None if c == "a" else {"b": 2.0, "c": 1.0}[c])
+    assert res.ranking()[0][0] == "c" and "a" in res.failed
+    n = {"k": 0}
+
+    def out_of_time():
+        n["k"] += 1
+        return n["k"] > 2
+
+    res = run_rounds("exhaustive", ["a", "b", "c", "d"], lambda c, r, rep: 1.0, out_of_time=out_of_time)
+    assert res.stopped == "time budget" and len(res.measured) == 2
+
+
+def test_random_respects_the_budget_and_includes_the_default():
+    pool = [f"c{i}" for i in range(50)]
+    chosen = initial_set("random", pool, Budget(7), default="c30", seed=3)
+    assert len(chosen) == 7 and len(set(chosen)) == 7 and "c30" in chosen
+    assert chosen == initial_set("random", pool, Budget(7), default="c30", seed=3)
+    assert initial_set("exhaustive", pool, Budget(5)) == pool[:5]
+    assert len(initial_set("exhaustive", pool, Budget())) == 50
+    with pytest.raises(ValueError):
+        initial_set("grid", pool, Budget())
+
+
+def test_cli_list_works_without_a_gpu():
+    out = CliRunner().invoke(main, ["tune", "--list", "--head-dim", "256", "--device-profile", "a100"])
+    assert out.exit_code == 0, out.output
+    for word in ("generated", "kept", "shared-memory", "registers", "invalid", "A100"):
+        assert word in out.output
+    out = CliRunner().invoke(main, ["tune", "--list", "--head-dim", "512"])
+    assert out.exit_code == 2 and "not supported" in out.output

@@ -14,6 +14,10 @@ Pruning rules, applied in this order (the first that applies names the reason):
     The estimated live fp32 values per thread exceed 255 registers (the compiler would spill to local
     memory, which for a state held across the whole sequence is always slower than a variant that
     fits), or the block's registers exceed the SM's register file (see :func:`chunk_regs_per_thread`).
+``known-fault``
+    Seen to fail on this architecture for reasons outside dnprof's code: at chunk size 64 with 4
+    warps and BV <= 32 the reverse state-gradient kernel makes an illegal memory access on sm_90
+    (Triton 3.6, H100; the same kernel runs at BV = 64 or 8 warps). Pruned for fwdbwd only.
 ``duplicate``
     The variant computes exactly what another one does in this mode: in a forward-only run with the
     output fused into the state kernel no states are stored, so ``state_dtype`` has no effect and
@@ -275,6 +279,10 @@ def _prune_rule(cand: Candidate, K: int, V: int, dtype: str, mode: str, limits: 
     if threads > limits.max_threads_per_block or regs * threads > limits.regs_per_sm:
         return "registers", (f"{cand.name}: ~{regs} x {threads} threads = {regs * threads} registers "
                              f"> {limits.regs_per_sm} per SM")
+    if (cand.family == "chunk" and mode == "fwdbwd" and limits.major == 9 and cfg.chunk_size == 64
+            and cfg.num_warps == 4 and cfg.BV <= 32):
+        return "known-fault", (f"{cand.name}: the reverse state-gradient kernel at C = 64, 4 warps, BV <= 32 "
+                               "makes an illegal memory access on sm_90 (seen with Triton 3.6 on the H100)")
     if cand.family == "chunk" and mode == "fwd" and getattr(cfg, "fuse_output", False) and getattr(cfg, "state_dtype", "fp32") != "fp32":
         return "duplicate", f"{cand.name}: a fused-output forward stores no states, so state_dtype has no effect"
     return None
@@ -295,4 +303,5 @@ RULE_NOTES = {
     "shared-memory": "estimated shared memory exceeds the device's opt-in limit per block",
     "registers": "estimated registers exceed 255 per thread (spill) or the SM's register file",
     "duplicate": "same computation as a kept variant in this mode",
+    "known-fault": "a combination seen to fault on this architecture (illegal memory access)",
 }

@@ -1,0 +1,71 @@
+"""Where the time of one dnprof chunkwise call goes: CUDA time per Triton kernel, via torch.profiler.
+
+Usage (GPU): python benchmarks/kernel_breakdown.py --head-dim 128 --seq-len 4096 [--variant NAME]
+Prints one line per kernel (calls, total ms per step) for fwd and fwd+bwd at B*T = 32768, H*D = 2048.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import defaultdict
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from dnprof.bench.inputs import make_delta_inputs
+from dnprof.kernels.chunk import chunk_delta_rule, select_config
+from dnprof.variants.chunk_config import ChunkConfig
+
+
+def breakdown(D: int, T: int, mode: str, config: ChunkConfig, steps: int = 5) -> dict[str, float]:
+    """Average CUDA ms per step of each kernel for one (D, T, mode)."""
+    B, H = 32768 // T, 2048 // D
+    inp = make_delta_inputs(B, T, H, D, D, dtype=torch.bfloat16, device="cuda", requires_grad=mode == "fwdbwd")
+    do = torch.randn(B, T, H, D, device="cuda", dtype=torch.bfloat16)
+
+    def step():
+        if mode == "fwd":
+            with torch.no_grad():
+                chunk_delta_rule(inp.q, inp.k, inp.v, inp.beta, initial_state=inp.initial_state, output_final_state=True, config=config)
+        else:
+            o, _ = chunk_delta_rule(inp.q, inp.k, inp.v, inp.beta, initial_state=inp.initial_state, output_final_state=True, config=config)
+            o.backward(inp.do)
+
+    for _ in range(3):
+        step()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(steps):
+            step()
+        torch.cuda.synchronize()
+    totals: dict[str, float] = defaultdict(float)
+    for ev in prof.events():
+        if ev.device_type == torch.autograd.DeviceType.CUDA:
+            totals[ev.name] += ev.device_time / 1e3 / steps
+    return dict(sorted(totals.items(), key=lambda kv: -kv[1]))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--head-dim", type=int, default=128)
+    ap.add_argument("--seq-len", type=int, default=4096)
+    ap.add_argument("--variant", default=None, help="ChunkConfig name (default: the selected one)")
+    ap.add_argument("--json", default=None, help="also append the breakdown as JSON lines to this file")
+    args = ap.parse_args()
+    for mode in ("fwd", "fwdbwd"):
+        cfg = ChunkConfig.from_name(args.variant) if args.variant else select_config(
+            args.head_dim, args.head_dim, args.seq_len, torch.bfloat16, mode)
+        rows = breakdown(args.head_dim, args.seq_len, mode, cfg)
+        total = sum(rows.values())
+        print(f"D={args.head_dim} T={args.seq_len} {mode} {cfg.name}: {total:.3f} ms of kernels per step")
+        for name, ms in rows.items():
+            print(f"  {ms:8.3f} ms  {100 * ms / total:5.1f}%  {name[:90]}")
+        if args.json:
+            with open(args.json, "a") as fh:
+                fh.write(json.dumps({"D": args.head_dim, "T": args.seq_len, "mode": mode, "variant": cfg.name,
+                                     "kernels_ms": rows}) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -26,6 +26,10 @@ def test_hash_eq_and_name_round_trip():
     assert ChunkConfig.from_dict(json.loads(json.dumps(a.to_dict()))) == a
     with pytest.raises(Exception):
         a.BK = 16  # frozen
+    m = ChunkConfig(dot_operands="input")
+    assert m.name == "c64-bk64-bv64-w4-s2-hfp32-wyf-os-m16" and ChunkConfig.from_name(m.name) == m
+    with pytest.raises(ConfigError, match="dot_operands"):
+        ChunkConfig(dot_operands="fp8").validate()
 
 
 def test_from_dict_rejects_unknown_keys():
@@ -33,7 +37,8 @@ def test_from_dict_rejects_unknown_keys():
         ChunkConfig.from_dict({"chunk_size": 64, "bq": 3})
 
 
-@pytest.mark.parametrize("bad", ["c64", "c64-bk64-bv64-w4-s2-hfp32-wyx-os", "x-bk-bv-w-s-h-wy-o", ""])
+@pytest.mark.parametrize("bad", ["c64", "c64-bk64-bv64-w4-s2-hfp32-wyx-os", "x-bk-bv-w-s-h-wy-o", "",
+                                 "c64-bk64-bv64-w4-s2-hfp32-wyf-os-m8"])
 def test_from_name_rejects_garbage(bad):
     with pytest.raises(ConfigError):
         ChunkConfig.from_name(bad)

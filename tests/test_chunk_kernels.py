@@ -7,6 +7,7 @@ interpreter; bf16 is covered by tests/gpu/test_chunk_gpu.py).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import pytest
@@ -51,6 +52,26 @@ def test_fp16_against_float64(device, chunk_size):
     kernel = functools.partial(chunk_delta_rule, chunk_size=chunk_size)
     res = verify_delta_kernel(kernel, 2, 45, 2, 32, 16, dtype=torch.float16, device=device, reference="recurrent")
     assert res.passed, res.errors
+
+
+@pytest.mark.parametrize("cfg", [_cfg(chunk_size=32, BK=16, BV=16, dot_operands="input"),
+                                 _cfg(chunk_size=64, BK=32, BV=16, dot_operands="input", fuse_output=True)],
+                         ids=lambda c: c.name)
+def test_16bit_dot_operands_fp16_against_float64(device, cfg):
+    """Rounding the computed operands to fp16 stays within fp16's tolerance, and does change the result."""
+    kernel = functools.partial(chunk_delta_rule, config=cfg)
+    res = verify_delta_kernel(kernel, 1, 70, 2, 32, 16, dtype=torch.float16, device=device, reference="recurrent")
+    assert res.passed, res.errors
+    exact = verify_delta_kernel(functools.partial(chunk_delta_rule, config=dataclasses.replace(cfg, dot_operands="fp32")),
+                                1, 70, 2, 32, 16, dtype=torch.float16, device=device, reference="recurrent")
+    assert res.errors["o"] != exact.errors["o"]  # the 16-bit path really ran
+
+
+def test_16bit_dot_operands_are_ignored_for_fp32_inputs(device):
+    inp = make_delta_inputs(1, 40, 1, 16, 16, dtype=torch.float32, device=device)
+    outs = [chunk_delta_rule(inp.q, inp.k, inp.v, inp.beta, initial_state=inp.initial_state,
+                             config=_cfg(dot_operands=d))[0] for d in ("fp32", "input")]
+    assert torch.equal(outs[0], outs[1])
 
 
 def test_l2norm_in_kernel(device):

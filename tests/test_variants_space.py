@@ -52,7 +52,10 @@ def test_less_shared_memory_prunes_more_by_the_estimator():
 
 def test_interpreter_profile_prunes_nothing_by_resources_and_fwd_dedups():
     fwdbwd = generate_space(16, 16, "fp32", device_limits(device="cpu"), ("chunk",), mode="fwdbwd")
-    assert set(fwdbwd.reasons()) == {"invalid"}
+    assert set(fwdbwd.reasons()) == {"invalid", "duplicate"}  # fp32 inputs: 16-bit dot operands are a no-op
+    assert all(c.config.dot_operands == "fp32" for c in fwdbwd.kept)
+    fp16 = generate_space(16, 16, "fp16", device_limits(device="cpu"), ("chunk",), mode="fwdbwd")
+    assert set(fp16.reasons()) == {"invalid"} and {c.config.dot_operands for c in fp16.kept} == {"fp32", "input"}
     fwd = generate_space(16, 16, "fp32", device_limits(device="cpu"), ("chunk",), mode="fwd")
     assert fwd.reasons()["duplicate"] > 0
     assert len(fwd.kept) < len(fwdbwd.kept)

@@ -81,7 +81,15 @@ class _ChunkTables:
 
 
 def _precision(dtype: torch.dtype) -> str:
+    """Product precision of the WY transform: full fp32 for fp32 inputs, tf32 otherwise."""
     return "ieee" if dtype == torch.float32 else "tf32"
+
+
+def _dot_precision(dtype: torch.dtype, cfg: ChunkConfig) -> str:
+    """Product precision of the state, output and backward kernels (``ChunkConfig.dot_operands``)."""
+    if dtype == torch.float32 or cfg.dot_operands == "fp32":
+        return _precision(dtype)
+    return "bf16" if dtype == torch.bfloat16 else "fp16"
 
 
 def _forward(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, scale: float, h0: Tensor | None,
@@ -90,7 +98,7 @@ def _forward(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, scale: float, h0: Te
     T, H, K = q.shape
     V = v.shape[-1]
     BT, BK, BV = cfg.chunk_size, cfg.BK, cfg.BV
-    prec = _precision(q.dtype)
+    prec, dprec = _precision(q.dtype), _dot_precision(q.dtype, cfg)
     nw, ns = cfg.num_warps, cfg.num_stages
     X, W, U = wy_forward(k, v, beta, tables.chunk_start, tables.chunk_end, BT, BK, BV, cfg.fuse_wy, prec, nw, ns)
     store_h = save or not cfg.fuse_output
@@ -104,12 +112,12 @@ def _forward(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, scale: float, h0: Te
     grid = (tables.n_seqs, H, triton.cdiv(V, BV))
     fwd_state_kernel[grid](
         q, k, W, U, h0 if h0 is not None else Hs, Hs, Vn, o, ht if ht is not None else Hs,
-        tables.seq_start, tables.seq_chunk0, scale, H, K, V, BT, BK, BV, NKS, prec,
+        tables.seq_start, tables.seq_chunk0, scale, H, K, V, BT, BK, BV, NKS, dprec,
         h0 is not None, ht is not None, store_h, store_vn, cfg.fuse_output, num_warps=nw, num_stages=ns,
     )
     if not cfg.fuse_output:
         fwd_output_kernel[(tables.n_chunks, H, triton.cdiv(V, BV))](
-            q, k, Hs, Vn, o, tables.chunk_start, tables.chunk_end, scale, H, K, V, BT, BK, BV, prec,
+            q, k, Hs, Vn, o, tables.chunk_start, tables.chunk_end, scale, H, K, V, BT, BK, BV, dprec,
             num_warps=nw, num_stages=ns,
         )
     return o, ht, X, (Hs if save else None), (Vn if save else None)
@@ -131,7 +139,7 @@ def _backward(q, k, v, beta, scale, X, Hs, Vn, do, dht, tables: _ChunkTables, cf
     T, H, K = q.shape
     V = v.shape[-1]
     BT, BK, BV = cfg.chunk_size, cfg.BK, cfg.BV
-    prec = _precision(q.dtype)
+    prec, dprec = _precision(q.dtype), _dot_precision(q.dtype, cfg)
     nw, ns = cfg.num_warps, cfg.num_stages
     dev = q.device
     W = wy_recompute_w(k, v, beta, X, tables.chunk_start, tables.chunk_end, BT, BK, BV, prec, nw, ns)
@@ -141,7 +149,7 @@ def _backward(q, k, v, beta, scale, X, Hs, Vn, do, dht, tables: _ChunkTables, cf
     NKS = padded_dim(K) // BK
     bwd_dh_kernel[(tables.n_seqs, H, triton.cdiv(V, BV))](
         q, k, W, do, dht if dht is not None else dHs, dHs, dVn, dh0 if dh0 is not None else dHs,
-        tables.seq_start, tables.seq_chunk0, scale, H, K, V, BT, BK, BV, NKS, prec,
+        tables.seq_start, tables.seq_chunk0, scale, H, K, V, BT, BK, BV, NKS, dprec,
         dht is not None, dh0 is not None, num_warps=nw, num_stages=ns,
     )
     dq = torch.empty(T, H, K, dtype=torch.float32, device=dev)
@@ -151,7 +159,7 @@ def _backward(q, k, v, beta, scale, X, Hs, Vn, do, dht, tables: _ChunkTables, cf
     S = torch.empty_like(X)  # per-chunk scratch for P and G
     bwd_chunk_kernel[(tables.n_chunks, H)](
         q, k, v, beta, X, S, Hs, dHs, Vn, dVn, do, dq, dk, dv, dbeta, tables.chunk_start, tables.chunk_end,
-        scale, H, K, V, BT, BK, BV, prec, num_warps=nw, num_stages=_bwd_chunk_stages(cfg),
+        scale, H, K, V, BT, BK, BV, dprec, num_warps=nw, num_stages=_bwd_chunk_stages(cfg),
     )
     return dq, dk, dv, dbeta, dh0
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from dnprof.kernels.chunk_common import dot32, load_tile, state_ptrs, store_tile
+from dnprof.kernels.chunk_common import dot32, mm, load_tile, state_ptrs, store_tile
 
 
 @triton.jit
@@ -26,7 +26,7 @@ def _dh_step(q, k, W, b_do, b_dvn, dh, t0, eos, i_h, H, K: tl.constexpr, k0, sca
              BT: tl.constexpr, BK: tl.constexpr, PREC: tl.constexpr):
     b_q = load_tile(q, t0, eos, i_h, H, K, k0, BT, BK)
     b_w = load_tile(W, t0, eos, i_h, H, K, k0, BT, BK)
-    return dh + tl.dot(tl.trans(b_q), b_do, input_precision=PREC) * scale - dot32(tl.trans(b_w), b_dvn, PREC)
+    return dh + mm(tl.trans(b_q), b_do, PREC) * scale - dot32(tl.trans(b_w), b_dvn, PREC)
 
 
 @triton.jit
@@ -74,21 +74,21 @@ def bwd_dh_kernel(q, k, W, do, dht, dHs, dVn, dh0, seq_start, seq_chunk0, scale,
         # dVn = scale tril(Q K^T)^T dO + K dh'
         b_q = load_tile(q, t0, eos, i_h, H, K, 0, BT, BK)
         b_k = load_tile(k, t0, eos, i_h, H, K, 0, BT, BK)
-        b_s = tl.dot(b_q, tl.trans(b_k), input_precision=PREC)
+        b_s = mm(b_q, tl.trans(b_k), PREC)
         b_dvn = dot32(b_k, h1, PREC)
         if NKS > 1:
             b_q = load_tile(q, t0, eos, i_h, H, K, BK, BT, BK)
             b_k = load_tile(k, t0, eos, i_h, H, K, BK, BT, BK)
-            b_s += tl.dot(b_q, tl.trans(b_k), input_precision=PREC)
+            b_s += mm(b_q, tl.trans(b_k), PREC)
             b_dvn += dot32(b_k, h2, PREC)
         if NKS > 2:
             b_q = load_tile(q, t0, eos, i_h, H, K, 2 * BK, BT, BK)
             b_k = load_tile(k, t0, eos, i_h, H, K, 2 * BK, BT, BK)
-            b_s += tl.dot(b_q, tl.trans(b_k), input_precision=PREC)
+            b_s += mm(b_q, tl.trans(b_k), PREC)
             b_dvn += dot32(b_k, h3, PREC)
             b_q = load_tile(q, t0, eos, i_h, H, K, 3 * BK, BT, BK)
             b_k = load_tile(k, t0, eos, i_h, H, K, 3 * BK, BT, BK)
-            b_s += tl.dot(b_q, tl.trans(b_k), input_precision=PREC)
+            b_s += mm(b_q, tl.trans(b_k), PREC)
             b_dvn += dot32(b_k, h4, PREC)
         b_s = tl.where(causal, b_s, 0.0) * scale
         b_do = load_tile(do, t0, eos, i_h, H, V, v0, BT, BV)

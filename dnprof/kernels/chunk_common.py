@@ -40,5 +40,23 @@ def state_ptrs(ptr, c, i_h, H, K: tl.constexpr, V: tl.constexpr, k0, v0, BK: tl.
 
 @triton.jit
 def dot32(a, b, PREC: tl.constexpr):
-    """``a @ b`` with both operands in fp32 (``PREC`` is ``ieee`` for fp32 inputs, ``tf32`` otherwise)."""
-    return tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision=PREC)
+    """``a @ b`` for computed operands (states, Vn, P, X...), fp32 accumulation.
+
+    ``PREC`` ``ieee``/``tf32``: both operands in fp32 (tf32 tensor cores for 16-bit inputs);
+    ``bf16``/``fp16``: both rounded to that dtype first (full-rate tensor cores, half the bytes).
+    """
+    if PREC == "bf16":
+        return tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16))
+    elif PREC == "fp16":
+        return tl.dot(a.to(tl.float16), b.to(tl.float16))
+    else:
+        return tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision=PREC)
+
+
+@triton.jit
+def mm(a, b, PREC: tl.constexpr):
+    """``a @ b`` for operands loaded from the inputs (already in the input dtype), fp32 accumulation."""
+    if PREC == "bf16" or PREC == "fp16":
+        return tl.dot(a, b)
+    else:
+        return tl.dot(a, b, input_precision=PREC)

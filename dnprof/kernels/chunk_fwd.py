@@ -13,7 +13,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from dnprof.kernels.chunk_common import dot32, load_tile, state_ptrs, store_tile
+from dnprof.kernels.chunk_common import dot32, mm, load_tile, state_ptrs, store_tile
 
 
 @triton.jit
@@ -81,18 +81,18 @@ def fwd_state_kernel(q, k, W, U, h0, Hs, Vn, o, ht, seq_start, seq_chunk0, scale
             k4 = load_tile(k, t0, eos, i_h, H, K, 3 * BK, BT, BK)
         if FUSE_OUTPUT:
             b_q = load_tile(q, t0, eos, i_h, H, K, 0, BT, BK)
-            b_s = tl.dot(b_q, tl.trans(k1), input_precision=PREC)
+            b_s = mm(b_q, tl.trans(k1), PREC)
             b_o = dot32(b_q, h1, PREC)
             if NKS > 1:
                 b_q = load_tile(q, t0, eos, i_h, H, K, BK, BT, BK)
-                b_s += tl.dot(b_q, tl.trans(k2), input_precision=PREC)
+                b_s += mm(b_q, tl.trans(k2), PREC)
                 b_o += dot32(b_q, h2, PREC)
             if NKS > 2:
                 b_q = load_tile(q, t0, eos, i_h, H, K, 2 * BK, BT, BK)
-                b_s += tl.dot(b_q, tl.trans(k3), input_precision=PREC)
+                b_s += mm(b_q, tl.trans(k3), PREC)
                 b_o += dot32(b_q, h3, PREC)
                 b_q = load_tile(q, t0, eos, i_h, H, K, 3 * BK, BT, BK)
-                b_s += tl.dot(b_q, tl.trans(k4), input_precision=PREC)
+                b_s += mm(b_q, tl.trans(k4), PREC)
                 b_o += dot32(b_q, h4, PREC)
             b_s = tl.where(causal, b_s, 0.0)
             b_o = (b_o + dot32(b_s, b_vn, PREC)) * scale
@@ -135,7 +135,7 @@ def fwd_output_kernel(q, k, Hs, Vn, o, chunk_start, chunk_end, scale, H, K: tl.c
         b_k = load_tile(k, t0, eos, i_h, H, K, i_k * BK, BT, BK)
         p, m = state_ptrs(Hs, c, i_h, H, K, V, i_k * BK, v0, BK, BV)
         b_h = tl.load(p, mask=m, other=0.0)
-        b_s += tl.dot(b_q, tl.trans(b_k), input_precision=PREC)
+        b_s += mm(b_q, tl.trans(b_k), PREC)
         b_o += dot32(b_q, b_h, PREC)
     b_s = tl.where(rows[:, None] >= rows[None, :], b_s, 0.0)
     b_vn = load_tile(Vn, t0, eos, i_h, H, V, v0, BT, BV)

@@ -9,6 +9,10 @@ the launch parameters, and the fusion/storage choices the kernels implement:
   inverse and the ``W``/``U`` products into two launches (False).
 - ``fuse_output``: compute the output inside the sequential state kernel (True; a forward without a
   backward then stores no states at all) or in a separate chunk-parallel kernel (False).
+- ``dot_operands``: operands of the tensor-core products outside the WY transform. ``fp32``: computed
+  operands (states, Vn, P, ...) stay fp32 and multiply as tf32; ``input``: they are rounded to the
+  input's 16-bit dtype first (twice the tensor-core rate, half the shared memory, a little more
+  rounding). fp32 inputs always multiply in full fp32. The WY inverse always multiplies in fp32/tf32.
 
 The tuner builds its search space from :meth:`ChunkConfig.choices` and checks each candidate with
 :meth:`ChunkConfig.validate`.
@@ -51,6 +55,7 @@ class ChunkConfig:
     state_dtype: str = "fp32"
     fuse_wy: bool = True
     fuse_output: bool = False
+    dot_operands: str = "fp32"
 
     # ----------------------------------------------------------------------------------- space
     @classmethod
@@ -65,6 +70,7 @@ class ChunkConfig:
             "state_dtype": ("fp32", "bf16"),
             "fuse_wy": (True, False),
             "fuse_output": (False, True),
+            "dot_operands": ("fp32", "input"),
         }
 
     @classmethod
@@ -124,10 +130,12 @@ class ChunkConfig:
     # ----------------------------------------------------------------------------------- names
     @property
     def name(self) -> str:
-        """Short printable name, e.g. ``c64-bk64-bv64-w4-s2-hfp32-wyf-os``; ``from_name`` inverts it."""
+        """Short printable name, e.g. ``c64-bk64-bv64-w4-s2-hfp32-wyf-os`` (``-m16`` appended for 16-bit
+        dot operands); ``from_name`` inverts it."""
         return (
             f"c{self.chunk_size}-bk{self.BK}-bv{self.BV}-w{self.num_warps}-s{self.num_stages}"
             f"-h{self.state_dtype}-wy{'f' if self.fuse_wy else 's'}-o{'f' if self.fuse_output else 's'}"
+            + ("-m16" if self.dot_operands == "input" else "")
         )
 
     def __str__(self) -> str:
@@ -137,6 +145,9 @@ class ChunkConfig:
     def from_name(cls, name: str) -> "ChunkConfig":
         """Parse a name made by :attr:`name`; ConfigError on anything else."""
         parts = name.strip().split("-")
+        dot_operands = "fp32"
+        if len(parts) == 9 and parts[-1] == "m16":
+            parts, dot_operands = parts[:-1], "input"
         prefixes = ("c", "bk", "bv", "w", "s", "h", "wy", "o")
         if len(parts) != len(prefixes) or not all(p.startswith(x) for p, x in zip(parts, prefixes)):
             raise ConfigError(
@@ -150,7 +161,8 @@ class ChunkConfig:
         flags = {"f": True, "s": False}
         if vals[6] not in flags or vals[7] not in flags:
             raise ConfigError(f"not a chunk variant name: {name!r} (wy/o must end in 'f' or 's')")
-        cfg = cls(*ints, state_dtype=vals[5], fuse_wy=flags[vals[6]], fuse_output=flags[vals[7]])
+        cfg = cls(*ints, state_dtype=vals[5], fuse_wy=flags[vals[6]], fuse_output=flags[vals[7]],
+                  dot_operands=dot_operands)
         return cfg.validate()
 
     # ----------------------------------------------------------------------------------- dicts

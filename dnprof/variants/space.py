@@ -283,6 +283,8 @@ def _prune_rule(cand: Candidate, K: int, V: int, dtype: str, mode: str, limits: 
             and cfg.num_warps == 4 and cfg.BV <= 32):
         return "known-fault", (f"{cand.name}: the reverse state-gradient kernel at C = 64, 4 warps, BV <= 32 "
                                "makes an illegal memory access on sm_90 (seen with Triton 3.6 on the H100)")
+    if cand.family == "chunk" and dtype == "fp32" and getattr(cfg, "dot_operands", "fp32") != "fp32":
+        return "duplicate", f"{cand.name}: fp32 inputs always multiply in fp32, so dot_operands has no effect"
     if cand.family == "chunk" and mode == "fwd" and getattr(cfg, "fuse_output", False) and getattr(cfg, "state_dtype", "fp32") != "fp32":
         return "duplicate", f"{cand.name}: a fused-output forward stores no states, so state_dtype has no effect"
     return None

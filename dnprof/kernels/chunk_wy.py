@@ -1,16 +1,26 @@
 """The WY (UT) transform of every chunk, in parallel over chunks: ``A``, ``X = (I + A)^-1``, ``W``, ``U``.
 
-``A = tril(diag(beta) K K^T, -1)`` is built with ``tl.dot`` over ``BK``-wide key tiles and written
-into the ``X`` buffer; ``(I + A)^-1`` is then formed in place by a blocked forward substitution:
-for each 16-row block ``i`` the diagonal block is inverted by forward substitution in registers and
-the whole row block follows as ``X_i = X_ii (E_i - A_i X_{<i})``, where ``X_{<i}`` are the rows
-already finished. This is a triangular solve (stable for any keys, unlike a Neumann-series
-product) and costs about ``C^3`` multiply-adds per chunk on the tensor cores.
-``W = X diag(beta) K`` and ``U = X diag(beta) V`` follow in the same launch (``fuse_wy``) or in a
-second, tile-parallel launch; the backward reuses that second kernel to recompute ``W``.
+One program per (chunk, head) does the whole transform in registers: it reads the chunk's key,
+value and beta tiles (no load address depends on a computed value) and writes ``X``, ``W`` and
+``U`` once at the end; nothing is stored and read back in between. With ``nb = C / 16`` row blocks:
+
+1. ``G = K K^T`` (``tl.dot`` over ``BK``-wide key tiles); ``A = tril(diag(beta) G, -1)``.
+2. The ``nb`` diagonal 16x16 blocks ``A_ii`` are packed into one ``[nb, 16, 16]`` tensor and
+   inverted together by forward substitution in fp32: 15 steps, each taking row ``r`` of every
+   block with a masked sum, so the serial chain is 15 register steps whatever the chunk size.
+3. ``X`` starts as the block diagonal ``D = diag(X_ii)`` and is completed one row block at a time
+   (blocked forward substitution, i.e. still a triangular solve, not a series):
+   ``X_i = D_i - X_ii (A_i,<i X_<i)`` for ``i = 1 .. nb-1``, two tensor-core dots on ``[C, 16]``
+   panels per block. It is carried as ``X^T`` so that the panel of ``A`` a block needs is a
+   register-local slice and no ``[C, C]`` tf32 operand needs a transposed shared-memory copy.
+   Off-diagonal products use ``PREC``; the diagonal blocks stay the exact fp32 solves.
+4. ``W = X diag(beta) K`` and ``U = X diag(beta) V`` from the register ``X`` in the same launch
+   (``fuse_wy``), or in a second, tile-parallel launch reading the stored ``X``; the backward reuses
+   that second kernel to recompute ``W``.
 
 Layouts: tokens are flattened over the batch (``[T_total, H, D]``), ``X`` is chunk-major
-``[n_chunks, H, C, C]`` fp32, ``W``/``U`` are ``[T_total, H, K|V]`` fp32.
+``[n_chunks, H, C, C]`` fp32 (full ``C x C``, zeros above the diagonal, identity rows past the end
+of a sequence), ``W``/``U`` are ``[T_total, H, K|V]`` fp32.
 """
 
 from __future__ import annotations
@@ -21,9 +31,8 @@ import triton.language as tl
 
 
 @triton.jit
-def _build_a(k, beta, X, c, i_h, t0, eos, H, K: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
-             PREC: tl.constexpr):
-    """A = tril(diag(beta) K K^T, -1) for one chunk, stored into X[c, i_h]."""
+def _gram(k, i_h, t0, eos, H, K: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, PREC: tl.constexpr):
+    """G = K K^T for one chunk ([BT, BT] fp32; zero rows/cols past ``eos``), one dot per key tile."""
     offs_t = t0 + tl.arange(0, BT)
     mask_t = offs_t < eos
     acc = tl.zeros([BT, BT], dtype=tl.float32)
@@ -32,51 +41,75 @@ def _build_a(k, beta, X, c, i_h, t0, eos, H, K: tl.constexpr, BT: tl.constexpr, 
         ptr = k + (offs_t[:, None] * H + i_h) * K + offs_k[None, :]
         b_k = tl.load(ptr, mask=mask_t[:, None] & (offs_k[None, :] < K), other=0.0)
         acc += tl.dot(b_k, tl.trans(b_k), input_precision=PREC)
-    b_beta = tl.load(beta + offs_t * H + i_h, mask=mask_t, other=0.0).to(tl.float32)
-    rows = tl.arange(0, BT)
-    acc = tl.where(rows[:, None] > rows[None, :], acc * b_beta[:, None], 0.0)
-    x_base = X + (c * H + i_h).to(tl.int64) * BT * BT
-    tl.store(x_base + rows[:, None] * BT + rows[None, :], acc)
+    return acc
 
 
 @triton.jit
-def _invert_in_place(X, c, i_h, H, BT: tl.constexpr, PREC: tl.constexpr):
-    """Overwrite A (strictly lower, in X[c, i_h]) with (I + A)^-1, 16 rows at a time."""
-    x_base = X + (c * H + i_h).to(tl.int64) * BT * BT
+def _diag_inverses(G, b_beta, BT: tl.constexpr):
+    """All diagonal-block inverses ``X_ii = (I + A_ii)^-1`` as ``[BT/16, 16, 16]`` fp32, solved together.
+
+    Works on the transposed blocks ``A_ii^T[j, r] = beta_r G[j, r]`` (G is symmetric) so that row
+    ``r`` of every ``A_ii`` comes out of a sum along the last axis already shaped to scale the rows
+    of ``X_ii``: no layout change inside the 15-step substitution.
+    """
+    NB: tl.constexpr = BT // 16
+    rows = tl.arange(0, BT)
+    # A^T restricted to the diagonal blocks, then packed: at[s, r] = A[16*(s//16) + r, s].
+    at = tl.where((rows[:, None] < rows[None, :]) & (rows[:, None] // 16 == rows[None, :] // 16),
+                  G * b_beta[None, :], 0.0)
+    nb = tl.arange(0, NB)
+    at = tl.sum(tl.reshape(at, [BT, NB, 16]), axis=1)  # one nonzero block per row: exact
+    at = tl.reshape(at, [NB, 16, 16])  # at[b, j, r] = A_bb[r, j]
     r16 = tl.arange(0, 16)
-    cols = tl.arange(0, BT)
-    rows = tl.arange(0, BT)
-    for i in tl.static_range(BT // 16):
-        # Forward substitution on the 16x16 diagonal block, rows kept in registers.
-        xii = tl.where(r16[:, None] == r16[None, :], 1.0, 0.0)
-        for r in tl.static_range(1, 16):
-            a_r = tl.load(x_base + (i * 16 + r) * BT + i * 16 + r16)  # row r of A_ii (zero at j >= r)
-            new = -tl.sum(a_r[:, None] * xii, axis=0)
-            xii = tl.where(r16[:, None] == r, new[None, :] + tl.where(r16[None, :] == r, 1.0, 0.0), xii)
-        # X_i = X_ii (E_i - A_i X_{<i}), E_i the identity strip of this row block.
-        e_i = tl.where(cols[None, :] == (i * 16 + r16[:, None]), 1.0, 0.0)
-        if i > 0:
-            a_i = tl.load(x_base + (i * 16 + r16[:, None]) * BT + cols[None, :],
-                          mask=cols[None, :] < i * 16, other=0.0)
-            x_prev = tl.load(x_base + rows[:, None] * BT + cols[None, :],
-                             mask=(rows[:, None] < i * 16) & (cols[None, :] < i * 16), other=0.0)
-            e_i -= tl.dot(a_i, x_prev, input_precision=PREC)
-        x_i = tl.dot(xii, e_i, input_precision=PREC)
-        tl.debug_barrier()
-        tl.store(x_base + (i * 16 + r16[:, None]) * BT + cols[None, :], x_i)
-        tl.debug_barrier()
+    j3 = r16[None, :, None]
+    c3 = r16[None, None, :]
+    x = tl.where((j3 == c3) & (nb[:, None, None] >= 0), 1.0, 0.0)  # [NB, 16, 16] identities
+    for r in tl.static_range(1, 16):
+        a_r = tl.sum(tl.where(c3 == r, at, 0.0), axis=2)  # [NB, 16]: row r of each A_bb (zero at j >= r)
+        new = -tl.sum(a_r[:, :, None] * x, axis=1)  # [NB, 16]: -(A_bb[r, :] X_bb)
+        x = tl.where(j3 == r, new[:, None, :] + tl.where(c3 == r, 1.0, 0.0), x)
+    return x
 
 
 @triton.jit
-def _apply_wy(k, v, beta, X, W, U, c, i_h, t0, eos, H, K: tl.constexpr, V: tl.constexpr,
+def _inverse(G, b_beta, BT: tl.constexpr, PREC: tl.constexpr):
+    """X = (I + tril(diag(beta) G, -1))^-1 ([BT, BT] fp32) by blocked forward substitution in registers.
+
+    Carries X^T as the dot accumulator: block ``i``'s products are ``[BT, 16]`` panels, the panel of
+    ``A`` is a register-local column slice of ``A^T``, and no ``[BT, BT]`` operand has to be
+    transposed through shared memory (tf32 tensor-core operands must be K-major).
+    """
+    NB: tl.constexpr = BT // 16
+    rows = tl.arange(0, BT)
+    nb = tl.arange(0, NB)
+    xd = _diag_inverses(G, b_beta, BT)
+    xc = tl.reshape(xd, [BT, 16])  # xc[t, c] = X_bb[t % 16, c] with b = t // 16
+    # D = diag(X_00, ..., X_nb-1,nb-1) as a full [BT, BT] matrix: the start of X.
+    x = tl.reshape(tl.where(nb[None, :, None] == (rows // 16)[:, None, None], xc[:, None, :], 0.0), [BT, BT])
+    if NB > 1:
+        # a_t[c, t] = A[t, c] on the strictly block-lower part (G is symmetric).
+        a_t = tl.where(rows[:, None] // 16 < rows[None, :] // 16, G * b_beta[None, :], 0.0)
+        a_t3 = tl.reshape(a_t, [BT, NB, 16])
+        xt = tl.trans(x)
+        for i in tl.static_range(1, NB):
+            a_ti = tl.sum(tl.where(nb[None, :, None] == i, a_t3, 0.0), axis=1)  # (A_i,<i)^T, [BT, 16]
+            # (A_i,<i X_<i)^T; rows >= 16 i of X are not final yet but meet zeros of A_i,<i.
+            y_t = tl.dot(xt, a_ti, input_precision=PREC)
+            # X_i -= X_ii (A_i,<i X_<i), as X^T -= Y^T [0 .. X_ii^T .. 0]; zero in the columns of
+            # D, so the diagonal blocks stay exact and the other row blocks get exact zeros.
+            d_i = tl.where((rows // 16 == i)[:, None], xc, 0.0)
+            xt = tl.dot(-y_t, tl.trans(d_i), xt, input_precision=PREC)
+        x = tl.trans(xt)
+    return x
+
+
+@triton.jit
+def _apply_wy(k, v, beta, b_x, W, U, i_h, t0, eos, H, K: tl.constexpr, V: tl.constexpr,
               BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, PREC: tl.constexpr,
               DO_W: tl.constexpr, DO_U: tl.constexpr):
-    """W = X diag(beta) K and U = X diag(beta) V for one chunk, tile by tile."""
+    """W = X diag(beta) K and U = X diag(beta) V for one chunk, tile by tile, from ``b_x`` in registers."""
     offs_t = t0 + tl.arange(0, BT)
     mask_t = offs_t < eos
-    rows = tl.arange(0, BT)
-    x_base = X + (c * H + i_h).to(tl.int64) * BT * BT
-    b_x = tl.load(x_base + rows[:, None] * BT + rows[None, :])
     b_beta = tl.load(beta + offs_t * H + i_h, mask=mask_t, other=0.0).to(tl.float32)
     if DO_W:
         for i_k in range(0, tl.cdiv(K, BK)):
@@ -98,16 +131,20 @@ def _apply_wy(k, v, beta, X, W, U, c, i_h, t0, eos, H, K: tl.constexpr, V: tl.co
 def wy_inverse_kernel(k, v, beta, X, W, U, chunk_start, chunk_end, H, K: tl.constexpr, V: tl.constexpr,
                       BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, PREC: tl.constexpr,
                       FUSE_WU: tl.constexpr):
-    """One program per (chunk, head): A, its inverse X, and (when fused) W and U."""
+    """One program per (chunk, head): A, its inverse X (stored once), and (when fused) W and U."""
     c = tl.program_id(0)
     i_h = tl.program_id(1)
     t0 = tl.load(chunk_start + c).to(tl.int64)
     eos = tl.load(chunk_end + c).to(tl.int64)
-    _build_a(k, beta, X, c, i_h, t0, eos, H, K, BT, BK, PREC)
-    tl.debug_barrier()
-    _invert_in_place(X, c, i_h, H, BT, PREC)
+    offs_t = t0 + tl.arange(0, BT)
+    b_beta = tl.load(beta + offs_t * H + i_h, mask=offs_t < eos, other=0.0).to(tl.float32)
+    G = _gram(k, i_h, t0, eos, H, K, BT, BK, PREC)
+    b_x = _inverse(G, b_beta, BT, PREC)
+    rows = tl.arange(0, BT)
+    x_base = X + (c * H + i_h).to(tl.int64) * BT * BT
+    tl.store(x_base + rows[:, None] * BT + rows[None, :], b_x)
     if FUSE_WU:
-        _apply_wy(k, v, beta, X, W, U, c, i_h, t0, eos, H, K, V, BT, BK, BV, PREC, True, True)
+        _apply_wy(k, v, beta, b_x, W, U, i_h, t0, eos, H, K, V, BT, BK, BV, PREC, True, True)
 
 
 @triton.jit
@@ -119,7 +156,10 @@ def wy_apply_kernel(k, v, beta, X, W, U, chunk_start, chunk_end, H, K: tl.conste
     i_h = tl.program_id(1)
     t0 = tl.load(chunk_start + c).to(tl.int64)
     eos = tl.load(chunk_end + c).to(tl.int64)
-    _apply_wy(k, v, beta, X, W, U, c, i_h, t0, eos, H, K, V, BT, BK, BV, PREC, DO_W, DO_U)
+    rows = tl.arange(0, BT)
+    x_base = X + (c * H + i_h).to(tl.int64) * BT * BT
+    b_x = tl.load(x_base + rows[:, None] * BT + rows[None, :])
+    _apply_wy(k, v, beta, b_x, W, U, i_h, t0, eos, H, K, V, BT, BK, BV, PREC, DO_W, DO_U)
 
 
 def wy_forward(k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor, chunk_start: torch.Tensor,

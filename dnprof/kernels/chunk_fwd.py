@@ -31,17 +31,17 @@ def fwd_state_kernel(q, k, W, U, h0, Hs, Vn, o, ht, seq_start, seq_chunk0, scale
     h2 = tl.zeros([BK, BV], dtype=tl.float32)
     h3 = tl.zeros([BK, BV], dtype=tl.float32)
     h4 = tl.zeros([BK, BV], dtype=tl.float32)
-    if USE_H0:
-        p, m = state_ptrs(h0, i_n, i_h, H, K, V, 0, v0, BK, BV)
-        h1 = tl.load(p, mask=m, other=0.0).to(tl.float32)
+    if USE_H0:  # own names: a pointer carried into the loop must keep one element type
+        p0, m0 = state_ptrs(h0, i_n, i_h, H, K, V, 0, v0, BK, BV)
+        h1 = tl.load(p0, mask=m0, other=0.0).to(tl.float32)
         if NKS > 1:
-            p, m = state_ptrs(h0, i_n, i_h, H, K, V, BK, v0, BK, BV)
-            h2 = tl.load(p, mask=m, other=0.0).to(tl.float32)
+            p0, m0 = state_ptrs(h0, i_n, i_h, H, K, V, BK, v0, BK, BV)
+            h2 = tl.load(p0, mask=m0, other=0.0).to(tl.float32)
         if NKS > 2:
-            p, m = state_ptrs(h0, i_n, i_h, H, K, V, 2 * BK, v0, BK, BV)
-            h3 = tl.load(p, mask=m, other=0.0).to(tl.float32)
-            p, m = state_ptrs(h0, i_n, i_h, H, K, V, 3 * BK, v0, BK, BV)
-            h4 = tl.load(p, mask=m, other=0.0).to(tl.float32)
+            p0, m0 = state_ptrs(h0, i_n, i_h, H, K, V, 2 * BK, v0, BK, BV)
+            h3 = tl.load(p0, mask=m0, other=0.0).to(tl.float32)
+            p0, m0 = state_ptrs(h0, i_n, i_h, H, K, V, 3 * BK, v0, BK, BV)
+            h4 = tl.load(p0, mask=m0, other=0.0).to(tl.float32)
     rows = tl.arange(0, BT)
     causal = rows[:, None] >= rows[None, :]
     n_chunks = tl.cdiv(eos - bos, BT)

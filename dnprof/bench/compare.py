@@ -4,6 +4,9 @@ Each (provider, shape, mode) is one ``run_task``: a provider that fails its floa
 recorded ``failed-verification`` and not timed; OOM, compile errors and other failures are
 recorded and the loop carries on. The results file is rewritten atomically after every row, so an
 interrupted run keeps everything it measured.
+
+With an ``executor`` (``--ray``) every task runs on some GPU of the cluster at once; rows are
+recorded here as they arrive, and the file keeps them in the order of the single-GPU loop.
 """
 
 from __future__ import annotations
@@ -11,11 +14,14 @@ from __future__ import annotations
 import datetime as _dt
 import re
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from dnprof.bench.results import ResultRow, ResultsFile, write_results
 from dnprof.providers.base import Provider, Shape, free_memory
 from dnprof.providers.task import TaskSettings, run_task
+
+if TYPE_CHECKING:
+    from dnprof.distributed import Executor, TaskOutcome
 
 Runner = Callable[[Provider, Shape, str, TaskSettings], ResultRow]
 
@@ -62,6 +68,13 @@ def order_providers(providers: Sequence[Provider], baseline: str | None) -> list
     return first + [p for p in providers if p.name != baseline]
 
 
+def failed_task_row(provider: Provider, shape: Shape, mode: str, reason: str) -> ResultRow:
+    """The row of a task that brought back no row (its worker died on every try): status error."""
+    return ResultRow(provider=provider.name, computes=provider.computes, mode=mode, B=shape.B, T=shape.T, H=shape.H,
+                     K=shape.K, V=shape.V, dtype=shape.dtype_name, status="error", device=shape.device,
+                     message=f"task failed: {reason}", extra={"description": provider.description})
+
+
 def run_compare(
     providers: Sequence[Provider],
     shapes: Sequence[Shape],
@@ -75,8 +88,12 @@ def run_compare(
     on_row: Callable[[ResultRow], None] | None = None,
     on_start: Callable[[Provider, Shape, str], None] | None = None,
     runner: Runner | None = None,
+    executor: "Executor | None" = None,
 ) -> ResultsFile:
-    """Measure every provider at every shape and mode; write ``output`` after each row; return the file."""
+    """Measure every provider at every shape and mode; write ``output`` after each row; return the file.
+
+    With ``executor`` the tasks run in parallel through it (``on_start`` is not called).
+    """
     settings = settings or TaskSettings()
     runner = runner or run_task
     if fingerprint is None:
@@ -85,6 +102,23 @@ def run_compare(
         fingerprint = _fingerprint()
     results = ResultsFile(kind="compare", command=command, fingerprint=fingerprint)
     ordered = order_providers(providers, baseline)
+    if executor is not None:
+        tasks = [(p, shape, mode) for shape in shapes for p in ordered for mode in modes]
+        slots: list[ResultRow | None] = [None] * len(tasks)
+
+        def on_done(i: int, out: "TaskOutcome") -> None:
+            provider, shape, mode = tasks[i]
+            row = out.value if out.ok else failed_task_row(provider, shape, mode, out.error or "failed")
+            slots[i] = row
+            results.rows = [r for r in slots if r is not None]
+            annotate_speedups(results.rows, baseline)
+            if output is not None:
+                write_results(output, results)
+            if on_row is not None:
+                on_row(row)
+
+        executor.map(runner, [(p, shape, mode, settings) for p, shape, mode in tasks], on_done)
+        return results
     for shape in shapes:
         for provider in ordered:
             for mode in modes:

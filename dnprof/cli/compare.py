@@ -1,4 +1,8 @@
-"""``dnprof compare``: DeltaNet kernels against fla-core, FlashAttention and GLA, verified, side by side."""
+"""``dnprof compare``: DeltaNet kernels against fla-core, FlashAttention and GLA, verified, side by side.
+
+``--ray [ADDRESS]`` runs every provider x shape x mode as a one-GPU Ray task across a cluster (a
+local Ray instance without an address); each GPU model gets its own comparison and results file.
+"""
 
 from __future__ import annotations
 
@@ -91,11 +95,14 @@ def _command_line(ctx: click.Context) -> str:
 @click.option("--rep", type=float, default=100.0, show_default=True, help="Measured time per timing, ms (GPU).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--list-providers", is_flag=True, help="List providers, whether each runs here and why not.")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None, metavar="[ADDRESS]",
+              help="Run each provider x shape x mode as a Ray task on one GPU of the cluster at ADDRESS (no "
+                   "ADDRESS: a local Ray instance using every local GPU). Needs pip install 'dnprof[ray]'.")
 @click.pass_context
 def command(ctx: click.Context, seq_len: str, head_dim: str, heads: int | None, model_dim: int | None,
             batch: int | None, tokens: int | None, mode: str, dtype: str | None, providers: str | None,
             baseline: str | None, output: Path | None, fmt: str, device: str, verify_seq_len: int | None,
-            warmup: float, rep: float, seed: int, list_providers: bool) -> None:
+            warmup: float, rep: float, seed: int, list_providers: bool, ray_address: str | None) -> None:
     """Time dnprof's DeltaNet kernels against fla-core, FlashAttention and GLA, each verified first.
 
     Every provider is checked against a float64 reference at each shape; one that fails is
@@ -155,7 +162,7 @@ def command(ctx: click.Context, seq_len: str, head_dim: str, heads: int | None, 
         baseline = base_provider.name
 
     # -- device ------------------------------------------------------------------------------
-    if device == "cuda" and not torch.cuda.is_available():
+    if device == "cuda" and not torch.cuda.is_available() and ray_address is None:
         raise OptionError("no CUDA GPU is visible on this machine: run on a GPU machine, or add --device cpu "
                           "(with TRITON_INTERPRET=1 for dnprof's kernels) for a small CPU run")
 
@@ -170,6 +177,11 @@ def command(ctx: click.Context, seq_len: str, head_dim: str, heads: int | None, 
         if not interpreter_enabled():
             note += "; dnprof's kernels are skipped: set TRITON_INTERPRET=1 to run them through the Triton interpreter"
         console.print(f"[yellow]{note}[/yellow]")
+    if ray_address is not None:
+        _compare_on_ray(ctx, console, ray_address, device, providers, baseline, output, fmt, modes, seed, warmup, rep,
+                        verify_seq_len, _shapes(registry, head_dims, seq_lens, heads, model_dim, batch, tokens,
+                                                registry.parse_dtype(dtype), device))
+        return
     if providers is None:
         skipped = [p for p in registry.all_providers() if device in p.default_devices and not p.available(device)]
         for p in skipped:
@@ -179,38 +191,51 @@ def command(ctx: click.Context, seq_len: str, head_dim: str, heads: int | None, 
     if baseline is None:
         baseline = registry.default_baseline(chosen, device)
 
-    torch_dtype = registry.parse_dtype(dtype)
-    shapes = []
-    for d in head_dims:
-        H = heads if heads is not None else model_dim // d
-        for t in seq_lens:
-            B = batch if batch is not None else tokens // t
-            shapes.append(registry.Shape(B=B, T=t, H=H, K=d, V=d, dtype=torch_dtype, device=device))
-
+    shapes = _shapes(registry, head_dims, seq_lens, heads, model_dim, batch, tokens, registry.parse_dtype(dtype), device)
     if device == "cpu" and any(sh.tokens * sh.H * sh.K > CPU_LARGE for sh in shapes):
         console.print("[yellow]these shapes are large for a CPU run (the Triton interpreter is very slow); "
                       "for a quick check try --seq-len 64 --head-dim 16 --heads 2 --batch 1[/yellow]")
 
     # -- run -----------------------------------------------------------------------------------
-    from dnprof.bench.compare import default_output_path, run_compare
-    from dnprof.bench.compare_table import CompareTable, format_rows
+    from dnprof.bench.compare import default_output_path
     from dnprof.bench.fingerprint import fingerprint
 
     fp = fingerprint()
     output = output or default_output_path(fp)
     settings = registry.TaskSettings(seed=seed, warmup_ms=warmup, rep_ms=rep, verify_seq_len=verify_seq_len)
     title = f"dnprof compare on {fp['gpu']['name'] if fp.get('gpu') and device == 'cuda' else 'cpu'}"
+    _run(ctx, console, chosen, shapes, modes, settings, baseline, output, fp, title, fmt)
+
+
+def _shapes(registry, head_dims: list[int], seq_lens: list[int], heads: int | None, model_dim: int | None,
+            batch: int | None, tokens: int | None, torch_dtype, device: str) -> list:
+    """Every (head dim, sequence length) shape of the run."""
+    shapes = []
+    for d in head_dims:
+        H = heads if heads is not None else model_dim // d
+        for t in seq_lens:
+            B = batch if batch is not None else tokens // t
+            shapes.append(registry.Shape(B=B, T=t, H=H, K=d, V=d, dtype=torch_dtype, device=device))
+    return shapes
+
+
+def _run(ctx: click.Context, console: Console, chosen: list, shapes: list, modes: list[str], settings,
+         baseline: str | None, output: Path, fp: dict, title: str, fmt: str, executor=None) -> None:
+    """Measure with a live table, write ``output`` as rows land, and print the summary (and rows for --format)."""
+    from dnprof.bench.compare import run_compare
+    from dnprof.bench.compare_table import CompareTable, format_rows
+
     live = CompareTable(baseline, console=console, title=title)
     try:
         with live:
             results = run_compare(chosen, shapes, modes, settings=settings, baseline=baseline, output=output,
                                   command=_command_line(ctx), fingerprint=fp, on_row=live.add,
-                                  on_start=live.start)
+                                  on_start=live.start, executor=executor)
     except KeyboardInterrupt:
         kept = f"{len(live.rows)} rows kept in {output}" if live.rows else "nothing measured yet"
         click.echo(f"interrupted: {kept}", err=True)
         ctx.exit(130)
-    if not table_mode:
+    if fmt != "table":
         click.echo(format_rows(results.rows, fmt, baseline))
     counts: dict[str, int] = {}
     for r in results.rows:
@@ -219,6 +244,53 @@ def command(ctx: click.Context, seq_len: str, head_dim: str, heads: int | None, 
     if not console.is_terminal:
         console.line()
     console.print(Text(f"{len(results.rows)} rows ({summary}) written to {output}"))
+
+
+def _compare_on_ray(ctx: click.Context, console: Console, address: str, device: str, providers: str | None,
+                    baseline: str | None, output: Path | None, fmt: str, modes: list[str], seed: int, warmup: float,
+                    rep: float, verify_seq_len: int | None, shapes: list) -> None:
+    """``compare --ray``: the whole comparison once per GPU model of the cluster, its tasks spread over that model's GPUs."""
+    from dnprof import providers as registry
+    from dnprof.bench.compare import default_output_path
+    from dnprof.distributed import RayUnavailable, ray_backend
+    from dnprof.variants.db import gpu_slug
+
+    try:
+        rx = ray_backend()
+    except RayUnavailable as exc:
+        raise OptionError(str(exc)) from None
+    started = rx.connect(address)
+    try:
+        try:
+            groups = rx.discover(device)
+        except rx.NoGpus as exc:
+            raise OptionError(str(exc)) from None
+        settings = registry.TaskSettings(seed=seed, warmup_ms=warmup, rep_ms=rep, verify_seq_len=verify_seq_len)
+        for group in groups:
+            usable = group.info.providers
+            if providers is None:
+                chosen = [registry.get_provider(n) for n in usable]
+                for p in registry.all_providers():
+                    if device in p.default_devices and p.name not in usable:
+                        console.print(Text(f"skipping {p.name}: not available on the {group.label} workers", style="dim"))
+            else:
+                chosen = registry.parse_providers(providers, device)
+            base = baseline or next((n for n in registry.BASELINE_PREFERENCE
+                                     if n in usable and n in {p.name for p in chosen}), None)
+            if base is not None and base not in {p.name for p in chosen}:
+                chosen = [registry.get_provider(base), *chosen]
+            if not chosen:
+                raise OptionError(f"--providers: none of the providers is available on the {group.label} workers")
+            fp = group.fingerprint()
+            out = output or default_output_path(fp)
+            if output is not None and len(groups) > 1:
+                out = output.with_name(f"{output.stem}-{gpu_slug(group.gpu)}{output.suffix}")
+            title = f"dnprof compare on {group.gpus} x {group.label if device == 'cuda' else 'cpu'} (Ray)"
+            _run(ctx, console, chosen, shapes, modes, settings, base, out, fp, title, fmt,
+                 executor=rx.RayExecutor(group, device))
+    finally:
+        if started:
+            rx.shutdown()
 
 
 def _list_providers(device: str) -> None:

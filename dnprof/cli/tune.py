@@ -2,7 +2,8 @@
 
 ``dnprof tune --head-dim 256`` tunes (or, with a warm database, just reports); ``--list`` prints the
 variant space without timing; ``tune show``, ``tune export FILE`` and ``tune import FILE`` manage the
-tuning database.
+tuning database. ``--ray [ADDRESS]`` spreads the candidates over every GPU of a Ray cluster (a local
+instance without an address); each GPU model tunes into its own database and results file.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 import os
 import shlex
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -48,12 +50,9 @@ def _has_cuda() -> bool:
 
 def _gpu_identity(device: str) -> tuple[str, str]:
     """(GPU name, compute capability) of the tuned device; the interpreter has its own identity."""
-    if device == "cpu":
-        return "Triton interpreter (CPU)", "interpreter"
-    import torch
+    from dnprof.variants.tuner import gpu_identity
 
-    props = torch.cuda.get_device_properties(0)
-    return props.name, f"{props.major}.{props.minor}"
+    return gpu_identity(device)
 
 
 def _command_line() -> str:
@@ -133,9 +132,10 @@ class _Live:
         self.enabled = enabled
         self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                                  TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=console)
-        self.task = None
+        self.tasks: dict[str | None, Any] = {}  # one bar per GPU model (--ray), else one
         self.best: dict[str, tuple[float, int]] = {}
         self.live = None
+        self.lock = threading.Lock()  # --ray: GPU models report from their own threads
 
     def _render(self):
         top = Table(title="live top 5 (verified, fastest deepest round)", expand=False)
@@ -161,20 +161,27 @@ class _Live:
             self.live.update(self._render())
             self.live.__exit__(*exc)
 
-    def event(self, kind: str, **info: Any) -> None:
+    def event(self, kind: str, gpu: str | None = None, **info: Any) -> None:
+        """A tuner event; ``gpu`` names the GPU model when several tune at once (--ray)."""
+        with self.lock:
+            self._event(kind, gpu, **info)
+
+    def _event(self, kind: str, gpu: str | None, **info: Any) -> None:
+        task = self.tasks.get(gpu)
         if kind == "phase":
             desc = {"verify": "compile + verify", "time": "time", "fla": "time fla-core"}[info["phase"]]
-            desc = f"{info['family']}: {desc}"
-            if self.task is None:
-                self.task = self.progress.add_task(desc, total=info["total"])
+            desc = f"{gpu + ' ' if gpu else ''}{info['family']}: {desc}"
+            if task is None:
+                self.tasks[gpu] = self.progress.add_task(desc, total=info["total"])
             else:
-                self.progress.reset(self.task, total=info["total"], description=desc)
-        elif kind in ("verified", "measured") and self.task is not None:
-            self.progress.advance(self.task)
+                self.progress.reset(task, total=info["total"], description=desc)
+        elif kind in ("verified", "measured") and task is not None:
+            self.progress.advance(task)
+            name = (f"{gpu}: " if gpu else "") + info["candidate"].name
             if kind == "measured" and info.get("ms"):
-                self.best[info["candidate"].name] = (info["ms"], info["round"])
+                self.best[name] = (info["ms"], info["round"])
             elif kind == "measured":
-                self.best.pop(info["candidate"].name, None)
+                self.best.pop(name, None)
         if self.live is not None:
             self.live.update(self._render())
 
@@ -268,12 +275,12 @@ def _rows(outcome) -> list:
     return rows
 
 
-def _write_results(outcome, output: Path | None, device: str) -> Path:
+def _write_results(outcome, output: Path | None, device: str, fp: dict[str, Any] | None = None) -> Path:
     from dnprof.bench.fingerprint import fingerprint
     from dnprof.bench.results import ResultsFile, write_results
     from dnprof.variants.db import gpu_slug
 
-    fp = fingerprint()
+    fp = fingerprint() if fp is None else fp
     if output is None:
         stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
         name = fp["gpu"]["name"] if fp.get("gpu") else "cpu"
@@ -311,10 +318,13 @@ def _write_results(outcome, output: Path | None, device: str) -> Path:
 @click.option("--no-fla", is_flag=True, help="Do not time fla-core's chunk_delta_rule for comparison.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Results file (default results/<gpu>/tune-<UTC time>.json).")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None, metavar="[ADDRESS]",
+              help="Run each candidate as a Ray task on one GPU of the cluster at ADDRESS (no ADDRESS: a local "
+                   "Ray instance using every local GPU). Needs pip install 'dnprof[ray]'.")
 @click.pass_context
 def command(ctx: click.Context, head_dim, key_dim, value_dim, seq_len, batch, tokens, heads, model_dim, dtype, mode,
             family, chunk_size, strategy, budget, jobs, db_path, force, list_only, device_profile, device, seed, no_fla,
-            output) -> None:
+            output, ray_address) -> None:
     """Find the fastest verified kernel variant for this GPU and shape, and remember it."""
     if ctx.invoked_subcommand is not None:
         return
@@ -322,7 +332,7 @@ def command(ctx: click.Context, head_dim, key_dim, value_dim, seq_len, batch, to
     K, V = _dims(head_dim, key_dim, value_dim)
     has_cuda = _has_cuda()
     device = device or "cuda"
-    if device == "cuda" and not has_cuda and not list_only:
+    if device == "cuda" and not has_cuda and not list_only and ray_address is None:
         raise TuneError("no CUDA GPU is visible: run on a GPU machine, use --device cpu to tune tiny shapes through "
                         "the Triton interpreter, or --list to see the variant space")
     if device == "cpu":
@@ -353,10 +363,16 @@ def command(ctx: click.Context, head_dim, key_dim, value_dim, seq_len, batch, to
             console.print("[yellow]no GPU visible: listing with the H100 profile's limits (--device-profile to choose)[/]")
         _print_space(console, space, strategy, budget_v, seed)
         return
-    if not space.kept:
+    if not space.kept and ray_address is None:
         raise TuneError(f"no variant of {', '.join(families)} fits K={K} V={V} on {limits.name}")
 
     from dnprof.variants.tuner import Tuner, TuneRequest, default_jobs
+
+    if ray_address is not None:
+        req = TuneRequest(K=K, V=V, T=T, B=B, H=H, dtype=dtype, mode=mode, device=device, families=families,
+                          strategy=strategy, budget=budget_v, jobs=0, force=force, seed=seed, fla=not no_fla)
+        _tune_on_ray(console, req, ray_address, db_path, output, device_profile, sizes)
+        return
 
     gpu, cc = _gpu_identity(device)
     db = _open_db(db_path, gpu, cc)
@@ -381,6 +397,76 @@ def command(ctx: click.Context, head_dim, key_dim, value_dim, seq_len, batch, to
     console.print(f"{done} ({outcome.elapsed_s:.1f} s)" + (f"; stopped early: {outcome.stopped}" if outcome.stopped else ""))
     path = _write_results(outcome, output, device)
     console.print(f"results written to {path}")
+
+
+def _tune_on_ray(console: Console, req, address: str, db_path: Path | None, output: Path | None,
+                 device_profile: str | None, sizes: list[int] | None) -> None:
+    """``tune --ray``: every GPU model of the cluster tunes at once, candidates as one-GPU Ray tasks."""
+    from dnprof.distributed import RayUnavailable, ray_backend
+    from dnprof.variants.db import DatabaseError, gpu_slug
+    from dnprof.variants.limits import device_limits
+    from dnprof.variants.space import generate_space
+
+    try:
+        rx = ray_backend()
+    except RayUnavailable as exc:
+        raise TuneError(str(exc)) from None
+    started = rx.connect(address)
+    try:
+        try:
+            groups = rx.discover(req.device)
+        except rx.NoGpus as exc:
+            raise TuneError(str(exc)) from None
+        if db_path is not None and len(groups) > 1:
+            raise TuneError(f"--db names one GPU's database, but the Ray cluster has {len(groups)} GPU models "
+                            f"({', '.join(g.label for g in groups)}): leave --db out")
+        spaces = {}
+        for g in groups:
+            limits = device_limits(device_profile) if device_profile else g.info.limits
+            spaces[g.label] = space = generate_space(req.K, req.V, req.dtype, limits, req.families, mode=req.mode,
+                                                     chunk_sizes=sizes)
+            if not space.kept:
+                raise TuneError(f"no variant of {', '.join(req.families)} fits K={req.K} V={req.V} on {g.label}")
+        dbs = {g.label: _open_db(db_path, g.gpu, g.compute_capability) for g in groups}
+        for db in dbs.values():
+            for w in db.warnings:
+                console.print(f"[yellow]warning:[/] {w}")
+        for g in groups:
+            space = spaces[g.label]
+            console.print(f"tuning {', '.join(req.families)} K={req.K} V={req.V} T={req.T} B={req.B} H={req.H} "
+                          f"{req.dtype} {req.mode} on {g.gpus} x {g.label} ({len(g.node_ids)} Ray nodes): "
+                          f"{len(space.kept)} of {space.total} variants kept, {req.strategy} with budget "
+                          f"{req.budget}; database {dbs[g.label].path}")
+        live = _Live(console, enabled=console.is_terminal)
+        several = len(groups) > 1
+
+        def on_event(group, kind: str, **info: Any) -> None:
+            live.event(kind, gpu=group.label if several else None, **info)
+
+        try:
+            with live:
+                done = rx.tune_groups(req, groups, lambda g: spaces[g.label], lambda g: dbs[g.label], on_event,
+                                      cancel=threading.Event())
+        except KeyboardInterrupt:
+            paths = ", ".join(str(db.path) for db in dbs.values())
+            console.print(f"interrupted: every finished step is in {paths}; run the same command again to resume")
+            raise SystemExit(130) from None
+        except DatabaseError as exc:
+            raise TuneError(str(exc)) from None
+        for group, outcome in done:
+            _print_outcome(console, outcome)
+            new = "nothing new measured: reported from the database" if outcome.new_steps == 0 else \
+                f"{outcome.new_steps} new steps recorded"
+            console.print(f"{group.label}: {new} ({outcome.elapsed_s:.1f} s)"
+                          + (f"; stopped early: {outcome.stopped}" if outcome.stopped else ""))
+            out = output
+            if out is not None and several:
+                out = out.with_name(f"{out.stem}-{gpu_slug(group.gpu)}{out.suffix}")
+            path = _write_results(outcome, out, req.device, fp=group.fingerprint())
+            console.print(f"results written to {path}")
+    finally:
+        if started:
+            rx.shutdown()
 
 
 def _all_dbs(db_path: Path | None):

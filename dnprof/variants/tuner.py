@@ -9,6 +9,11 @@ reference (``verify_delta_kernel``; forward output and final state, and every gr
 database record, and a step already in the database is read instead of redone, so an interrupted
 run resumes and a finished one is only reported. Compiling overlaps verification; timing starts
 after all workers are done so their GPU work does not disturb it.
+
+With an ``executor`` (``--ray``: :mod:`dnprof.distributed`) every step -- a candidate's
+verification, or its timing in one round -- runs as a task on some GPU of one model instead
+(:func:`run_step`), the tasks of a round in parallel; their outcomes are recorded here as they
+arrive, into the same database records, and the search replays from the database.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from dnprof.distributed import Executor, TaskOutcome
 from dnprof.variants.db import (MAX_CRASHES, CandidateState, TuneKey, TuningDB, config_id)
 from dnprof.variants.limits import DeviceLimits
 from dnprof.variants.search import (Budget, Deadline, RoundPlan, SearchResult, initial_set, planned_measurements,
@@ -62,10 +68,14 @@ class TuneRequest:
     plan: RoundPlan | None = None
 
     def verify_shape(self) -> tuple[int, int, int]:
-        """(B, T, H) of verification: min(T, 1024), one sequence, at most 4 heads on a GPU."""
+        """(B, T, H) of verification: one sequence of min(T, 1024) tokens with the timing shape's heads.
+
+        Same H as the timing shape: Triton specialises integer arguments (by divisibility), so
+        another H would compile the kernels again in the timing process.
+        """
         if self.device == "cpu":
             return (self.verify_B or self.B, self.verify_T or self.T, self.verify_H or self.H)
-        return (self.verify_B or 1, self.verify_T or min(self.T, 1024), self.verify_H or min(self.H, 4))
+        return (self.verify_B or 1, self.verify_T or min(self.T, 1024), self.verify_H or self.H)
 
     def round_plan(self) -> RoundPlan:
         if self.plan is not None:
@@ -155,6 +165,16 @@ def _short(exc: BaseException) -> str:
     return msg[:300]
 
 
+def gpu_identity(device: str) -> tuple[str, str]:
+    """(GPU name, compute capability) of CUDA device 0, or the interpreter's identity for ``cpu``."""
+    if device == "cpu":
+        return "Triton interpreter (CPU)", "interpreter"
+    import torch
+
+    props = torch.cuda.get_device_properties(0)
+    return props.name, f"{props.major}.{props.minor}"
+
+
 # ------------------------------------------------------------------------------------- kernels
 def kernel_for(family: str) -> Callable[..., Any]:
     """dnprof's kernel entry point of ``family``."""
@@ -171,6 +191,16 @@ def _torch_dtype(name: str):
     import torch
 
     return getattr(torch, TORCH_DTYPES[name])
+
+
+def verify_fields(res: Any) -> dict[str, Any]:
+    """The verify record fields (status, errors, tolerance, message) of a VerifyResult."""
+    status = "ok" if res.passed else "failed-verification"
+    msg = None
+    if not res.passed:
+        msg = "failed verification: " + ", ".join(f"{n} err {res.errors[n]:.3g}" for n in res.failed) \
+              + f" > tolerance {res.tolerance:g}"
+    return {"status": status, "errors": dict(res.errors), "tolerance": res.tolerance, "message": msg}
 
 
 def default_verifier(cand: Candidate, req: TuneRequest):
@@ -244,10 +274,13 @@ def time_fla(req: TuneRequest) -> tuple[float | None, str | None, str | None]:
 
 # ------------------------------------------------------------------------------------- workers
 def compile_worker(family: str, config: dict[str, Any], K: int, V: int, dtype: str, mode: str,
-                   B: int, T: int, H: int) -> tuple[str, float, str | None]:
-    """In a worker process: run the candidate once on the GPU at (B, T, H), filling Triton's disk cache.
+                   B: int, T: int, H: int, verify: bool = False) -> tuple[str, float, str | None, dict | None]:
+    """In a worker process: run the candidate once on the GPU at (B, T, H), filling Triton's disk cache,
+    then (``verify``) check it against float64 there too.
 
-    Returns (status, seconds, message) with status ``ok`` or a failure type; never raises.
+    Verifying in the worker keeps a candidate that faults (an illegal address kills the CUDA context
+    of its process) away from the tuning process. Returns (status, seconds, message, verify record
+    fields or None) with status ``ok`` or a failure type; never raises.
     """
     start = time.perf_counter()
     try:
@@ -256,13 +289,41 @@ def compile_worker(family: str, config: dict[str, Any], K: int, V: int, dtype: s
         from dnprof.variants.db import config_from_dict
 
         cfg = config_from_dict(family, config)
-        req = TuneRequest(K=K, V=V, T=T, B=B, H=H, dtype=dtype, mode=mode, device="cuda")
+        req = TuneRequest(K=K, V=V, T=T, B=B, H=H, dtype=dtype, mode=mode, device="cuda",
+                          verify_B=B, verify_T=T, verify_H=H)
         call = _make_call(functools.partial(kernel_for(family), config=cfg), req, B, T, H, "cuda")
         call()
         torch.cuda.synchronize()
-        return "ok", time.perf_counter() - start, None
+        fields = verify_fields(default_verifier(Candidate(family, cfg), req)) if verify else None
+        return "ok", time.perf_counter() - start, None, fields
     except BaseException as exc:  # noqa: BLE001 - a worker reports everything
-        return classify_failure(exc), time.perf_counter() - start, _short(exc)
+        return classify_failure(exc), time.perf_counter() - start, _short(exc), None
+
+
+@dataclass(frozen=True)
+class Step:
+    """One unit of a tuning run that can run anywhere: verify a candidate, or time it in one round."""
+
+    stage: str  # "verify" | "time"
+    candidate: Candidate
+    round: int | None = None
+    rep_ms: float | None = None
+
+
+def run_step(req: TuneRequest, step: Step) -> dict[str, Any]:
+    """Run ``step`` in this process (a worker with one GPU) and return its record fields; never raises
+    for the candidate's own failure, which becomes the status (a failure type) and message."""
+    try:
+        if step.stage == "verify":
+            return verify_fields(default_verifier(step.candidate, req))
+        timing = KernelTimer(req)(step.candidate, float(step.rep_ms or 0))
+        return {"status": "ok", "ms": float(timing.ms), "ms_p20": float(timing.ms_p20), "ms_p80": float(timing.ms_p80)}
+    except Exception as exc:
+        return {"status": classify_failure(exc), "message": _short(exc)}
+
+
+class _RoundFound(Exception):
+    """Internal: the next round to run remotely has been collected."""
 
 
 def default_jobs() -> int:
@@ -293,7 +354,10 @@ class ParallelCompiler:
         """Compile every ``(tag, args)``; ``on_done(tag, result)`` runs in this process as each finishes."""
         ctx = multiprocessing.get_context("spawn")
         retry: list[tuple[Any, tuple]] = []
-        with cf.ProcessPoolExecutor(max_workers=min(self.jobs, len(tasks)) or 1, mp_context=ctx) as pool:
+        # One candidate per worker process: a CUDA error (an illegal address, say) poisons the
+        # process's context, and every later candidate in it would fail for no fault of its own.
+        with cf.ProcessPoolExecutor(max_workers=min(self.jobs, len(tasks)) or 1, mp_context=ctx,
+                                    max_tasks_per_child=1) as pool:
             futures = {pool.submit(self.worker, *args): (tag, args) for tag, args in tasks}
             try:
                 for fut in cf.as_completed(futures):
@@ -333,7 +397,7 @@ class Tuner:
                  timer: Callable[[Candidate, float], Any] | None = None,
                  compiler: ParallelCompiler | None = None,
                  fla_timer: Callable[[TuneRequest], tuple[float | None, str | None, str | None]] | None = None,
-                 on_event: Event | None = None):
+                 on_event: Event | None = None, executor: Executor | None = None):
         self.req = request
         self.db = db
         self.limits = limits
@@ -344,6 +408,7 @@ class Tuner:
             ParallelCompiler(request.jobs) if request.jobs > 0 and request.device == "cuda" else None)
         self.fla_timer = fla_timer if fla_timer is not None else time_fla
         self.on_event = on_event or (lambda *a, **k: None)
+        self.executor = executor
         self.new_steps = 0
 
     # ------------------------------------------------------------------ helpers
@@ -380,10 +445,9 @@ class Tuner:
 
         status, res, msg = self._guarded(key, cand, "verify", run)
         if res is not None:
-            if not res.passed:
-                msg = "failed verification: " + ", ".join(f"{n} err {res.errors[n]:.3g}" for n in res.failed) \
-                      + f" > tolerance {res.tolerance:g}"
-            self._record_verify(key, cand, status, errors=res.errors, tolerance=res.tolerance, message=msg)
+            fields = verify_fields(res)
+            status, msg = fields.pop("status"), fields.pop("message")
+            self._record_verify(key, cand, status, message=msg, **fields)
         else:
             self._record_verify(key, cand, status, message=msg)
         self.on_event("verified", family=key.family, candidate=cand, status=status, message=msg)
@@ -404,19 +468,106 @@ class Tuner:
                 return None, exc
 
         timing, exc = self._guarded(key, cand, "time", run, round=round_)
-        shape = {"B": self.req.B, "T": self.req.T, "H": self.req.H}
         if exc is not None:
-            self.db.record("time", key, cand.name, cand.to_dict(), status=classify_failure(exc), message=_short(exc),
-                           round=round_, rep_ms=rep_ms, shape=shape)
-            self.new_steps += 1
-            self.on_event("measured", family=key.family, candidate=cand, ms=None, round=round_, cached=False)
-            return None
-        ms = float(timing.ms)
-        self.db.record("time", key, cand.name, cand.to_dict(), status="ok", ms=ms, ms_p20=float(timing.ms_p20),
-                       ms_p80=float(timing.ms_p80), round=round_, rep_ms=rep_ms, shape=shape, device=self.req.device)
+            return self._record_time(key, cand, round_, rep_ms, {"status": classify_failure(exc), "message": _short(exc)})
+        return self._record_time(key, cand, round_, rep_ms, {"status": "ok", "ms": float(timing.ms),
+                                                             "ms_p20": float(timing.ms_p20),
+                                                             "ms_p80": float(timing.ms_p80)})
+
+    def _record_time(self, key: TuneKey, cand: Candidate, round_: int, rep_ms: float, res: dict[str, Any],
+                     **extra: Any) -> float | None:
+        """Record one timing outcome (``run_step``'s fields); returns the median ms, or None on failure."""
+        shape = {"B": self.req.B, "T": self.req.T, "H": self.req.H}
+        if res.get("status") != "ok":
+            self.db.record("time", key, cand.name, cand.to_dict(), status=res.get("status", "runtime-error"),
+                           message=res.get("message"), round=round_, rep_ms=rep_ms, shape=shape, **extra)
+            ms = None
+        else:
+            ms = float(res["ms"])
+            self.db.record("time", key, cand.name, cand.to_dict(), status="ok", ms=ms, ms_p20=float(res["ms_p20"]),
+                           ms_p80=float(res["ms_p80"]), round=round_, rep_ms=rep_ms, shape=shape,
+                           device=self.req.device, **extra)
         self.new_steps += 1
         self.on_event("measured", family=key.family, candidate=cand, ms=ms, round=round_, cached=False)
         return ms
+
+    # ------------------------------------------------------------------ remote steps (executor)
+    def _run_remote(self, key: TuneKey, steps: list[Step], stop: Callable[[], bool]) -> None:
+        """Run ``steps`` through the executor, recording each outcome here as it arrives."""
+
+        def on_done(i: int, out: TaskOutcome) -> None:
+            step = steps[i]
+            if not out.ok:
+                res = {"status": "runtime-error", "message": out.error}
+            elif out.gpu is not None and (out.gpu, out.compute_capability) != (self.db.gpu, self.db.compute_capability):
+                res = {"status": "runtime-error", "message": f"ran on {out.gpu} (cc {out.compute_capability}), not on "
+                                                              f"this database's {self.db.gpu} (cc {self.db.compute_capability})"}
+            else:
+                res = dict(out.value)
+            extra = {"worker": out.worker} if out.worker else {}
+            if step.stage == "verify":
+                status, msg = res.pop("status"), res.pop("message", None)
+                self._record_verify(key, step.candidate, status, message=msg, **res, **extra)
+                self.on_event("verified", family=key.family, candidate=step.candidate, status=status, message=msg)
+            else:
+                self._record_time(key, step.candidate, int(step.round or 0), float(step.rep_ms or 0), res, **extra)
+
+        self.executor.map(run_step, [(self.req, s) for s in steps], on_done, stop=stop)
+
+    def _next_round(self, key: TuneKey, cands: list[Candidate], default: Candidate | None,
+                    announced: set[tuple[str, int]]) -> list[Step]:
+        """The timing steps of the earliest round the database does not hold yet (empty: the search is done).
+
+        Found by running the search itself over the database: a measurement it holds is answered,
+        the first missing ones are collected up to the end of their round.
+        """
+        batch: list[Step] = []
+
+        def probe(cand: Candidate, round_: int, rep_ms: float) -> float | None:
+            st = self._state(key, cand)
+            if st is not None and round_ in st.times:
+                t = st.times[round_]
+                if (cand.name, round_) not in announced:
+                    announced.add((cand.name, round_))
+                    self.on_event("measured", family=key.family, candidate=cand, ms=t.get("ms"), round=round_,
+                                  cached=True)
+                return t.get("ms") if t.get("status") == "ok" else None
+            if batch and round_ != batch[0].round:
+                raise _RoundFound
+            batch.append(Step("time", cand, round_, rep_ms))
+            return None
+
+        try:
+            run_rounds(self.req.strategy, cands, probe, default=default, plan=self.req.round_plan())
+        except _RoundFound:
+            pass
+        return batch
+
+    def _remote_rounds(self, key: TuneKey, cands: list[Candidate], default: Candidate | None,
+                       deadline: Deadline) -> SearchResult:
+        """The strategy's rounds with each round's timings run in parallel through the executor."""
+        announced: set[tuple[str, int]] = set()
+        while not deadline():
+            batch = self._next_round(key, cands, default, announced)
+            if not batch or any((s.candidate.name, s.round) in announced for s in batch):
+                break  # done, or a step ran and left no record (never loop on it)
+            announced.update((s.candidate.name, int(s.round or 0)) for s in batch)
+            self._run_remote(key, batch, deadline)
+        missing: set[Candidate] = set()
+
+        def recorded(cand: Candidate, round_: int, rep_ms: float) -> float | None:
+            st = self._state(key, cand)
+            if st is not None and round_ in st.times:
+                t = st.times[round_]
+                return t.get("ms") if t.get("status") == "ok" else None
+            missing.add(cand)
+            return None
+
+        search = run_rounds(self.req.strategy, cands, recorded, default=default, plan=self.req.round_plan())
+        if missing:  # not measured within the budget: not a failure
+            search.failed = [c for c in search.failed if c not in missing]
+            search.stopped = search.stopped or "time budget"
+        return search
 
     # ------------------------------------------------------------------ phases
     def _prepare(self, key: TuneKey, cands: list[Candidate], deadline: Deadline) -> None:
@@ -435,6 +586,9 @@ class Tuner:
         self.on_event("phase", family=key.family, phase="verify", total=len(todo))
         if not todo:
             return
+        if self.executor is not None:
+            self._run_remote(key, [Step("verify", c) for c in todo], deadline)
+            return
         if self.compiler is None:
             for c in todo:
                 if deadline():
@@ -442,14 +596,22 @@ class Tuner:
                 self._verify(key, c)
             return
         B, T, H = self.req.verify_shape()
-        tasks = [(c, (c.family, c.to_dict(), self.req.K, self.req.V, self.req.dtype, self.req.mode, B, T, H)) for c in todo]
+        in_worker = self.verifier is default_verifier
+        tasks = [(c, (c.family, c.to_dict(), self.req.K, self.req.V, self.req.dtype, self.req.mode, B, T, H)
+                  + ((True,) if in_worker else ())) for c in todo]
 
-        def on_done(cand: Candidate, res: tuple[str, float, str | None]) -> None:
-            status, secs, msg = res
+        def on_done(cand: Candidate, res: tuple) -> None:
+            status, secs, msg = res[:3]
+            fields = res[3] if len(res) > 3 else None
             self.on_event("compiled", family=key.family, candidate=cand, status=status, seconds=secs)
             if deadline():
                 return
-            if status != "ok":
+            if fields is not None:  # verified in the worker
+                fields = dict(fields)
+                status, msg = fields.pop("status"), fields.pop("message")
+                self._record_verify(key, cand, status, message=msg, compile_s=round(secs, 2), **fields)
+                self.on_event("verified", family=key.family, candidate=cand, status=status, message=msg)
+            elif status != "ok":
                 self._record_verify(key, cand, status, message=msg, compile_s=round(secs, 2))
                 self.on_event("verified", family=key.family, candidate=cand, status=status, message=msg)
             else:
@@ -493,8 +655,11 @@ class Tuner:
             verified = [c for c in cands if (st := states.get(config_id(c.to_dict()))) is not None and st.verified]
             self.on_event("phase", family=family, phase="time",
                           total=planned_measurements(self.req.strategy, len(verified)))
-            search = run_rounds(self.req.strategy, verified, functools.partial(self._measure, key), default=default,
-                                plan=self.req.round_plan(), out_of_time=deadline)
+            if self.executor is not None:
+                search = self._remote_rounds(key, verified, default, deadline)
+            else:
+                search = run_rounds(self.req.strategy, verified, functools.partial(self._measure, key),
+                                    default=default, plan=self.req.round_plan(), out_of_time=deadline)
             stopped = stopped or search.stopped or ("time budget" if deadline() else None)
             fla_ms, fla_msg = self._baseline(key) if search.measured else (None, None)
             outcomes.append(FamilyOutcome(family, key, self._results(key, cands), default, search, fla_ms, fla_msg))

@@ -1,12 +1,13 @@
 """Where the time of one dnprof chunkwise call goes: CUDA time per Triton kernel, via torch.profiler.
 
-Usage (GPU): python benchmarks/kernel_breakdown.py --head-dim 128 --seq-len 4096 [--variant NAME]
+Usage (GPU): python benchmarks/kernel_breakdown.py --head-dim 128 --seq-len 4096 [--variants selected,NAME]
 Prints one line per kernel (calls, total ms per step) for fwd and fwd+bwd at B*T = 32768, H*D = 2048.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from collections import defaultdict
 
@@ -22,7 +23,6 @@ def breakdown(D: int, T: int, mode: str, config: ChunkConfig, steps: int = 5) ->
     """Average CUDA ms per step of each kernel for one (D, T, mode)."""
     B, H = 32768 // T, 2048 // D
     inp = make_delta_inputs(B, T, H, D, D, dtype=torch.bfloat16, device="cuda", requires_grad=mode == "fwdbwd")
-    do = torch.randn(B, T, H, D, device="cuda", dtype=torch.bfloat16)
 
     def step():
         if mode == "fwd":
@@ -50,22 +50,28 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--head-dim", type=int, default=128)
     ap.add_argument("--seq-len", type=int, default=4096)
-    ap.add_argument("--variant", default=None, help="ChunkConfig name (default: the selected one)")
+    ap.add_argument("--variants", default="selected",
+                    help="comma list of ChunkConfig names, 'selected' (the variant chunk_delta_rule picks) "
+                         "or 'selected-m16' (it with 16-bit dot operands)")
     ap.add_argument("--json", default=None, help="also append the breakdown as JSON lines to this file")
     args = ap.parse_args()
-    for mode in ("fwd", "fwdbwd"):
-        cfg = ChunkConfig.from_name(args.variant) if args.variant else select_config(
-            args.head_dim, args.head_dim, args.seq_len, torch.bfloat16, mode)
-        rows = breakdown(args.head_dim, args.seq_len, mode, cfg)
-        total = sum(rows.values())
-        print(f"D={args.head_dim} T={args.seq_len} {mode} {cfg.name}: {total:.3f} ms of kernels per step")
-        for name, ms in rows.items():
-            print(f"  {ms:8.3f} ms  {100 * ms / total:5.1f}%  {name[:90]}")
-        if args.json:
-            with open(args.json, "a") as fh:
-                fh.write(json.dumps({"D": args.head_dim, "T": args.seq_len, "mode": mode, "variant": cfg.name,
-                                     "kernels_ms": rows}) + "\n")
-
+    for spec in args.variants.split(","):
+        for mode in ("fwd", "fwdbwd"):
+            if spec.startswith("selected"):
+                cfg = select_config(args.head_dim, args.head_dim, args.seq_len, torch.bfloat16, mode)
+                if spec == "selected-m16":
+                    cfg = dataclasses.replace(cfg, dot_operands="input")
+            else:
+                cfg = ChunkConfig.from_name(spec)
+            rows = breakdown(args.head_dim, args.seq_len, mode, cfg)
+            total = sum(rows.values())
+            print(f"D={args.head_dim} T={args.seq_len} {mode} {cfg.name}: {total:.3f} ms of kernels per step")
+            for name, ms in rows.items():
+                print(f"  {ms:8.3f} ms  {100 * ms / total:5.1f}%  {name[:90]}")
+            if args.json:
+                with open(args.json, "a") as fh:
+                    fh.write(json.dumps({"D": args.head_dim, "T": args.seq_len, "mode": mode, "variant": cfg.name,
+                                         "kernels_ms": rows}) + "\n")
 
 if __name__ == "__main__":
     main()

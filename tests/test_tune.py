@@ -135,6 +135,14 @@ def test_parallel_compiler_survives_a_crashing_worker():
     assert done["crash"][0] == "compile-error" and "died" in done["crash"][2]
 
 
+def test_parallel_compiler_drops_unstarted_tasks_once_told_to_stop():
+    done = {}
+    tasks = [(f"t{i}", ("('ok', 0.0, None)",)) for i in range(12)]
+    ParallelCompiler(1, worker=eval).run(tasks, lambda tag, res: done.__setitem__(tag, res),
+                                         should_stop=lambda: len(done) >= 2)
+    assert 2 <= len(done) < 12 and all(r[0] == "ok" for r in done.values())
+
+
 def test_no_gpu_without_device_cpu_exits_2():
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")

@@ -350,8 +350,13 @@ class ParallelCompiler:
         self.jobs = max(1, jobs)
         self.worker = worker
 
-    def run(self, tasks: list[tuple[Any, tuple]], on_done: Callable[[Any, tuple[str, float, str | None]], None]) -> None:
-        """Compile every ``(tag, args)``; ``on_done(tag, result)`` runs in this process as each finishes."""
+    def run(self, tasks: list[tuple[Any, tuple]], on_done: Callable[[Any, tuple[str, float, str | None]], None],
+            should_stop: Callable[[], bool] | None = None) -> None:
+        """Compile every ``(tag, args)``; ``on_done(tag, result)`` runs in this process as each finishes.
+
+        Once ``should_stop()`` is true (the time budget is spent) tasks not yet started are dropped:
+        a later run picks them up, and the budget bounds the run instead of the task count.
+        """
         ctx = multiprocessing.get_context("spawn")
         retry: list[tuple[Any, tuple]] = []
         # One candidate per worker process: a CUDA error (an illegal address, say) poisons the
@@ -367,9 +372,14 @@ class ParallelCompiler:
                     except cf.process.BrokenProcessPool:
                         retry.append((tag, args))
                         continue
+                    except cf.CancelledError:
+                        continue
                     except Exception as exc:
                         res = ("compile-error", 0.0, _short(exc))
                     on_done(tag, res)
+                    if should_stop is not None and should_stop():
+                        for f in futures:
+                            f.cancel()  # only those not yet running; the running ones finish
             except BaseException:
                 for f in futures:
                     f.cancel()
@@ -617,7 +627,7 @@ class Tuner:
             else:
                 self._verify(key, cand)
 
-        self.compiler.run(tasks, on_done)
+        self.compiler.run(tasks, on_done, should_stop=deadline)
 
     def _baseline(self, key: TuneKey) -> tuple[float | None, str | None]:
         if not self.req.fla or key.family != "chunk":

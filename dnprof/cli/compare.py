@@ -252,19 +252,10 @@ def _compare_on_ray(ctx: click.Context, console: Console, address: str, device: 
     """``compare --ray``: the whole comparison once per GPU model of the cluster, its tasks spread over that model's GPUs."""
     from dnprof import providers as registry
     from dnprof.bench.compare import default_output_path
-    from dnprof.distributed import RayUnavailable, ray_backend
+    from dnprof.distributed import ray_cluster
     from dnprof.variants.db import gpu_slug
 
-    try:
-        rx = ray_backend()
-    except RayUnavailable as exc:
-        raise OptionError(str(exc)) from None
-    started = rx.connect(address)
-    try:
-        try:
-            groups = rx.discover(device)
-        except rx.NoGpus as exc:
-            raise OptionError(str(exc)) from None
+    with ray_cluster(address, device, OptionError) as (rx, groups):
         settings = registry.TaskSettings(seed=seed, warmup_ms=warmup, rep_ms=rep, verify_seq_len=verify_seq_len)
         for group in groups:
             usable = group.info.providers
@@ -288,9 +279,6 @@ def _compare_on_ray(ctx: click.Context, console: Console, address: str, device: 
             title = f"dnprof compare on {group.gpus} x {group.label if device == 'cuda' else 'cpu'} (Ray)"
             _run(ctx, console, chosen, shapes, modes, settings, base, out, fp, title, fmt,
                  executor=rx.RayExecutor(group, device))
-    finally:
-        if started:
-            rx.shutdown()
 
 
 def _list_providers(device: str) -> None:

@@ -402,21 +402,12 @@ def command(ctx: click.Context, head_dim, key_dim, value_dim, seq_len, batch, to
 def _tune_on_ray(console: Console, req, address: str, db_path: Path | None, output: Path | None,
                  device_profile: str | None, sizes: list[int] | None) -> None:
     """``tune --ray``: every GPU model of the cluster tunes at once, candidates as one-GPU Ray tasks."""
-    from dnprof.distributed import RayUnavailable, ray_backend
+    from dnprof.distributed import ray_cluster
     from dnprof.variants.db import DatabaseError, gpu_slug
     from dnprof.variants.limits import device_limits
     from dnprof.variants.space import generate_space
 
-    try:
-        rx = ray_backend()
-    except RayUnavailable as exc:
-        raise TuneError(str(exc)) from None
-    started = rx.connect(address)
-    try:
-        try:
-            groups = rx.discover(req.device)
-        except rx.NoGpus as exc:
-            raise TuneError(str(exc)) from None
+    with ray_cluster(address, req.device, TuneError) as (rx, groups):
         if db_path is not None and len(groups) > 1:
             raise TuneError(f"--db names one GPU's database, but the Ray cluster has {len(groups)} GPU models "
                             f"({', '.join(g.label for g in groups)}): leave --db out")
@@ -464,9 +455,6 @@ def _tune_on_ray(console: Console, req, address: str, db_path: Path | None, outp
                 out = out.with_name(f"{out.stem}-{gpu_slug(group.gpu)}{out.suffix}")
             path = _write_results(outcome, out, req.device, fp=group.fingerprint())
             console.print(f"results written to {path}")
-    finally:
-        if started:
-            rx.shutdown()
 
 
 def _all_dbs(db_path: Path | None):

@@ -9,8 +9,9 @@ file. Nothing in this module imports Ray: :func:`ray_backend` loads
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Iterator, Protocol, Sequence
 
 INSTALL_HINT = "pip install 'dnprof[ray]'"
 
@@ -82,3 +83,26 @@ def ray_backend():
             raise
         raise RayUnavailable(f"--ray needs Ray, which is not installed here: {INSTALL_HINT}") from None
     return ray_executor
+
+
+@contextlib.contextmanager
+def ray_cluster(address: str, device: str, error: type[Exception]) -> Iterator[tuple[Any, list]]:
+    """Connect to Ray (starting a local instance for ``local``) and yield (backend, GPU groups by model).
+
+    A missing Ray or a cluster without GPUs raises ``error`` with the reason; a Ray instance this call
+    started is shut down afterwards.
+    """
+    try:
+        rx = ray_backend()
+    except RayUnavailable as exc:
+        raise error(str(exc)) from None
+    started = rx.connect(address)
+    try:
+        try:
+            groups = rx.discover(device)
+        except rx.NoGpus as exc:
+            raise error(str(exc)) from None
+        yield rx, groups
+    finally:
+        if started:
+            rx.shutdown()

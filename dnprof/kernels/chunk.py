@@ -135,7 +135,7 @@ def _bwd_chunk_stages(cfg: ChunkConfig) -> int:
 
 
 def _backward(q, k, v, beta, scale, X, Hs, Vn, do, dht, tables: _ChunkTables, cfg: ChunkConfig, need_dh0: bool):
-    """Gradients (dq, dk, dv, dbeta, dh0) for flattened inputs; fp32 buffers, dh0 None unless asked."""
+    """Gradients (dq, dk, dv, dbeta, dh0) for flattened inputs; dk and dh0 fp32, dh0 None unless asked."""
     T, H, K = q.shape
     V = v.shape[-1]
     BT, BK, BV = cfg.chunk_size, cfg.BK, cfg.BV
@@ -152,10 +152,12 @@ def _backward(q, k, v, beta, scale, X, Hs, Vn, do, dht, tables: _ChunkTables, cf
         tables.seq_start, tables.seq_chunk0, scale, H, K, V, BT, BK, BV, NKS, dprec,
         dht is not None, dh0 is not None, num_warps=nw, num_stages=ns,
     )
-    dq = torch.empty(T, H, K, dtype=torch.float32, device=dev)
+    # dq, dv and dbeta are written once, straight in the inputs' dtypes (the store rounds as a cast
+    # would, without the extra pass); dk is read back between sweeps, so it accumulates in fp32.
+    dq = torch.empty(T, H, K, dtype=q.dtype, device=dev)
     dk = torch.empty(T, H, K, dtype=torch.float32, device=dev)
-    dv = torch.empty(T, H, V, dtype=torch.float32, device=dev)
-    dbeta = torch.empty(T, H, dtype=torch.float32, device=dev)
+    dv = torch.empty(T, H, V, dtype=v.dtype, device=dev)
+    dbeta = torch.empty(T, H, dtype=beta.dtype, device=dev)
     S = torch.empty_like(X)  # per-chunk scratch for P and G
     bwd_chunk_kernel[(tables.n_chunks, H)](
         q, k, v, beta, X, S, Hs, dHs, Vn, dVn, do, dq, dk, dv, dbeta, tables.chunk_start, tables.chunk_end,

@@ -126,7 +126,7 @@ def _load_cc(ptr, c, i_h, H, BT: tl.constexpr):
 def bwd_chunk_kernel(q, k, v, beta, X, S, Hs, dHs, Vn, dVn, do, dq, dk, dv, dbeta, chunk_start, chunk_end,
                      scale, H, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
                      BV: tl.constexpr, PREC: tl.constexpr):
-    """One program per (chunk, head): dq, dk, dv, dbeta of the chunk (dq/dk/dv/dbeta buffers are fp32).
+    """One program per (chunk, head): dq, dk, dv, dbeta of the chunk (dk in an fp32 buffer; the others in any dtype).
 
     The ``[BT, BT]`` matrices used as dot operands inside the tile loops (X, P, G) are re-read from
     global memory (X) or a per-chunk scratch ``S`` (P, then G) at each use, so that no loop keeps

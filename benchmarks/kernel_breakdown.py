@@ -55,6 +55,11 @@ def main() -> None:
                          "or 'selected-m16' (it with 16-bit dot operands)")
     ap.add_argument("--json", default=None, help="also append the breakdown as JSON lines to this file")
     args = ap.parse_args()
+    if args.json:  # the machine first, so the figures below can be traced to a GPU and versions
+        from dnprof.bench.fingerprint import fingerprint
+
+        with open(args.json, "a") as fh:
+            fh.write(json.dumps({"fingerprint": fingerprint()}) + "\n")
     for spec in args.variants.split(","):
         for mode in ("fwd", "fwdbwd"):
             if spec.startswith("selected"):

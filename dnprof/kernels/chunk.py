@@ -34,6 +34,8 @@ chunks never straddle sequences.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import triton
 
@@ -41,6 +43,7 @@ from dnprof.kernels.chunk_bwd import bwd_chunk_kernel, bwd_dh_kernel
 from dnprof.kernels.chunk_fwd import fwd_output_kernel, fwd_state_kernel
 from dnprof.kernels.chunk_wy import wy_forward, wy_recompute_w
 from dnprof.kernels.validation import check_delta_inputs
+from dnprof.reference import l2norm
 from dnprof.variants.chunk_config import ChunkConfig, ConfigError, padded_dim
 
 Tensor = torch.Tensor
@@ -78,6 +81,13 @@ class _ChunkTables:
         self.seq_chunk0 = torch.tensor(chunk0, dtype=torch.int32, device=device)
         self.chunk_start = torch.tensor(starts, dtype=torch.int32, device=device)
         self.chunk_end = torch.tensor(ends, dtype=torch.int32, device=device)
+
+
+@functools.lru_cache(maxsize=64)
+def _chunk_tables(bounds: tuple[int, ...], BT: int, device: torch.device) -> _ChunkTables:
+    """The tables for one batch layout, built once: a training loop calls with the same shapes each step,
+    and building them costs a Python loop and four host-to-device copies."""
+    return _ChunkTables(list(bounds), BT, device)
 
 
 def _precision(dtype: torch.dtype) -> str:
@@ -228,15 +238,13 @@ def chunk_delta_rule(
         scale = K ** -0.5
     scale = float(scale)
     if use_qk_l2norm_in_kernel:
-        qf, kf = q.float(), k.float()
-        q = (qf * torch.rsqrt((qf * qf).sum(-1, keepdim=True) + 1e-6)).to(q.dtype)
-        k = (kf * torch.rsqrt((kf * kf).sum(-1, keepdim=True) + 1e-6)).to(k.dtype)
+        q, k = l2norm(q.float()).to(q.dtype), l2norm(k.float()).to(k.dtype)
 
     if cu_seqlens is not None:
         bounds = [int(x) for x in cu_seqlens.tolist()]
     else:
         bounds = [b * T for b in range(B + 1)]
-    tables = _ChunkTables(bounds, config.chunk_size, q.device)
+    tables = _chunk_tables(tuple(bounds), config.chunk_size, q.device)
     qf, kf, vf = (x.reshape(B * T, H, x.shape[-1]).contiguous() for x in (q, k, v))
     bf = beta.reshape(B * T, H).contiguous()
     h0 = None if initial_state is None else initial_state.contiguous()

@@ -18,7 +18,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from dnprof.kernels.chunk_common import dot32, mm, load_tile, state_ptrs, store_tile
+from dnprof.kernels.chunk_common import (dot32, load_state_slabs, load_tile, mm, state_ptrs, store_state_slabs,
+                                         store_tile)
 
 
 @triton.jit
@@ -40,20 +41,11 @@ def bwd_dh_kernel(q, k, W, do, dht, dHs, dVn, dh0, seq_start, seq_chunk0, scale,
     eos = tl.load(seq_start + i_n + 1).to(tl.int64)
     c0 = tl.load(seq_chunk0 + i_n)
     h1 = tl.zeros([BK, BV], dtype=tl.float32)
-    h2 = tl.zeros([BK, BV], dtype=tl.float32)
-    h3 = tl.zeros([BK, BV], dtype=tl.float32)
-    h4 = tl.zeros([BK, BV], dtype=tl.float32)
-    if USE_DHT:  # own names: a pointer carried into the loop must keep one element type
-        p0, m0 = state_ptrs(dht, i_n, i_h, H, K, V, 0, v0, BK, BV)
-        h1 = tl.load(p0, mask=m0, other=0.0).to(tl.float32)
-        if NKS > 1:
-            p0, m0 = state_ptrs(dht, i_n, i_h, H, K, V, BK, v0, BK, BV)
-            h2 = tl.load(p0, mask=m0, other=0.0).to(tl.float32)
-        if NKS > 2:
-            p0, m0 = state_ptrs(dht, i_n, i_h, H, K, V, 2 * BK, v0, BK, BV)
-            h3 = tl.load(p0, mask=m0, other=0.0).to(tl.float32)
-            p0, m0 = state_ptrs(dht, i_n, i_h, H, K, V, 3 * BK, v0, BK, BV)
-            h4 = tl.load(p0, mask=m0, other=0.0).to(tl.float32)
+    h2 = h1
+    h3 = h1
+    h4 = h1
+    if USE_DHT:
+        h1, h2, h3, h4 = load_state_slabs(dht, i_n, i_h, H, K, V, v0, BK, BV, NKS)
     rows = tl.arange(0, BT)
     causal = rows[:, None] >= rows[None, :]
     n_chunks = tl.cdiv(eos - bos, BT)
@@ -61,16 +53,7 @@ def bwd_dh_kernel(q, k, W, do, dht, dHs, dVn, dh0, seq_start, seq_chunk0, scale,
     while i >= 0:  # a while loop: the interpreter cannot take a loaded bound in range()
         c = c0 + i
         t0 = bos + i * BT
-        p, m = state_ptrs(dHs, c, i_h, H, K, V, 0, v0, BK, BV)
-        tl.store(p, h1, mask=m)
-        if NKS > 1:
-            p, m = state_ptrs(dHs, c, i_h, H, K, V, BK, v0, BK, BV)
-            tl.store(p, h2, mask=m)
-        if NKS > 2:
-            p, m = state_ptrs(dHs, c, i_h, H, K, V, 2 * BK, v0, BK, BV)
-            tl.store(p, h3, mask=m)
-            p, m = state_ptrs(dHs, c, i_h, H, K, V, 3 * BK, v0, BK, BV)
-            tl.store(p, h4, mask=m)
+        store_state_slabs(dHs, c, i_h, H, K, V, v0, BK, BV, NKS, h1, h2, h3, h4)
         # dVn = scale tril(Q K^T)^T dO + K dh'
         b_q = load_tile(q, t0, eos, i_h, H, K, 0, BT, BK)
         b_k = load_tile(k, t0, eos, i_h, H, K, 0, BT, BK)
@@ -103,16 +86,7 @@ def bwd_dh_kernel(q, k, W, do, dht, dHs, dVn, dh0, seq_start, seq_chunk0, scale,
             h4 = _dh_step(q, k, W, b_do, b_dvn, h4, t0, eos, i_h, H, K, 3 * BK, scale, BT, BK, PREC)
         i -= 1
     if STORE_DH0:
-        p, m = state_ptrs(dh0, i_n, i_h, H, K, V, 0, v0, BK, BV)
-        tl.store(p, h1, mask=m)
-        if NKS > 1:
-            p, m = state_ptrs(dh0, i_n, i_h, H, K, V, BK, v0, BK, BV)
-            tl.store(p, h2, mask=m)
-        if NKS > 2:
-            p, m = state_ptrs(dh0, i_n, i_h, H, K, V, 2 * BK, v0, BK, BV)
-            tl.store(p, h3, mask=m)
-            p, m = state_ptrs(dh0, i_n, i_h, H, K, V, 3 * BK, v0, BK, BV)
-            tl.store(p, h4, mask=m)
+        store_state_slabs(dh0, i_n, i_h, H, K, V, v0, BK, BV, NKS, h1, h2, h3, h4)
 
 
 @triton.jit

@@ -39,6 +39,42 @@ def state_ptrs(ptr, c, i_h, H, K: tl.constexpr, V: tl.constexpr, k0, v0, BK: tl.
 
 
 @triton.jit
+def load_state_slabs(ptr, c, i_h, H, K: tl.constexpr, V: tl.constexpr, v0, BK: tl.constexpr, BV: tl.constexpr,
+                     NKS: tl.constexpr):
+    """State ``c``'s ``[K, BV]`` slice at ``v0`` as four fp32 ``[BK, BV]`` slabs (the unused ones zero)."""
+    p, m = state_ptrs(ptr, c, i_h, H, K, V, 0, v0, BK, BV)
+    h1 = tl.load(p, mask=m, other=0.0).to(tl.float32)
+    h2 = tl.zeros([BK, BV], dtype=tl.float32)
+    h3 = tl.zeros([BK, BV], dtype=tl.float32)
+    h4 = tl.zeros([BK, BV], dtype=tl.float32)
+    if NKS > 1:
+        p, m = state_ptrs(ptr, c, i_h, H, K, V, BK, v0, BK, BV)
+        h2 = tl.load(p, mask=m, other=0.0).to(tl.float32)
+    if NKS > 2:
+        p, m = state_ptrs(ptr, c, i_h, H, K, V, 2 * BK, v0, BK, BV)
+        h3 = tl.load(p, mask=m, other=0.0).to(tl.float32)
+        p, m = state_ptrs(ptr, c, i_h, H, K, V, 3 * BK, v0, BK, BV)
+        h4 = tl.load(p, mask=m, other=0.0).to(tl.float32)
+    return h1, h2, h3, h4
+
+
+@triton.jit
+def store_state_slabs(ptr, c, i_h, H, K: tl.constexpr, V: tl.constexpr, v0, BK: tl.constexpr, BV: tl.constexpr,
+                      NKS: tl.constexpr, h1, h2, h3, h4):
+    """Store the ``NKS`` used slabs of :func:`load_state_slabs` into state ``c`` (cast to its dtype)."""
+    p, m = state_ptrs(ptr, c, i_h, H, K, V, 0, v0, BK, BV)
+    tl.store(p, h1, mask=m)
+    if NKS > 1:
+        p, m = state_ptrs(ptr, c, i_h, H, K, V, BK, v0, BK, BV)
+        tl.store(p, h2, mask=m)
+    if NKS > 2:
+        p, m = state_ptrs(ptr, c, i_h, H, K, V, 2 * BK, v0, BK, BV)
+        tl.store(p, h3, mask=m)
+        p, m = state_ptrs(ptr, c, i_h, H, K, V, 3 * BK, v0, BK, BV)
+        tl.store(p, h4, mask=m)
+
+
+@triton.jit
 def dot32(a, b, PREC: tl.constexpr):
     """``a @ b`` for computed operands (states, Vn, P, X...), fp32 accumulation.
 

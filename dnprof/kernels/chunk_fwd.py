@@ -13,7 +13,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from dnprof.kernels.chunk_common import dot32, mm, load_tile, state_ptrs, store_tile
+from dnprof.kernels.chunk_common import (dot32, load_state_slabs, load_tile, mm, state_ptrs, store_state_slabs,
+                                         store_tile)
 
 
 @triton.jit
@@ -28,20 +29,11 @@ def fwd_state_kernel(q, k, W, U, h0, Hs, Vn, o, ht, seq_start, seq_chunk0, scale
     eos = tl.load(seq_start + i_n + 1).to(tl.int64)
     c0 = tl.load(seq_chunk0 + i_n)
     h1 = tl.zeros([BK, BV], dtype=tl.float32)
-    h2 = tl.zeros([BK, BV], dtype=tl.float32)
-    h3 = tl.zeros([BK, BV], dtype=tl.float32)
-    h4 = tl.zeros([BK, BV], dtype=tl.float32)
-    if USE_H0:  # own names: a pointer carried into the loop must keep one element type
-        p0, m0 = state_ptrs(h0, i_n, i_h, H, K, V, 0, v0, BK, BV)
-        h1 = tl.load(p0, mask=m0, other=0.0).to(tl.float32)
-        if NKS > 1:
-            p0, m0 = state_ptrs(h0, i_n, i_h, H, K, V, BK, v0, BK, BV)
-            h2 = tl.load(p0, mask=m0, other=0.0).to(tl.float32)
-        if NKS > 2:
-            p0, m0 = state_ptrs(h0, i_n, i_h, H, K, V, 2 * BK, v0, BK, BV)
-            h3 = tl.load(p0, mask=m0, other=0.0).to(tl.float32)
-            p0, m0 = state_ptrs(h0, i_n, i_h, H, K, V, 3 * BK, v0, BK, BV)
-            h4 = tl.load(p0, mask=m0, other=0.0).to(tl.float32)
+    h2 = h1
+    h3 = h1
+    h4 = h1
+    if USE_H0:
+        h1, h2, h3, h4 = load_state_slabs(h0, i_n, i_h, H, K, V, v0, BK, BV, NKS)
     rows = tl.arange(0, BT)
     causal = rows[:, None] >= rows[None, :]
     n_chunks = tl.cdiv(eos - bos, BT)
@@ -50,16 +42,7 @@ def fwd_state_kernel(q, k, W, U, h0, Hs, Vn, o, ht, seq_start, seq_chunk0, scale
         c = c0 + i
         t0 = bos + i * BT
         if STORE_H:
-            p, m = state_ptrs(Hs, c, i_h, H, K, V, 0, v0, BK, BV)
-            tl.store(p, h1, mask=m)
-            if NKS > 1:
-                p, m = state_ptrs(Hs, c, i_h, H, K, V, BK, v0, BK, BV)
-                tl.store(p, h2, mask=m)
-            if NKS > 2:
-                p, m = state_ptrs(Hs, c, i_h, H, K, V, 2 * BK, v0, BK, BV)
-                tl.store(p, h3, mask=m)
-                p, m = state_ptrs(Hs, c, i_h, H, K, V, 3 * BK, v0, BK, BV)
-                tl.store(p, h4, mask=m)
+            store_state_slabs(Hs, c, i_h, H, K, V, v0, BK, BV, NKS, h1, h2, h3, h4)
         # Vn = U - W h
         b_vn = load_tile(U, t0, eos, i_h, H, V, v0, BT, BV)
         b_vn -= dot32(load_tile(W, t0, eos, i_h, H, K, 0, BT, BK), h1, PREC)
@@ -106,16 +89,7 @@ def fwd_state_kernel(q, k, W, U, h0, Hs, Vn, o, ht, seq_start, seq_chunk0, scale
             h4 += dot32(tl.trans(k4), b_vn, PREC)
         i += 1
     if STORE_FINAL:
-        p, m = state_ptrs(ht, i_n, i_h, H, K, V, 0, v0, BK, BV)
-        tl.store(p, h1, mask=m)
-        if NKS > 1:
-            p, m = state_ptrs(ht, i_n, i_h, H, K, V, BK, v0, BK, BV)
-            tl.store(p, h2, mask=m)
-        if NKS > 2:
-            p, m = state_ptrs(ht, i_n, i_h, H, K, V, 2 * BK, v0, BK, BV)
-            tl.store(p, h3, mask=m)
-            p, m = state_ptrs(ht, i_n, i_h, H, K, V, 3 * BK, v0, BK, BV)
-            tl.store(p, h4, mask=m)
+        store_state_slabs(ht, i_n, i_h, H, K, V, v0, BK, BV, NKS, h1, h2, h3, h4)
 
 
 @triton.jit

@@ -24,6 +24,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+from dnprof.kernels.recurrent_fwd import sequence_bounds
+
 
 @triton.jit(do_not_specialize=["T", "NTOK"])
 def recurrent_bwd_kernel(
@@ -59,14 +61,7 @@ def recurrent_bwd_kernel(
     i_v = tl.program_id(1)
     i_n = i_nh // H
     i_h = i_nh % H
-    if IS_VARLEN:
-        bos = tl.load(cu_seqlens + i_n).to(tl.int64)
-        eos = tl.load(cu_seqlens + i_n + 1).to(tl.int64)
-        ck_base = tl.load(ck_offsets + i_n).to(tl.int64)
-    else:
-        bos = i_n.to(tl.int64) * T
-        eos = bos + T
-        ck_base = i_n.to(tl.int64) * (tl.cdiv(T, S) + 1)
+    bos, eos, ck_base = sequence_bounds(i_n, cu_seqlens, ck_offsets, T, S, IS_VARLEN)
     L = (eos - bos).to(tl.int32)
 
     o_k = tl.arange(0, BK)

@@ -13,6 +13,20 @@ import triton
 import triton.language as tl
 
 
+@triton.jit
+def sequence_bounds(i_n, cu_seqlens, ck_offsets, T, S: tl.constexpr, IS_VARLEN: tl.constexpr):
+    """(first token, end token, first checkpoint slot) of sequence ``i_n``, packed or ``[B, T]``."""
+    if IS_VARLEN:
+        bos = tl.load(cu_seqlens + i_n).to(tl.int64)
+        eos = tl.load(cu_seqlens + i_n + 1).to(tl.int64)
+        ck_base = tl.load(ck_offsets + i_n).to(tl.int64)
+    else:
+        bos = i_n.to(tl.int64) * T
+        eos = bos + T
+        ck_base = i_n.to(tl.int64) * (tl.cdiv(T, S) + 1)
+    return bos, eos, ck_base
+
+
 @triton.jit(do_not_specialize=["T"])
 def recurrent_fwd_kernel(
     q,  # [B, T, H, K]  any float dtype
@@ -43,14 +57,7 @@ def recurrent_fwd_kernel(
     i_v = tl.program_id(1)
     i_n = i_nh // H
     i_h = i_nh % H
-    if IS_VARLEN:
-        bos = tl.load(cu_seqlens + i_n).to(tl.int64)
-        eos = tl.load(cu_seqlens + i_n + 1).to(tl.int64)
-        ck_base = tl.load(ck_offsets + i_n).to(tl.int64)
-    else:
-        bos = i_n.to(tl.int64) * T
-        eos = bos + T
-        ck_base = i_n.to(tl.int64) * (tl.cdiv(T, S) + 1)
+    bos, eos, ck_base = sequence_bounds(i_n, cu_seqlens, ck_offsets, T, S, IS_VARLEN)
     L = (eos - bos).to(tl.int32)
 
     o_k = tl.arange(0, BK)

@@ -1,1 +1,5 @@
-"""dnprof's hand-written Triton kernels and their autograd wrappers."""
+"""dnprof's Triton kernels (chunkwise and recurrent DeltaNet, forward and backward)."""
+
+from dnprof.kernels.interpreter_compat import install as _install_interpreter_compat
+
+_install_interpreter_compat()

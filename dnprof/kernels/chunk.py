@@ -17,8 +17,8 @@ backward
 
 What is stored and what is recomputed: the forward saves for the backward the inputs, ``X`` (fp32,
 ``C`` values per token and head: small), the per-chunk states ``h`` (``state_dtype``; the largest
-intermediate, ``T/C * K * V`` per head, halved by C = 128 or by bf16) and ``Vn`` (fp32, the size of
-v). ``W`` is recomputed (one cheap parallel launch) rather than kept; ``U`` is not needed by the
+intermediate, ``T/C * K * V`` per head, halved by C = 128 or by bf16) and ``Vn`` (the size of v;
+fp32, or the input's 16-bit dtype with ``dot_operands="input"``, like ``W``, ``U`` and ``dVn``). ``W`` is recomputed (one cheap parallel launch) rather than kept; ``U`` is not needed by the
 backward at all (``dU = dVn``). A forward that no backward follows stores nothing beyond what its
 output needs: with ``fuse_output`` no per-chunk state and no ``Vn`` at all.
 
@@ -77,6 +77,8 @@ class _ChunkTables:
                 ends.append(eos)
         self.n_seqs = len(bounds) - 1
         self.n_chunks = len(starts)
+        #: chunk count of the longest sequence: the trip count of the (pipelined) state loops
+        self.max_chunks = max(-(-(eos - bos) // BT) for bos, eos in zip(bounds[:-1], bounds[1:]))
         self.seq_start = torch.tensor(bounds, dtype=torch.int32, device=device)
         self.seq_chunk0 = torch.tensor(chunk0, dtype=torch.int32, device=device)
         self.chunk_start = torch.tensor(starts, dtype=torch.int32, device=device)
@@ -102,6 +104,12 @@ def _dot_precision(dtype: torch.dtype, cfg: ChunkConfig) -> str:
     return "bf16" if dtype == torch.bfloat16 else "fp16"
 
 
+def _intermediate_dtype(dtype: torch.dtype, cfg: ChunkConfig) -> torch.dtype:
+    """Storage dtype of ``W``, ``U``, ``Vn`` and ``dVn``: the input's 16-bit dtype when the products
+    round their operands to it anyway (``dot_operands="input"``), else fp32."""
+    return dtype if _dot_precision(dtype, cfg) in ("bf16", "fp16") else torch.float32
+
+
 def _forward(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, scale: float, h0: Tensor | None,
              tables: _ChunkTables, cfg: ChunkConfig, output_final_state: bool, save: bool):
     """Flattened ``[T, H, D]`` inputs -> (o, ht, X, Hs, Vn); Hs/Vn only when needed."""
@@ -110,19 +118,21 @@ def _forward(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, scale: float, h0: Te
     BT, BK, BV = cfg.chunk_size, cfg.BK, cfg.BV
     prec, dprec = _precision(q.dtype), _dot_precision(q.dtype, cfg)
     nw, ns = cfg.num_warps, cfg.num_stages
-    X, W, U = wy_forward(k, v, beta, tables.chunk_start, tables.chunk_end, BT, BK, BV, cfg.fuse_wy, prec, nw, ns)
+    inter = _intermediate_dtype(q.dtype, cfg)
+    X, W, U = wy_forward(k, v, beta, tables.chunk_start, tables.chunk_end, BT, BK, BV, cfg.fuse_wy, prec, nw, ns,
+                         inter)
     store_h = save or not cfg.fuse_output
     store_vn = save or not cfg.fuse_output
     dev = q.device
     Hs = torch.empty(tables.n_chunks if store_h else 1, H, K, V, dtype=_STATE_DTYPES[cfg.state_dtype], device=dev)
-    Vn = torch.empty(T if store_vn else 1, H, V, dtype=torch.float32, device=dev)
+    Vn = torch.empty(T if store_vn else 1, H, V, dtype=inter, device=dev)
     o = torch.empty(T, H, V, dtype=q.dtype, device=dev)
     ht = torch.empty(tables.n_seqs, H, K, V, dtype=torch.float32, device=dev) if output_final_state else None
     NKS = padded_dim(K) // BK
     grid = (tables.n_seqs, H, triton.cdiv(V, BV))
     fwd_state_kernel[grid](
         q, k, W, U, h0 if h0 is not None else Hs, Hs, Vn, o, ht if ht is not None else Hs,
-        tables.seq_start, tables.seq_chunk0, scale, H, K, V, BT, BK, BV, NKS, dprec,
+        tables.seq_start, tables.seq_chunk0, tables.max_chunks, scale, H, K, V, BT, BK, BV, NKS, dprec,
         h0 is not None, ht is not None, store_h, store_vn, cfg.fuse_output, num_warps=nw, num_stages=ns,
     )
     if not cfg.fuse_output:
@@ -152,14 +162,15 @@ def _backward(q, k, v, beta, scale, X, Hs, Vn, do, dht, tables: _ChunkTables, cf
     prec, dprec = _precision(q.dtype), _dot_precision(q.dtype, cfg)
     nw, ns = cfg.num_warps, cfg.num_stages
     dev = q.device
-    W = wy_recompute_w(k, v, beta, X, tables.chunk_start, tables.chunk_end, BT, BK, BV, prec, nw, ns)
+    inter = _intermediate_dtype(q.dtype, cfg)
+    W = wy_recompute_w(k, v, beta, X, tables.chunk_start, tables.chunk_end, BT, BK, BV, prec, nw, ns, inter)
     dHs = torch.empty(tables.n_chunks, H, K, V, dtype=_STATE_DTYPES[cfg.state_dtype], device=dev)
-    dVn = torch.empty(T, H, V, dtype=torch.float32, device=dev)
+    dVn = torch.empty(T, H, V, dtype=inter, device=dev)
     dh0 = torch.empty(tables.n_seqs, H, K, V, dtype=torch.float32, device=dev) if need_dh0 else None
     NKS = padded_dim(K) // BK
     bwd_dh_kernel[(tables.n_seqs, H, triton.cdiv(V, BV))](
         q, k, W, do, dht if dht is not None else dHs, dHs, dVn, dh0 if dh0 is not None else dHs,
-        tables.seq_start, tables.seq_chunk0, scale, H, K, V, BT, BK, BV, NKS, dprec,
+        tables.seq_start, tables.seq_chunk0, tables.max_chunks, scale, H, K, V, BT, BK, BV, NKS, dprec,
         dht is not None, dh0 is not None, num_warps=nw, num_stages=ns,
     )
     # dq, dv and dbeta are written once, straight in the inputs' dtypes (the store rounds as a cast

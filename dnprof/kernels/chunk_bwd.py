@@ -31,7 +31,7 @@ def _dh_step(q, k, W, b_do, b_dvn, dh, t0, eos, i_h, H, K: tl.constexpr, k0, sca
 
 
 @triton.jit
-def bwd_dh_kernel(q, k, W, do, dht, dHs, dVn, dh0, seq_start, seq_chunk0, scale, H,
+def bwd_dh_kernel(q, k, W, do, dht, dHs, dVn, dh0, seq_start, seq_chunk0, max_chunks, scale, H,
                   K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
                   NKS: tl.constexpr, PREC: tl.constexpr, USE_DHT: tl.constexpr, STORE_DH0: tl.constexpr):
     i_n = tl.program_id(0)
@@ -49,11 +49,11 @@ def bwd_dh_kernel(q, k, W, do, dht, dHs, dVn, dh0, seq_start, seq_chunk0, scale,
     rows = tl.arange(0, BT)
     causal = rows[:, None] >= rows[None, :]
     n_chunks = tl.cdiv(eos - bos, BT)
-    i = n_chunks - 1
-    while i >= 0:  # a while loop: the interpreter cannot take a loaded bound in range()
+    for j in range(0, max_chunks):  # pipelined; steps past a short sequence's end are masked no-ops
+        i = max_chunks - 1 - j
         c = c0 + i
         t0 = bos + i * BT
-        store_state_slabs(dHs, c, i_h, H, K, V, v0, BK, BV, NKS, h1, h2, h3, h4)
+        store_state_slabs(dHs, c, i_h, H, K, V, v0, BK, BV, NKS, h1, h2, h3, h4, i < n_chunks)
         # dVn = scale tril(Q K^T)^T dO + K dh'
         b_q = load_tile(q, t0, eos, i_h, H, K, 0, BT, BK)
         b_k = load_tile(k, t0, eos, i_h, H, K, 0, BT, BK)
@@ -84,9 +84,8 @@ def bwd_dh_kernel(q, k, W, do, dht, dHs, dVn, dh0, seq_start, seq_chunk0, scale,
         if NKS > 2:
             h3 = _dh_step(q, k, W, b_do, b_dvn, h3, t0, eos, i_h, H, K, 2 * BK, scale, BT, BK, PREC)
             h4 = _dh_step(q, k, W, b_do, b_dvn, h4, t0, eos, i_h, H, K, 3 * BK, scale, BT, BK, PREC)
-        i -= 1
     if STORE_DH0:
-        store_state_slabs(dh0, i_n, i_h, H, K, V, v0, BK, BV, NKS, h1, h2, h3, h4)
+        store_state_slabs(dh0, i_n, i_h, H, K, V, v0, BK, BV, NKS, h1, h2, h3, h4, True)
 
 
 @triton.jit

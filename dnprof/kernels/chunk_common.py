@@ -20,6 +20,12 @@ def load_tile(ptr, t0, eos, i_h, H, D: tl.constexpr, d0, BT: tl.constexpr, BD: t
 
 
 @triton.jit
+def load_tile32(ptr, t0, eos, i_h, H, D: tl.constexpr, d0, BT: tl.constexpr, BD: tl.constexpr):
+    """:func:`load_tile` as fp32, for intermediates stored in 16 bits that are used outside a dot."""
+    return load_tile(ptr, t0, eos, i_h, H, D, d0, BT, BD).to(tl.float32)
+
+
+@triton.jit
 def store_tile(ptr, val, t0, eos, i_h, H, D: tl.constexpr, d0, BT: tl.constexpr, BD: tl.constexpr):
     """Masked store of a ``[BT, BD]`` tile laid out as in :func:`load_tile`."""
     offs_t = t0 + tl.arange(0, BT)
@@ -60,18 +66,22 @@ def load_state_slabs(ptr, c, i_h, H, K: tl.constexpr, V: tl.constexpr, v0, BK: t
 
 @triton.jit
 def store_state_slabs(ptr, c, i_h, H, K: tl.constexpr, V: tl.constexpr, v0, BK: tl.constexpr, BV: tl.constexpr,
-                      NKS: tl.constexpr, h1, h2, h3, h4):
-    """Store the ``NKS`` used slabs of :func:`load_state_slabs` into state ``c`` (cast to its dtype)."""
+                      NKS: tl.constexpr, h1, h2, h3, h4, valid):
+    """Store the ``NKS`` used slabs of :func:`load_state_slabs` into state ``c`` (cast to its dtype).
+
+    ``valid`` (a scalar bool) masks the whole store: the chunk loops run to the longest sequence's
+    chunk count, and a shorter sequence's extra steps must not write into its neighbour's states.
+    """
     p, m = state_ptrs(ptr, c, i_h, H, K, V, 0, v0, BK, BV)
-    tl.store(p, h1, mask=m)
+    tl.store(p, h1, mask=m & valid)
     if NKS > 1:
         p, m = state_ptrs(ptr, c, i_h, H, K, V, BK, v0, BK, BV)
-        tl.store(p, h2, mask=m)
+        tl.store(p, h2, mask=m & valid)
     if NKS > 2:
         p, m = state_ptrs(ptr, c, i_h, H, K, V, 2 * BK, v0, BK, BV)
-        tl.store(p, h3, mask=m)
+        tl.store(p, h3, mask=m & valid)
         p, m = state_ptrs(ptr, c, i_h, H, K, V, 3 * BK, v0, BK, BV)
-        tl.store(p, h4, mask=m)
+        tl.store(p, h4, mask=m & valid)
 
 
 @triton.jit

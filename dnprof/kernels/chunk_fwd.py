@@ -1,11 +1,16 @@
 """Forward of the chunkwise delta rule after the WY transform: the state recurrence and the output.
 
 ``fwd_state_kernel`` is the only sequential part: one program per (sequence, head, ``BV`` block of
-V) walks the sequence's chunks holding its fp32 state slice ``h [K, BV]`` in registers, as up to
+V) walks the chunks holding its fp32 state slice ``h [K, BV]`` in registers, as up to
 four ``[BK, BV]`` slabs (so K = 256 needs BK >= 64). Per chunk it optionally stores ``h`` (for the
 output kernel and the backward), forms ``Vn = U - W h``, optionally the output
 ``O = scale (Q h + tril(Q K^T) Vn)`` (``fuse_output``), and updates ``h += K^T Vn``.
 ``fwd_output_kernel`` computes the output in parallel over chunks from the stored states instead.
+
+The chunk loop is a ``for`` over ``max_chunks`` (the longest sequence's chunk count, a launch
+argument) so that Triton software-pipelines it: the next chunk's tiles load while this chunk's
+products run. A shorter sequence's extra steps see only masked (zero) tiles, which leave ``h``
+unchanged, and their state stores are masked off.
 """
 
 from __future__ import annotations
@@ -13,12 +18,12 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from dnprof.kernels.chunk_common import (dot32, load_state_slabs, load_tile, mm, state_ptrs, store_state_slabs,
-                                         store_tile)
+from dnprof.kernels.chunk_common import (dot32, load_state_slabs, load_tile, load_tile32, mm, state_ptrs,
+                                         store_state_slabs, store_tile)
 
 
 @triton.jit
-def fwd_state_kernel(q, k, W, U, h0, Hs, Vn, o, ht, seq_start, seq_chunk0, scale, H,
+def fwd_state_kernel(q, k, W, U, h0, Hs, Vn, o, ht, seq_start, seq_chunk0, max_chunks, scale, H,
                      K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
                      NKS: tl.constexpr, PREC: tl.constexpr, USE_H0: tl.constexpr, STORE_FINAL: tl.constexpr,
                      STORE_H: tl.constexpr, STORE_VN: tl.constexpr, FUSE_OUTPUT: tl.constexpr):
@@ -37,14 +42,13 @@ def fwd_state_kernel(q, k, W, U, h0, Hs, Vn, o, ht, seq_start, seq_chunk0, scale
     rows = tl.arange(0, BT)
     causal = rows[:, None] >= rows[None, :]
     n_chunks = tl.cdiv(eos - bos, BT)
-    i = 0
-    while i < n_chunks:  # a while loop: the interpreter cannot take a loaded bound in range()
+    for i in range(0, max_chunks):
         c = c0 + i
         t0 = bos + i * BT
         if STORE_H:
-            store_state_slabs(Hs, c, i_h, H, K, V, v0, BK, BV, NKS, h1, h2, h3, h4)
+            store_state_slabs(Hs, c, i_h, H, K, V, v0, BK, BV, NKS, h1, h2, h3, h4, i < n_chunks)
         # Vn = U - W h
-        b_vn = load_tile(U, t0, eos, i_h, H, V, v0, BT, BV)
+        b_vn = load_tile32(U, t0, eos, i_h, H, V, v0, BT, BV)
         b_vn -= dot32(load_tile(W, t0, eos, i_h, H, K, 0, BT, BK), h1, PREC)
         if NKS > 1:
             b_vn -= dot32(load_tile(W, t0, eos, i_h, H, K, BK, BT, BK), h2, PREC)
@@ -87,9 +91,8 @@ def fwd_state_kernel(q, k, W, U, h0, Hs, Vn, o, ht, seq_start, seq_chunk0, scale
         if NKS > 2:
             h3 += dot32(tl.trans(k3), b_vn, PREC)
             h4 += dot32(tl.trans(k4), b_vn, PREC)
-        i += 1
     if STORE_FINAL:
-        store_state_slabs(ht, i_n, i_h, H, K, V, v0, BK, BV, NKS, h1, h2, h3, h4)
+        store_state_slabs(ht, i_n, i_h, H, K, V, v0, BK, BV, NKS, h1, h2, h3, h4, True)
 
 
 @triton.jit

@@ -20,7 +20,8 @@ value and beta tiles (no load address depends on a computed value) and writes ``
 
 Layouts: tokens are flattened over the batch (``[T_total, H, D]``), ``X`` is chunk-major
 ``[n_chunks, H, C, C]`` fp32 (full ``C x C``, zeros above the diagonal, identity rows past the end
-of a sequence), ``W``/``U`` are ``[T_total, H, K|V]`` fp32.
+of a sequence), ``W``/``U`` are ``[T_total, H, K|V]`` in fp32 or, when every later product rounds
+them to 16 bits anyway, the input's 16-bit dtype (computed in fp32, rounded once at the store).
 """
 
 from __future__ import annotations
@@ -164,14 +165,15 @@ def wy_apply_kernel(k, v, beta, X, W, U, chunk_start, chunk_end, H, K: tl.conste
 
 def wy_forward(k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor, chunk_start: torch.Tensor,
                chunk_end: torch.Tensor, BT: int, BK: int, BV: int, fuse: bool, prec: str,
-               num_warps: int, num_stages: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """X [n_chunks, H, C, C], W [T, H, K], U [T, H, V] (all fp32) for flattened ``[T, H, D]`` inputs."""
+               num_warps: int, num_stages: int, wu_dtype: torch.dtype = torch.float32,
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """X [n_chunks, H, C, C] (fp32), W [T, H, K], U [T, H, V] (``wu_dtype``) for flattened ``[T, H, D]`` inputs."""
     T, H, K = k.shape
     V = v.shape[-1]
     NC = chunk_start.numel()
     X = torch.empty(NC, H, BT, BT, dtype=torch.float32, device=k.device)
-    W = torch.empty(T, H, K, dtype=torch.float32, device=k.device)
-    U = torch.empty(T, H, V, dtype=torch.float32, device=k.device)
+    W = torch.empty(T, H, K, dtype=wu_dtype, device=k.device)
+    U = torch.empty(T, H, V, dtype=wu_dtype, device=k.device)
     wy_inverse_kernel[(NC, H)](k, v, beta, X, W, U, chunk_start, chunk_end, H, K, V, BT, BK, BV, prec,
                                fuse, num_warps=num_warps, num_stages=num_stages)
     if not fuse:
@@ -182,12 +184,12 @@ def wy_forward(k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor, chunk_start
 
 def wy_recompute_w(k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor, X: torch.Tensor,
                    chunk_start: torch.Tensor, chunk_end: torch.Tensor, BT: int, BK: int, BV: int, prec: str,
-                   num_warps: int, num_stages: int) -> torch.Tensor:
-    """W = X diag(beta) K again from a stored X (the backward's recompute)."""
+                   num_warps: int, num_stages: int, w_dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """W = X diag(beta) K again from a stored X (the backward's recompute), stored as ``w_dtype``."""
     T, H, K = k.shape
     V = v.shape[-1]
     NC = chunk_start.numel()
-    W = torch.empty(T, H, K, dtype=torch.float32, device=k.device)
+    W = torch.empty(T, H, K, dtype=w_dtype, device=k.device)
     wy_apply_kernel[(NC, H)](k, v, beta, X, W, W, chunk_start, chunk_end, H, K, V, BT, BK, BV, prec,
                              True, False, num_warps=num_warps, num_stages=num_stages)
     return W

@@ -12,7 +12,9 @@ the launch parameters, and the fusion/storage choices the kernels implement:
 - ``dot_operands``: operands of the tensor-core products outside the WY transform. ``fp32``: computed
   operands (states, Vn, P, ...) stay fp32 and multiply as tf32; ``input``: they are rounded to the
   input's 16-bit dtype first (twice the tensor-core rate, half the shared memory, a little more
-  rounding). fp32 inputs always multiply in full fp32. The WY inverse always multiplies in fp32/tf32.
+  rounding), and the intermediates ``W``, ``U``, ``Vn`` and ``dVn`` are stored
+  in that dtype too (half the bytes). fp32 inputs always multiply in full fp32. The WY inverse
+  always multiplies in fp32/tf32.
 
 The tuner builds its search space from :meth:`ChunkConfig.choices` and checks each candidate with
 :meth:`ChunkConfig.validate`.

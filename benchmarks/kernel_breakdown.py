@@ -30,7 +30,8 @@ def breakdown(D: int, T: int, mode: str, config: ChunkConfig, steps: int = 5) ->
                 chunk_delta_rule(inp.q, inp.k, inp.v, inp.beta, initial_state=inp.initial_state, output_final_state=True, config=config)
         else:
             o, _ = chunk_delta_rule(inp.q, inp.k, inp.v, inp.beta, initial_state=inp.initial_state, output_final_state=True, config=config)
-            o.backward(inp.do)
+            # autograd.grad, not backward(): no .grad accumulation kernels in the breakdown
+            torch.autograd.grad(o, [inp.q, inp.k, inp.v, inp.beta, inp.initial_state], inp.do)
 
     for _ in range(3):
         step()

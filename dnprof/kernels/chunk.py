@@ -11,7 +11,7 @@ forward
 backward
     1. ``wy_apply_kernel`` recomputes ``W`` from the saved ``X``.
     2. ``bwd_dh_kernel``: reverse recurrence for the state gradients ``dh'`` and ``dVn``, and dh0.
-    3. ``bwd_chunk_kernel``: dq, dk, dv, dbeta per chunk (with a per-chunk fp32 scratch, the size
+    3. ``bwd_chunk_kernel``: dq, dk, dv, dbeta per chunk (with a per-chunk scratch, twice the size
        of ``X``, for ``P`` and ``G``; launched with one pipeline stage at C = 128, see
        ``_bwd_chunk_stages``, to stay under Hopper's shared memory).
 
@@ -42,6 +42,7 @@ import triton
 from dnprof.kernels.chunk_bwd import bwd_chunk_kernel, bwd_dh_kernel
 from dnprof.kernels.chunk_fwd import fwd_output_kernel, fwd_state_kernel
 from dnprof.kernels.chunk_wy import wy_forward, wy_recompute_w
+from dnprof.kernels.launch import launch
 from dnprof.kernels.validation import check_delta_inputs
 from dnprof.reference import l2norm
 from dnprof.variants.chunk_config import ChunkConfig, ConfigError, padded_dim
@@ -130,13 +131,15 @@ def _forward(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, scale: float, h0: Te
     ht = torch.empty(tables.n_seqs, H, K, V, dtype=torch.float32, device=dev) if output_final_state else None
     NKS = padded_dim(K) // BK
     grid = (tables.n_seqs, H, triton.cdiv(V, BV))
-    fwd_state_kernel[grid](
+    launch(
+        fwd_state_kernel, grid,
         q, k, W, U, h0 if h0 is not None else Hs, Hs, Vn, o, ht if ht is not None else Hs,
         tables.seq_start, tables.seq_chunk0, tables.max_chunks, scale, H, K, V, BT, BK, BV, NKS, dprec,
         h0 is not None, ht is not None, store_h, store_vn, cfg.fuse_output, num_warps=nw, num_stages=ns,
     )
     if not cfg.fuse_output:
-        fwd_output_kernel[(tables.n_chunks, H, triton.cdiv(V, BV))](
+        launch(
+            fwd_output_kernel, (tables.n_chunks, H, triton.cdiv(V, BV)),
             q, k, Hs, Vn, o, tables.chunk_start, tables.chunk_end, scale, H, K, V, BT, BK, BV, dprec,
             num_warps=nw, num_stages=ns,
         )
@@ -155,7 +158,7 @@ def _bwd_chunk_stages(cfg: ChunkConfig) -> int:
 
 
 def _backward(q, k, v, beta, scale, X, Hs, Vn, do, dht, tables: _ChunkTables, cfg: ChunkConfig, need_dh0: bool):
-    """Gradients (dq, dk, dv, dbeta, dh0) for flattened inputs; dk and dh0 fp32, dh0 None unless asked."""
+    """Gradients (dq, dk, dv, dbeta, dh0) for flattened inputs, in the inputs' dtypes; dh0 fp32, None unless asked."""
     T, H, K = q.shape
     V = v.shape[-1]
     BT, BK, BV = cfg.chunk_size, cfg.BK, cfg.BV
@@ -168,19 +171,21 @@ def _backward(q, k, v, beta, scale, X, Hs, Vn, do, dht, tables: _ChunkTables, cf
     dVn = torch.empty(T, H, V, dtype=inter, device=dev)
     dh0 = torch.empty(tables.n_seqs, H, K, V, dtype=torch.float32, device=dev) if need_dh0 else None
     NKS = padded_dim(K) // BK
-    bwd_dh_kernel[(tables.n_seqs, H, triton.cdiv(V, BV))](
+    launch(
+        bwd_dh_kernel, (tables.n_seqs, H, triton.cdiv(V, BV)),
         q, k, W, do, dht if dht is not None else dHs, dHs, dVn, dh0 if dh0 is not None else dHs,
         tables.seq_start, tables.seq_chunk0, tables.max_chunks, scale, H, K, V, BT, BK, BV, NKS, dprec,
         dht is not None, dh0 is not None, num_warps=nw, num_stages=ns,
     )
-    # dq, dv and dbeta are written once, straight in the inputs' dtypes (the store rounds as a cast
-    # would, without the extra pass); dk is read back between sweeps, so it accumulates in fp32.
+    # dq, dk, dv and dbeta are written once, straight in the inputs' dtypes (the store rounds as a
+    # cast would, without an extra pass).
     dq = torch.empty(T, H, K, dtype=q.dtype, device=dev)
-    dk = torch.empty(T, H, K, dtype=torch.float32, device=dev)
+    dk = torch.empty(T, H, K, dtype=k.dtype, device=dev)
     dv = torch.empty(T, H, V, dtype=v.dtype, device=dev)
     dbeta = torch.empty(T, H, dtype=beta.dtype, device=dev)
-    S = torch.empty_like(X)  # per-chunk scratch for P and G
-    bwd_chunk_kernel[(tables.n_chunks, H)](
+    S = torch.empty((2,) + tuple(X.shape), dtype=inter, device=dev)  # per-chunk scratch: P, then G
+    launch(
+        bwd_chunk_kernel, (tables.n_chunks, H),
         q, k, v, beta, X, S, Hs, dHs, Vn, dVn, do, dq, dk, dv, dbeta, tables.chunk_start, tables.chunk_end,
         scale, H, K, V, BT, BK, BV, dprec, num_warps=nw, num_stages=_bwd_chunk_stages(cfg),
     )

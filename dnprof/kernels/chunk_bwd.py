@@ -8,9 +8,10 @@ first chunk ``dh`` is the initial state's gradient. It needs no forward state.
 
 ``bwd_chunk_kernel`` is parallel over (chunk, head) and produces dq, dk, dv, dbeta through the WY
 transform: with ``P = tril(dO Vn^T)``, ``dW = -dVn h^T``, ``dKb = X^T dW``, ``dVb = X^T dVn``,
-``dX = dW Kb^T + dVn Vb^T`` and ``G = tril(-X^T dX X^T, -1)``. It sweeps V tiles, then K tiles
-(with a nested V loop for the state products), then K tiles again for the ``G`` terms, which need
-the complete ``dX``; dk is accumulated in an fp32 buffer between the last two sweeps.
+``dX = dW Kb^T + dVn Vb^T`` and ``G = tril(-X^T dX X^T, -1)``. Two sweeps: V tiles first, which
+complete ``dX`` without ``dW`` itself (``dW Kb^T = -dVn (Kb h)^T``, one extra ``[C, K] x [K, BV]``
+product per V tile), so ``G`` is known before the K tiles; then K tiles (with a nested V loop for
+the state products) finish dq and dk in one pass each, stored once in the inputs' dtype.
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ from dnprof.kernels.chunk_common import (dot32, load_state_slabs, load_tile, mm,
 
 
 @triton.jit
-def _dh_step(q, k, W, b_do, b_dvn, dh, t0, eos, i_h, H, K: tl.constexpr, k0, scale,
+def _dh_step(W, b_q, b_do, b_dvn, dh, t0, eos, i_h, H, K: tl.constexpr, k0, scale,
              BT: tl.constexpr, BK: tl.constexpr, PREC: tl.constexpr):
-    b_q = load_tile(q, t0, eos, i_h, H, K, k0, BT, BK)
+    """One ``[BK, BV]`` slab of ``dh = dh' + scale Q^T dO - W^T dVn`` (``b_q``: the slab's query tile)."""
     b_w = load_tile(W, t0, eos, i_h, H, K, k0, BT, BK)
     return dh + mm(tl.trans(b_q), b_do, PREC) * scale - dot32(tl.trans(b_w), b_dvn, PREC)
 
@@ -54,36 +55,39 @@ def bwd_dh_kernel(q, k, W, do, dht, dHs, dVn, dh0, seq_start, seq_chunk0, max_ch
         c = c0 + i
         t0 = bos + i * BT
         store_state_slabs(dHs, c, i_h, H, K, V, v0, BK, BV, NKS, h1, h2, h3, h4, i < n_chunks)
-        # dVn = scale tril(Q K^T)^T dO + K dh'
-        b_q = load_tile(q, t0, eos, i_h, H, K, 0, BT, BK)
+        # dVn = scale tril(Q K^T)^T dO + K dh'; each query and key tile is loaded once per chunk.
+        q1 = load_tile(q, t0, eos, i_h, H, K, 0, BT, BK)
         b_k = load_tile(k, t0, eos, i_h, H, K, 0, BT, BK)
-        b_s = mm(b_q, tl.trans(b_k), PREC)
+        b_s = mm(q1, tl.trans(b_k), PREC)
         b_dvn = dot32(b_k, h1, PREC)
+        q2 = q1
+        q3 = q1
+        q4 = q1
         if NKS > 1:
-            b_q = load_tile(q, t0, eos, i_h, H, K, BK, BT, BK)
+            q2 = load_tile(q, t0, eos, i_h, H, K, BK, BT, BK)
             b_k = load_tile(k, t0, eos, i_h, H, K, BK, BT, BK)
-            b_s += mm(b_q, tl.trans(b_k), PREC)
+            b_s += mm(q2, tl.trans(b_k), PREC)
             b_dvn += dot32(b_k, h2, PREC)
         if NKS > 2:
-            b_q = load_tile(q, t0, eos, i_h, H, K, 2 * BK, BT, BK)
+            q3 = load_tile(q, t0, eos, i_h, H, K, 2 * BK, BT, BK)
             b_k = load_tile(k, t0, eos, i_h, H, K, 2 * BK, BT, BK)
-            b_s += mm(b_q, tl.trans(b_k), PREC)
+            b_s += mm(q3, tl.trans(b_k), PREC)
             b_dvn += dot32(b_k, h3, PREC)
-            b_q = load_tile(q, t0, eos, i_h, H, K, 3 * BK, BT, BK)
+            q4 = load_tile(q, t0, eos, i_h, H, K, 3 * BK, BT, BK)
             b_k = load_tile(k, t0, eos, i_h, H, K, 3 * BK, BT, BK)
-            b_s += mm(b_q, tl.trans(b_k), PREC)
+            b_s += mm(q4, tl.trans(b_k), PREC)
             b_dvn += dot32(b_k, h4, PREC)
         b_s = tl.where(causal, b_s, 0.0) * scale
         b_do = load_tile(do, t0, eos, i_h, H, V, v0, BT, BV)
         b_dvn += dot32(tl.trans(b_s), b_do, PREC)
         store_tile(dVn, b_dvn, t0, eos, i_h, H, V, v0, BT, BV)
         # dh = dh' + scale Q^T dO - W^T dVn
-        h1 = _dh_step(q, k, W, b_do, b_dvn, h1, t0, eos, i_h, H, K, 0, scale, BT, BK, PREC)
+        h1 = _dh_step(W, q1, b_do, b_dvn, h1, t0, eos, i_h, H, K, 0, scale, BT, BK, PREC)
         if NKS > 1:
-            h2 = _dh_step(q, k, W, b_do, b_dvn, h2, t0, eos, i_h, H, K, BK, scale, BT, BK, PREC)
+            h2 = _dh_step(W, q2, b_do, b_dvn, h2, t0, eos, i_h, H, K, BK, scale, BT, BK, PREC)
         if NKS > 2:
-            h3 = _dh_step(q, k, W, b_do, b_dvn, h3, t0, eos, i_h, H, K, 2 * BK, scale, BT, BK, PREC)
-            h4 = _dh_step(q, k, W, b_do, b_dvn, h4, t0, eos, i_h, H, K, 3 * BK, scale, BT, BK, PREC)
+            h3 = _dh_step(W, q3, b_do, b_dvn, h3, t0, eos, i_h, H, K, 2 * BK, scale, BT, BK, PREC)
+            h4 = _dh_step(W, q4, b_do, b_dvn, h4, t0, eos, i_h, H, K, 3 * BK, scale, BT, BK, PREC)
     if STORE_DH0:
         store_state_slabs(dh0, i_n, i_h, H, K, V, v0, BK, BV, NKS, h1, h2, h3, h4, True)
 
@@ -99,14 +103,15 @@ def _load_cc(ptr, c, i_h, H, BT: tl.constexpr):
 def bwd_chunk_kernel(q, k, v, beta, X, S, Hs, dHs, Vn, dVn, do, dq, dk, dv, dbeta, chunk_start, chunk_end,
                      scale, H, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
                      BV: tl.constexpr, PREC: tl.constexpr):
-    """One program per (chunk, head): dq, dk, dv, dbeta of the chunk (dk in an fp32 buffer; the others in any dtype).
+    """One program per (chunk, head): dq, dk, dv, dbeta of the chunk, each written once in its output's dtype.
 
     The ``[BT, BT]`` matrices used as dot operands inside the tile loops (X, P, G) are re-read from
-    global memory (X) or a per-chunk scratch ``S`` (P, then G) at each use, so that no loop keeps
-    them staged in shared memory: at C = 128 each is 64 KB.
+    global memory (X) or a per-chunk scratch ``S`` (P in ``S[0]``, G in ``S[1]``) at each use, so
+    that no loop keeps them staged in shared memory: at C = 128 each is 64 KB in fp32.
     """
     c = tl.program_id(0)
     i_h = tl.program_id(1)
+    NC = tl.num_programs(0).to(tl.int64)
     t0 = tl.load(chunk_start + c).to(tl.int64)
     eos = tl.load(chunk_end + c).to(tl.int64)
     rows = tl.arange(0, BT)
@@ -116,7 +121,8 @@ def bwd_chunk_kernel(q, k, v, beta, X, S, Hs, dHs, Vn, dVn, do, dq, dk, dv, dbet
     b_p = tl.zeros([BT, BT], dtype=tl.float32)
     b_dx = tl.zeros([BT, BT], dtype=tl.float32)
     b_db = tl.zeros([BT], dtype=tl.float32)
-    # Sweep 1 (V tiles): P, dv, dbeta's V part, dX's U part.
+    # Sweep 1 (V tiles): P, dv, dbeta's V part, and all of dX:
+    # dX = dVn (V diag(beta))^T + dW (K diag(beta))^T with dW = -dVn h^T, i.e. -dVn (diag(beta) K h)^T.
     for i_v in range(0, tl.cdiv(V, BV)):
         v0 = i_v * BV
         b_do = load_tile(do, t0, eos, i_h, H, V, v0, BT, BV)
@@ -127,12 +133,21 @@ def bwd_chunk_kernel(q, k, v, beta, X, S, Hs, dHs, Vn, dVn, do, dq, dk, dv, dbet
         b_dvb = dot32(tl.trans(_load_cc(X, c, i_h, H, BT)), b_dvn, PREC)
         store_tile(dv, b_dvb * b_beta[:, None], t0, eos, i_h, H, V, v0, BT, BV)
         b_db += tl.sum(b_dvb * b_v, axis=1)
-        b_dx += dot32(b_dvn, tl.trans(b_v * b_beta[:, None]), PREC)
-    b_p = tl.where(rows[:, None] >= rows[None, :], b_p, 0.0)
-    s_ptrs = S + (c * H + i_h).to(tl.int64) * BT * BT + rows[:, None] * BT + rows[None, :]
-    tl.store(s_ptrs, b_p)
+        b_kh = tl.zeros([BT, BV], dtype=tl.float32)
+        for i_k in range(0, tl.cdiv(K, BK)):
+            k0 = i_k * BK
+            p, m = state_ptrs(Hs, c, i_h, H, K, V, k0, v0, BK, BV)
+            b_kh += dot32(load_tile(k, t0, eos, i_h, H, K, k0, BT, BK), tl.load(p, mask=m, other=0.0), PREC)
+        b_dx += dot32(b_dvn, tl.trans(b_v - b_kh) * b_beta[None, :], PREC)
+    s_base = S + (c * H + i_h).to(tl.int64) * BT * BT + rows[:, None] * BT + rows[None, :]
+    tl.store(s_base, tl.where(rows[:, None] >= rows[None, :], b_p, 0.0))
+    # G = tril(-X^T dX X^T, -1): the gradient through A.
+    b_g = dot32(tl.trans(_load_cc(X, c, i_h, H, BT)), b_dx, PREC)
+    b_g = dot32(b_g, tl.trans(_load_cc(X, c, i_h, H, BT)), PREC)
+    g_base = s_base + NC * H * BT * BT
+    tl.store(g_base, tl.where(rows[:, None] > rows[None, :], -b_g, 0.0))
     tl.debug_barrier()
-    # Sweep 2 (K tiles, nested V tiles): dq, dk's direct and dKb parts, dbeta's K part, dX's W part.
+    # Sweep 2 (K tiles, nested V tiles): dq; dk's direct, dKb and G parts; dbeta's K parts.
     for i_k in range(0, tl.cdiv(K, BK)):
         k0 = i_k * BK
         b_q = load_tile(q, t0, eos, i_h, H, K, k0, BT, BK)
@@ -152,27 +167,12 @@ def bwd_chunk_kernel(q, k, v, beta, X, S, Hs, dHs, Vn, dVn, do, dq, dk, dv, dbet
             b_dq += dot32(b_do, tl.trans(b_h), PREC)
             b_dk += dot32(b_vn, tl.trans(b_dh), PREC)
             b_dw -= dot32(b_dvn, tl.trans(b_h), PREC)
-        b_dq = (b_dq + dot32(_load_cc(S, c, i_h, H, BT), b_k, PREC)) * scale
+        b_dq = (b_dq + dot32(tl.load(s_base), b_k, PREC)) * scale
         store_tile(dq, b_dq, t0, eos, i_h, H, K, k0, BT, BK)
-        b_dk += dot32(tl.trans(_load_cc(S, c, i_h, H, BT)), b_q, PREC) * scale
+        b_dk += dot32(tl.trans(tl.load(s_base)), b_q, PREC) * scale
         b_dkb = dot32(tl.trans(_load_cc(X, c, i_h, H, BT)), b_dw, PREC)
-        b_db += tl.sum(b_dkb * b_k, axis=1)
-        b_dk += b_dkb * b_beta[:, None]
-        b_dx += dot32(b_dw, tl.trans(b_k * b_beta[:, None]), PREC)
-        store_tile(dk, b_dk, t0, eos, i_h, H, K, k0, BT, BK)
-    # Sweep 3 (K tiles): the terms through A, G = tril(-X^T dX X^T, -1).
-    b_g = dot32(tl.trans(_load_cc(X, c, i_h, H, BT)), b_dx, PREC)
-    b_g = dot32(b_g, tl.trans(_load_cc(X, c, i_h, H, BT)), PREC)
-    b_g = tl.where(rows[:, None] > rows[None, :], -b_g, 0.0)
-    tl.debug_barrier()
-    tl.store(s_ptrs, b_g)
-    tl.debug_barrier()
-    for i_k in range(0, tl.cdiv(K, BK)):
-        k0 = i_k * BK
-        b_k = load_tile(k, t0, eos, i_h, H, K, k0, BT, BK).to(tl.float32)
-        b_gk = dot32(_load_cc(S, c, i_h, H, BT), b_k, PREC)
-        b_db += tl.sum(b_gk * b_k, axis=1)
-        b_dk = load_tile(dk, t0, eos, i_h, H, K, k0, BT, BK)
-        b_dk += b_gk * b_beta[:, None] + dot32(tl.trans(_load_cc(S, c, i_h, H, BT)), b_k * b_beta[:, None], PREC)
+        b_gk = dot32(tl.load(g_base), b_k, PREC)
+        b_db += tl.sum((b_dkb + b_gk) * b_k, axis=1)
+        b_dk += (b_dkb + b_gk) * b_beta[:, None] + dot32(tl.trans(tl.load(g_base)), b_k * b_beta[:, None], PREC)
         store_tile(dk, b_dk, t0, eos, i_h, H, K, k0, BT, BK)
     tl.store(dbeta + offs_t * H + i_h, b_db, mask=mask_t)

@@ -30,6 +30,8 @@ import torch
 import triton
 import triton.language as tl
 
+from dnprof.kernels.launch import launch
+
 
 @triton.jit
 def _gram(k, i_h, t0, eos, H, K: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, PREC: tl.constexpr):
@@ -174,11 +176,11 @@ def wy_forward(k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor, chunk_start
     X = torch.empty(NC, H, BT, BT, dtype=torch.float32, device=k.device)
     W = torch.empty(T, H, K, dtype=wu_dtype, device=k.device)
     U = torch.empty(T, H, V, dtype=wu_dtype, device=k.device)
-    wy_inverse_kernel[(NC, H)](k, v, beta, X, W, U, chunk_start, chunk_end, H, K, V, BT, BK, BV, prec,
-                               fuse, num_warps=num_warps, num_stages=num_stages)
+    launch(wy_inverse_kernel, (NC, H), k, v, beta, X, W, U, chunk_start, chunk_end, H, K, V, BT, BK, BV, prec,
+           fuse, num_warps=num_warps, num_stages=num_stages)
     if not fuse:
-        wy_apply_kernel[(NC, H)](k, v, beta, X, W, U, chunk_start, chunk_end, H, K, V, BT, BK, BV, prec,
-                                 True, True, num_warps=num_warps, num_stages=num_stages)
+        launch(wy_apply_kernel, (NC, H), k, v, beta, X, W, U, chunk_start, chunk_end, H, K, V, BT, BK, BV, prec,
+               True, True, num_warps=num_warps, num_stages=num_stages)
     return X, W, U
 
 
@@ -190,6 +192,6 @@ def wy_recompute_w(k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor, X: torc
     V = v.shape[-1]
     NC = chunk_start.numel()
     W = torch.empty(T, H, K, dtype=w_dtype, device=k.device)
-    wy_apply_kernel[(NC, H)](k, v, beta, X, W, W, chunk_start, chunk_end, H, K, V, BT, BK, BV, prec,
-                             True, False, num_warps=num_warps, num_stages=num_stages)
+    launch(wy_apply_kernel, (NC, H), k, v, beta, X, W, W, chunk_start, chunk_end, H, K, V, BT, BK, BV, prec,
+           True, False, num_warps=num_warps, num_stages=num_stages)
     return W

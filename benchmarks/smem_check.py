@@ -1,0 +1,93 @@
+"""Shared memory of every chunkwise kernel a variant launches, compiled for a GPU target without a GPU.
+
+Usage (no GPU needed): python benchmarks/smem_check.py --head-dim 128 --variants default,c128-bk64-bv32-w8-s2-hbf16-wyf-os
+Runs dnprof's forward and backward host code on CPU tensors with the launches intercepted, compiles
+each launch for the target (default sm_90) with Triton's own compiler and ptxas, specialised as a
+launch with those arguments would be, and prints the shared memory each kernel needs at the
+pipelining depth ``dnprof.kernels.launch`` settles on, against the limit (232448 bytes per block
+on Hopper). Exit code 1 if a kernel does not fit even at one stage. Nothing runs on a device.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import torch
+
+if os.environ.get("TRITON_INTERPRET") == "1":
+    raise SystemExit("smem_check compiles real kernels: unset TRITON_INTERPRET")
+
+import triton  # noqa: E402
+from triton.backends.compiler import GPUTarget  # noqa: E402
+from triton.compiler import ASTSource, make_backend  # noqa: E402
+from triton.runtime.jit import create_function_from_signature  # noqa: E402
+
+import dnprof.kernels.chunk as chunk  # noqa: E402
+import dnprof.kernels.chunk_wy as chunk_wy  # noqa: E402
+from dnprof.variants.chunk_config import ChunkConfig  # noqa: E402
+
+def compile_like_a_launch(kernel, args, target, num_warps: int, num_stages: int):
+    """Compile ``kernel`` for ``target`` with the argument specialisation (alignment, divisibility by
+    16) that a real launch with these arguments would get, so the pipelining matches the GPU's."""
+    backend = make_backend(target)
+    binder = create_function_from_signature(kernel.signature, kernel.params, backend)
+    kwargs = {"num_warps": num_warps, "num_stages": num_stages}
+    bound_args, specialization, _ = binder(*args, **kwargs)
+    options, signature, constexprs, attrs = kernel._pack_args(backend, kwargs, bound_args, specialization, None)
+    return triton.compile(ASTSource(kernel, signature, constexprs, attrs), target=target, options=options.__dict__)
+
+
+def captured_launches(cfg: ChunkConfig, K: int, V: int, dtype: torch.dtype, T: int, H: int):
+    """(kernel, args, num_warps, num_stages) of one forward + backward, captured instead of run."""
+    calls = []
+
+    def capture(kernel, grid, *args, num_warps, num_stages):
+        calls.append((kernel, args, num_warps, num_stages))
+        return num_stages
+
+    chunk.launch = chunk_wy.launch = capture
+    q = torch.randn(T, H, K, dtype=dtype)
+    k = torch.randn(T, H, K, dtype=dtype)
+    v = torch.randn(T, H, V, dtype=dtype)
+    beta = torch.rand(T, H, dtype=dtype)
+    tables = chunk._ChunkTables([0, T], cfg.chunk_size, torch.device("cpu"))
+    o, ht, X, Hs, Vn = chunk._forward(q, k, v, beta, K ** -0.5, None, tables, cfg, True, save=True)
+    chunk._backward(q, k, v, beta, K ** -0.5, X, Hs, Vn, torch.randn_like(o), None, tables, cfg, False)
+    return calls
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--head-dim", type=int, default=128, help="K (and V unless --value-dim)")
+    ap.add_argument("--value-dim", type=int, default=None)
+    ap.add_argument("--variants", default="default")
+    ap.add_argument("--dtype", default="bf16", choices=["bf16", "fp16", "fp32"])
+    ap.add_argument("--seq-len", type=int, default=4096, help="tokens of the one sequence (H = 2048 / D)")
+    ap.add_argument("--arch", type=int, default=90)
+    ap.add_argument("--limit", type=int, default=232448)
+    a = ap.parse_args()
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[a.dtype]
+    D = a.head_dim
+    Vd = a.value_dim or D
+    target = GPUTarget("cuda", a.arch, 32)
+    worst = 0
+    for name in a.variants.split(","):
+        cfg = ChunkConfig.default_for(D, Vd) if name == "default" else ChunkConfig.from_name(name)
+        for kernel, args, nw, ns in captured_launches(cfg, D, Vd, dtype, a.seq_len, max(1, 2048 // Vd)):
+            fitted = ns
+            shared = compile_like_a_launch(kernel, args, target, nw, ns).metadata.shared
+            first = shared
+            while shared > a.limit and fitted > 1:  # what dnprof.kernels.launch does on the GPU
+                fitted -= 1
+                shared = compile_like_a_launch(kernel, args, target, nw, fitted).metadata.shared
+            worst = max(worst, shared)
+            flag = "ok" if shared <= a.limit else "OVER at one stage"
+            note = "" if fitted == ns else f" (s{ns} needs {first} B: launch lowers it to s{fitted})"
+            print(f"D={D} {cfg.name} {kernel.fn.__name__:18s} w{nw} s{fitted}: {shared:7d} B {flag}{note}", flush=True)
+    print(f"largest after fitting: {worst} B (limit {a.limit})")
+    raise SystemExit(1 if worst > a.limit else 0)
+
+
+if __name__ == "__main__":
+    main()

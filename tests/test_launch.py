@@ -1,0 +1,55 @@
+"""launch(): pipelining depth lowered on a shared-memory overflow, remembered, other errors kept."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+from triton.runtime.errors import OutOfResources
+
+from dnprof.kernels import launch as launch_mod
+
+
+class FakeKernel:
+    """Records launches; overflows shared memory above ``fits`` stages, like a Triton compile would."""
+
+    def __init__(self, name: str, fits: int, error: Exception | None = None):
+        self.fn = SimpleNamespace(__name__=name)
+        self.params = [SimpleNamespace(is_constexpr=False), SimpleNamespace(is_constexpr=True)]
+        self.fits, self.error, self.calls = fits, error, []
+
+    def __getitem__(self, grid):
+        def run(*args, num_warps, num_stages):
+            self.calls.append(num_stages)
+            if self.error is not None:
+                raise self.error
+            if num_stages > self.fits:
+                raise OutOfResources(100_000 * num_stages, 232448, "shared memory")
+        return run
+
+
+def test_stages_are_lowered_until_the_kernel_fits_and_remembered():
+    kernel = FakeKernel("overflowing_kernel", fits=2)
+    x = torch.zeros(4)
+    assert launch_mod.launch(kernel, (1,), x, 64, num_warps=4, num_stages=4) == 2
+    assert kernel.calls == [4, 3, 2]
+    assert launch_mod.launch(kernel, (1,), x, 64, num_warps=4, num_stages=4) == 2
+    assert kernel.calls == [4, 3, 2, 2]  # the failing depths are not compiled again
+    # another specialisation (a different constexpr) starts from the requested depth again
+    launch_mod.launch(kernel, (1,), x, 128, num_warps=4, num_stages=3)
+    assert kernel.calls[-2:] == [3, 2]
+
+
+def test_one_stage_that_still_overflows_raises():
+    kernel = FakeKernel("hopeless_kernel", fits=0)
+    with pytest.raises(OutOfResources):
+        launch_mod.launch(kernel, (1,), torch.zeros(1), 16, num_warps=4, num_stages=2)
+    assert kernel.calls == [2, 1]
+
+
+def test_other_errors_propagate_without_retry():
+    kernel = FakeKernel("broken_kernel", fits=4, error=RuntimeError("illegal memory access"))
+    with pytest.raises(RuntimeError, match="illegal"):
+        launch_mod.launch(kernel, (1,), torch.zeros(1), 16, num_warps=4, num_stages=3)
+    assert kernel.calls == [3]

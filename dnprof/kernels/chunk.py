@@ -11,9 +11,10 @@ forward
 backward
     1. ``wy_apply_kernel`` recomputes ``W`` from the saved ``X``.
     2. ``bwd_dh_kernel``: reverse recurrence for the state gradients ``dh'`` and ``dVn``, and dh0.
-    3. ``bwd_chunk_kernel``: dq, dk, dv, dbeta per chunk (with a per-chunk scratch, twice the size
-       of ``X``, for ``P`` and ``G``; launched with one pipeline stage at C = 128, see
-       ``_bwd_chunk_stages``, to stay under Hopper's shared memory).
+    3. ``bwd_chunk_v_kernel`` per (chunk, head): dv, dbeta's V part, and ``P`` and ``G`` into a
+       per-chunk scratch (twice the size of ``X``); then ``bwd_chunk_k_kernel`` per (chunk, head,
+       K tile): dq, dk and the rest of dbeta. Launched with one pipeline stage at C = 128 (see
+       ``_bwd_chunk_stages``) to stay under Hopper's shared memory.
 
 What is stored and what is recomputed: the forward saves for the backward the inputs, ``X`` (fp32,
 ``C`` values per token and head: small), the per-chunk states ``h`` (``state_dtype``; the largest
@@ -39,7 +40,7 @@ import functools
 import torch
 import triton
 
-from dnprof.kernels.chunk_bwd import bwd_chunk_kernel, bwd_dh_kernel
+from dnprof.kernels.chunk_bwd import bwd_chunk_k_kernel, bwd_chunk_v_kernel, bwd_dh_kernel
 from dnprof.kernels.chunk_fwd import fwd_output_kernel, fwd_state_kernel
 from dnprof.kernels.chunk_wy import wy_forward, wy_recompute_w
 from dnprof.kernels.launch import launch
@@ -121,7 +122,7 @@ def _forward(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, scale: float, h0: Te
     nw, ns = cfg.num_warps, cfg.num_stages
     inter = _intermediate_dtype(q.dtype, cfg)
     X, W, U = wy_forward(k, v, beta, tables.chunk_start, tables.chunk_end, BT, BK, BV, cfg.fuse_wy, prec, nw, ns,
-                         inter)
+                         inter, keep_x=save)
     store_h = save or not cfg.fuse_output
     store_vn = save or not cfg.fuse_output
     dev = q.device
@@ -147,7 +148,7 @@ def _forward(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, scale: float, h0: Te
 
 
 def _bwd_chunk_stages(cfg: ChunkConfig) -> int:
-    """Pipelining depth for ``bwd_chunk_kernel``: one stage at C = 128 or wide V tiles.
+    """Pipelining depth for the chunk-parallel backward kernels: one stage at C = 128 or wide V tiles.
 
     Its tile loops stage several ``[C, BV]`` fp32 tiles per pipeline stage; compiled for sm_90 at
     C = 128 that needs 272 KB at two stages (over Hopper's 227 KB) and 192 KB at one.
@@ -177,18 +178,26 @@ def _backward(q, k, v, beta, scale, X, Hs, Vn, do, dht, tables: _ChunkTables, cf
         tables.seq_start, tables.seq_chunk0, tables.max_chunks, scale, H, K, V, BT, BK, BV, NKS, dprec,
         dht is not None, dh0 is not None, num_warps=nw, num_stages=ns,
     )
-    # dq, dk, dv and dbeta are written once, straight in the inputs' dtypes (the store rounds as a
-    # cast would, without an extra pass).
+    # dq, dk and dv are written once, straight in the inputs' dtypes (the store rounds as a cast
+    # would, without an extra pass); dbeta comes in fp32 parts, one per K tile plus the V part.
     dq = torch.empty(T, H, K, dtype=q.dtype, device=dev)
     dk = torch.empty(T, H, K, dtype=k.dtype, device=dev)
     dv = torch.empty(T, H, V, dtype=v.dtype, device=dev)
-    dbeta = torch.empty(T, H, dtype=beta.dtype, device=dev)
+    NKT = triton.cdiv(K, BK)
+    dbeta_parts = torch.empty(1 + NKT, T, H, dtype=torch.float32, device=dev)
     S = torch.empty((2,) + tuple(X.shape), dtype=inter, device=dev)  # per-chunk scratch: P, then G
+    stages = _bwd_chunk_stages(cfg)
     launch(
-        bwd_chunk_kernel, (tables.n_chunks, H),
-        q, k, v, beta, X, S, Hs, dHs, Vn, dVn, do, dq, dk, dv, dbeta, tables.chunk_start, tables.chunk_end,
-        scale, H, K, V, BT, BK, BV, dprec, num_warps=nw, num_stages=_bwd_chunk_stages(cfg),
+        bwd_chunk_v_kernel, (tables.n_chunks, H),
+        k, v, beta, X, S, Hs, Vn, dVn, do, dv, dbeta_parts, tables.chunk_start, tables.chunk_end,
+        T, H, K, V, BT, BK, BV, dprec, num_warps=nw, num_stages=stages,
     )
+    launch(
+        bwd_chunk_k_kernel, (tables.n_chunks, H, NKT),
+        q, k, beta, X, S, Hs, dHs, Vn, dVn, do, dq, dk, dbeta_parts, tables.chunk_start, tables.chunk_end,
+        scale, T, H, K, V, BT, BK, BV, dprec, num_warps=nw, num_stages=stages,
+    )
+    dbeta = dbeta_parts.sum(0).to(beta.dtype)
     return dq, dk, dv, dbeta, dh0
 
 

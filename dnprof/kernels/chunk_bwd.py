@@ -1,4 +1,4 @@
-"""Backward of the chunkwise delta rule (ALGORITHM.md's backward equations), in two launches.
+"""Backward of the chunkwise delta rule (ALGORITHM.md's backward equations): a reverse recurrence and two chunk-parallel launches.
 
 ``bwd_dh_kernel`` is the reverse recurrence: one program per (sequence, head, ``BV`` block) walks
 the chunks backwards with the fp32 state gradient ``dh [K, BV]`` in up to four ``[BK, BV]`` slabs.
@@ -6,12 +6,14 @@ Per chunk it stores ``dh'`` (gradient of the state after the chunk), forms
 ``dVn = scale tril(Q K^T)^T dO + K dh'`` and steps ``dh = dh' + scale Q^T dO - W^T dVn``; after the
 first chunk ``dh`` is the initial state's gradient. It needs no forward state.
 
-``bwd_chunk_kernel`` is parallel over (chunk, head) and produces dq, dk, dv, dbeta through the WY
-transform: with ``P = tril(dO Vn^T)``, ``dW = -dVn h^T``, ``dKb = X^T dW``, ``dVb = X^T dVn``,
-``dX = dW Kb^T + dVn Vb^T`` and ``G = tril(-X^T dX X^T, -1)``. Two sweeps: V tiles first, which
-complete ``dX`` without ``dW`` itself (``dW Kb^T = -dVn (Kb h)^T``, one extra ``[C, K] x [K, BV]``
-product per V tile), so ``G`` is known before the K tiles; then K tiles (with a nested V loop for
-the state products) finish dq and dk in one pass each, stored once in the inputs' dtype.
+The chunk-parallel part produces dq, dk, dv, dbeta through the WY transform: with
+``P = tril(dO Vn^T)``, ``dW = -dVn h^T``, ``dKb = X^T dW``, ``dVb = X^T dVn``,
+``dX = dW Kb^T + dVn Vb^T`` and ``G = tril(-X^T dX X^T, -1)``. Two launches:
+``bwd_chunk_v_kernel`` (per chunk and head) sweeps V tiles for dv and completes ``dX`` without
+``dW`` itself (``dW Kb^T = -dVn (Kb h)^T``), so ``G`` is known before any K tile; then
+``bwd_chunk_k_kernel`` runs one program per (chunk, head, K tile), each with a V loop for the
+state products, and writes its dq and dk tiles once, in the inputs' dtype. dbeta's parts (one per
+launch program along K, plus the V part) are summed on the host.
 """
 
 from __future__ import annotations
@@ -100,29 +102,34 @@ def _load_cc(ptr, c, i_h, H, BT: tl.constexpr):
 
 
 @triton.jit
-def bwd_chunk_kernel(q, k, v, beta, X, S, Hs, dHs, Vn, dVn, do, dq, dk, dv, dbeta, chunk_start, chunk_end,
-                     scale, H, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
-                     BV: tl.constexpr, PREC: tl.constexpr):
-    """One program per (chunk, head): dq, dk, dv, dbeta of the chunk, each written once in its output's dtype.
+def _chunk_rows(chunk_start, chunk_end, c, beta, i_h, H, BT: tl.constexpr):
+    """The chunk's token offsets, their mask, its end and its beta (fp32)."""
+    t0 = tl.load(chunk_start + c).to(tl.int64)
+    eos = tl.load(chunk_end + c).to(tl.int64)
+    offs_t = t0 + tl.arange(0, BT)
+    mask_t = offs_t < eos
+    b_beta = tl.load(beta + offs_t * H + i_h, mask=mask_t, other=0.0).to(tl.float32)
+    return t0, eos, offs_t, mask_t, b_beta
 
-    The ``[BT, BT]`` matrices used as dot operands inside the tile loops (X, P, G) are re-read from
-    global memory (X) or a per-chunk scratch ``S`` (P in ``S[0]``, G in ``S[1]``) at each use, so
-    that no loop keeps them staged in shared memory: at C = 128 each is 64 KB in fp32.
+
+@triton.jit
+def bwd_chunk_v_kernel(k, v, beta, X, S, Hs, Vn, dVn, do, dv, dbeta_parts, chunk_start, chunk_end, T, H,
+                       K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+                       PREC: tl.constexpr):
+    """One program per (chunk, head), sweeping V tiles: dv, dbeta's V part, and ``P`` and ``G`` into ``S``.
+
+    ``dX = dVn (V diag(beta))^T + dW (K diag(beta))^T`` is completed here without ``dW`` itself, as
+    ``dW Kb^T = -dVn (diag(beta) K h)^T`` (one ``[C, K] x [K, BV]`` product per V tile), so that
+    ``G = tril(-X^T dX X^T, -1)`` is known before any K tile is processed.
     """
     c = tl.program_id(0)
     i_h = tl.program_id(1)
     NC = tl.num_programs(0).to(tl.int64)
-    t0 = tl.load(chunk_start + c).to(tl.int64)
-    eos = tl.load(chunk_end + c).to(tl.int64)
+    t0, eos, offs_t, mask_t, b_beta = _chunk_rows(chunk_start, chunk_end, c, beta, i_h, H, BT)
     rows = tl.arange(0, BT)
-    offs_t = t0 + rows
-    mask_t = offs_t < eos
-    b_beta = tl.load(beta + offs_t * H + i_h, mask=mask_t, other=0.0).to(tl.float32)
     b_p = tl.zeros([BT, BT], dtype=tl.float32)
     b_dx = tl.zeros([BT, BT], dtype=tl.float32)
     b_db = tl.zeros([BT], dtype=tl.float32)
-    # Sweep 1 (V tiles): P, dv, dbeta's V part, and all of dX:
-    # dX = dVn (V diag(beta))^T + dW (K diag(beta))^T with dW = -dVn h^T, i.e. -dVn (diag(beta) K h)^T.
     for i_v in range(0, tl.cdiv(V, BV)):
         v0 = i_v * BV
         b_do = load_tile(do, t0, eos, i_h, H, V, v0, BT, BV)
@@ -141,38 +148,53 @@ def bwd_chunk_kernel(q, k, v, beta, X, S, Hs, dHs, Vn, dVn, do, dq, dk, dv, dbet
         b_dx += dot32(b_dvn, tl.trans(b_v - b_kh) * b_beta[None, :], PREC)
     s_base = S + (c * H + i_h).to(tl.int64) * BT * BT + rows[:, None] * BT + rows[None, :]
     tl.store(s_base, tl.where(rows[:, None] >= rows[None, :], b_p, 0.0))
-    # G = tril(-X^T dX X^T, -1): the gradient through A.
     b_g = dot32(tl.trans(_load_cc(X, c, i_h, H, BT)), b_dx, PREC)
     b_g = dot32(b_g, tl.trans(_load_cc(X, c, i_h, H, BT)), PREC)
+    tl.store(s_base + NC * H * BT * BT, tl.where(rows[:, None] > rows[None, :], -b_g, 0.0))
+    tl.store(dbeta_parts + offs_t * H + i_h, b_db, mask=mask_t)
+
+
+@triton.jit
+def bwd_chunk_k_kernel(q, k, beta, X, S, Hs, dHs, Vn, dVn, do, dq, dk, dbeta_parts, chunk_start, chunk_end,
+                       scale, T, H, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
+                       BV: tl.constexpr, PREC: tl.constexpr):
+    """One program per (chunk, head, K tile): that tile of dq and dk, and its part of dbeta.
+
+    Reads ``P`` and ``G`` from the scratch ``S`` written by :func:`bwd_chunk_v_kernel`; the ``[BT, BT]``
+    operands are loaded where they are used so that no loop keeps them in shared memory.
+    """
+    c = tl.program_id(0)
+    i_h = tl.program_id(1)
+    i_k = tl.program_id(2)
+    NC = tl.num_programs(0).to(tl.int64)
+    t0, eos, offs_t, mask_t, b_beta = _chunk_rows(chunk_start, chunk_end, c, beta, i_h, H, BT)
+    rows = tl.arange(0, BT)
+    s_base = S + (c * H + i_h).to(tl.int64) * BT * BT + rows[:, None] * BT + rows[None, :]
     g_base = s_base + NC * H * BT * BT
-    tl.store(g_base, tl.where(rows[:, None] > rows[None, :], -b_g, 0.0))
-    tl.debug_barrier()
-    # Sweep 2 (K tiles, nested V tiles): dq; dk's direct, dKb and G parts; dbeta's K parts.
-    for i_k in range(0, tl.cdiv(K, BK)):
-        k0 = i_k * BK
-        b_q = load_tile(q, t0, eos, i_h, H, K, k0, BT, BK)
-        b_k = load_tile(k, t0, eos, i_h, H, K, k0, BT, BK).to(tl.float32)
-        b_dq = tl.zeros([BT, BK], dtype=tl.float32)
-        b_dk = tl.zeros([BT, BK], dtype=tl.float32)
-        b_dw = tl.zeros([BT, BK], dtype=tl.float32)
-        for i_v in range(0, tl.cdiv(V, BV)):
-            v0 = i_v * BV
-            p, m = state_ptrs(Hs, c, i_h, H, K, V, k0, v0, BK, BV)
-            b_h = tl.load(p, mask=m, other=0.0)
-            p, m = state_ptrs(dHs, c, i_h, H, K, V, k0, v0, BK, BV)
-            b_dh = tl.load(p, mask=m, other=0.0)
-            b_do = load_tile(do, t0, eos, i_h, H, V, v0, BT, BV)
-            b_vn = load_tile(Vn, t0, eos, i_h, H, V, v0, BT, BV)
-            b_dvn = load_tile(dVn, t0, eos, i_h, H, V, v0, BT, BV)
-            b_dq += dot32(b_do, tl.trans(b_h), PREC)
-            b_dk += dot32(b_vn, tl.trans(b_dh), PREC)
-            b_dw -= dot32(b_dvn, tl.trans(b_h), PREC)
-        b_dq = (b_dq + dot32(tl.load(s_base), b_k, PREC)) * scale
-        store_tile(dq, b_dq, t0, eos, i_h, H, K, k0, BT, BK)
-        b_dk += dot32(tl.trans(tl.load(s_base)), b_q, PREC) * scale
-        b_dkb = dot32(tl.trans(_load_cc(X, c, i_h, H, BT)), b_dw, PREC)
-        b_gk = dot32(tl.load(g_base), b_k, PREC)
-        b_db += tl.sum((b_dkb + b_gk) * b_k, axis=1)
-        b_dk += (b_dkb + b_gk) * b_beta[:, None] + dot32(tl.trans(tl.load(g_base)), b_k * b_beta[:, None], PREC)
-        store_tile(dk, b_dk, t0, eos, i_h, H, K, k0, BT, BK)
-    tl.store(dbeta + offs_t * H + i_h, b_db, mask=mask_t)
+    k0 = i_k * BK
+    b_q = load_tile(q, t0, eos, i_h, H, K, k0, BT, BK)
+    b_k = load_tile(k, t0, eos, i_h, H, K, k0, BT, BK).to(tl.float32)
+    b_dq = tl.zeros([BT, BK], dtype=tl.float32)
+    b_dk = tl.zeros([BT, BK], dtype=tl.float32)
+    b_dw = tl.zeros([BT, BK], dtype=tl.float32)
+    for i_v in range(0, tl.cdiv(V, BV)):
+        v0 = i_v * BV
+        p, m = state_ptrs(Hs, c, i_h, H, K, V, k0, v0, BK, BV)
+        b_h = tl.load(p, mask=m, other=0.0)
+        p, m = state_ptrs(dHs, c, i_h, H, K, V, k0, v0, BK, BV)
+        b_dh = tl.load(p, mask=m, other=0.0)
+        b_do = load_tile(do, t0, eos, i_h, H, V, v0, BT, BV)
+        b_vn = load_tile(Vn, t0, eos, i_h, H, V, v0, BT, BV)
+        b_dvn = load_tile(dVn, t0, eos, i_h, H, V, v0, BT, BV)
+        b_dq += dot32(b_do, tl.trans(b_h), PREC)
+        b_dk += dot32(b_vn, tl.trans(b_dh), PREC)
+        b_dw -= dot32(b_dvn, tl.trans(b_h), PREC)
+    b_dq = (b_dq + dot32(tl.load(s_base), b_k, PREC)) * scale
+    store_tile(dq, b_dq, t0, eos, i_h, H, K, k0, BT, BK)
+    b_dk += dot32(tl.trans(tl.load(s_base)), b_q, PREC) * scale
+    b_dkb = dot32(tl.trans(_load_cc(X, c, i_h, H, BT)), b_dw, PREC)
+    b_gk = dot32(tl.load(g_base), b_k, PREC)
+    b_dk += (b_dkb + b_gk) * b_beta[:, None] + dot32(tl.trans(tl.load(g_base)), b_k * b_beta[:, None], PREC)
+    store_tile(dk, b_dk, t0, eos, i_h, H, K, k0, BT, BK)
+    part = dbeta_parts + (1 + i_k).to(tl.int64) * T * H
+    tl.store(part + offs_t * H + i_h, tl.sum((b_dkb + b_gk) * b_k, axis=1), mask=mask_t)

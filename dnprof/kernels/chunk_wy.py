@@ -133,8 +133,9 @@ def _apply_wy(k, v, beta, b_x, W, U, i_h, t0, eos, H, K: tl.constexpr, V: tl.con
 @triton.jit
 def wy_inverse_kernel(k, v, beta, X, W, U, chunk_start, chunk_end, H, K: tl.constexpr, V: tl.constexpr,
                       BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, PREC: tl.constexpr,
-                      FUSE_WU: tl.constexpr):
-    """One program per (chunk, head): A, its inverse X (stored once), and (when fused) W and U."""
+                      FUSE_WU: tl.constexpr, STORE_X: tl.constexpr):
+    """One program per (chunk, head): A, its inverse X (stored once, when a backward or the split
+    ``wy_apply_kernel`` needs it), and (when fused) W and U."""
     c = tl.program_id(0)
     i_h = tl.program_id(1)
     t0 = tl.load(chunk_start + c).to(tl.int64)
@@ -144,8 +145,9 @@ def wy_inverse_kernel(k, v, beta, X, W, U, chunk_start, chunk_end, H, K: tl.cons
     G = _gram(k, i_h, t0, eos, H, K, BT, BK, PREC)
     b_x = _inverse(G, b_beta, BT, PREC)
     rows = tl.arange(0, BT)
-    x_base = X + (c * H + i_h).to(tl.int64) * BT * BT
-    tl.store(x_base + rows[:, None] * BT + rows[None, :], b_x)
+    if STORE_X:
+        x_base = X + (c * H + i_h).to(tl.int64) * BT * BT
+        tl.store(x_base + rows[:, None] * BT + rows[None, :], b_x)
     if FUSE_WU:
         _apply_wy(k, v, beta, b_x, W, U, i_h, t0, eos, H, K, V, BT, BK, BV, PREC, True, True)
 
@@ -167,21 +169,25 @@ def wy_apply_kernel(k, v, beta, X, W, U, chunk_start, chunk_end, H, K: tl.conste
 
 def wy_forward(k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor, chunk_start: torch.Tensor,
                chunk_end: torch.Tensor, BT: int, BK: int, BV: int, fuse: bool, prec: str,
-               num_warps: int, num_stages: int, wu_dtype: torch.dtype = torch.float32,
-               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """X [n_chunks, H, C, C] (fp32), W [T, H, K], U [T, H, V] (``wu_dtype``) for flattened ``[T, H, D]`` inputs."""
+               num_warps: int, num_stages: int, wu_dtype: torch.dtype = torch.float32, keep_x: bool = True,
+               ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+    """X [n_chunks, H, C, C] (fp32), W [T, H, K], U [T, H, V] (``wu_dtype``) for flattened ``[T, H, D]`` inputs.
+
+    ``keep_x=False`` (a forward no backward follows) returns no X and, with ``fuse``, never writes it.
+    """
     T, H, K = k.shape
     V = v.shape[-1]
     NC = chunk_start.numel()
-    X = torch.empty(NC, H, BT, BT, dtype=torch.float32, device=k.device)
+    store_x = keep_x or not fuse
+    X = torch.empty((NC, H, BT, BT) if store_x else (1,), dtype=torch.float32, device=k.device)
     W = torch.empty(T, H, K, dtype=wu_dtype, device=k.device)
     U = torch.empty(T, H, V, dtype=wu_dtype, device=k.device)
     launch(wy_inverse_kernel, (NC, H), k, v, beta, X, W, U, chunk_start, chunk_end, H, K, V, BT, BK, BV, prec,
-           fuse, num_warps=num_warps, num_stages=num_stages)
+           fuse, store_x, num_warps=num_warps, num_stages=num_stages)
     if not fuse:
         launch(wy_apply_kernel, (NC, H), k, v, beta, X, W, U, chunk_start, chunk_end, H, K, V, BT, BK, BV, prec,
                True, True, num_warps=num_warps, num_stages=num_stages)
-    return X, W, U
+    return (X if keep_x else None), W, U
 
 
 def wy_recompute_w(k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor, X: torch.Tensor,

@@ -86,3 +86,11 @@ def test_choices_generate_a_space_with_valid_members():
 
 def test_padded_dim():
     assert [padded_dim(d) for d in (1, 16, 17, 64, 100, 128, 200, 256)] == [16, 16, 32, 64, 128, 128, 256, 256]
+
+
+@pytest.mark.parametrize("dtype, dots, states", [(None, "fp32", "fp32"), ("fp32", "fp32", "fp32"),
+                                                 ("bf16", "input", "bf16"), ("torch.float16", "input", "bf16")])
+def test_default_is_the_16bit_family_only_for_16bit_inputs(dtype, dots, states):
+    cfg = ChunkConfig.default_for(128, 128, dtype=dtype)
+    assert (cfg.dot_operands, cfg.state_dtype) == (dots, states)
+    assert (cfg.chunk_size, cfg.BK, cfg.BV) == (64, 64, 64)

@@ -169,7 +169,10 @@ def test_fp16_output_dtype_and_fp32_state(device):
 
 
 def test_select_config_without_a_gpu_is_the_default():
-    assert select_config(128, 64, 4096, torch.bfloat16, "fwd") == ChunkConfig.default_for(128, 64)
+    cfg = select_config(128, 64, 4096, torch.bfloat16, "fwd")
+    assert cfg == ChunkConfig.default_for(128, 64, dtype=torch.bfloat16)
+    assert (cfg.dot_operands, cfg.state_dtype) == ("input", "bf16")  # 16-bit inputs: the 16-bit family
+    assert select_config(128, 64, 4096, torch.float32, "fwd").dot_operands == "fp32"
     assert select_config(64, 64, 4096, torch.bfloat16, "fwd", chunk_size=128).chunk_size == 128
 
 

@@ -141,7 +141,7 @@ def test_selection_order_user_db_then_shipped_then_default(tmp_path, monkeypatch
     monkeypatch.setattr(dbmod, "triton_version", lambda: "3.6.0")
     selection.clear_cache()
     gpu = (GPU, CC)
-    default = ChunkConfig.default_for(64, 64)
+    default = ChunkConfig.default_for(64, 64, dtype="bf16")
     user, shipped = ChunkConfig(chunk_size=128, num_warps=8), ChunkConfig(chunk_size=32)
     db_path, ship_path = tmp_path / "user.jsonl", tmp_path / "shipped.json"
     where = dict(gpu=gpu, db_path=str(db_path), shipped_path=str(ship_path))

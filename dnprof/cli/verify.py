@@ -34,7 +34,7 @@ def _cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-def _select_variants(spec: str, chunk_sizes: list[int], K: int, V: int):
+def _select_variants(spec: str, chunk_sizes: list[int], K: int, V: int, dtype: str | None = None):
     """Resolve ``--variants`` to ChunkConfigs for one head dim; ConfigError on bad names."""
     from dnprof.variants.chunk_config import ChunkConfig
 
@@ -42,7 +42,7 @@ def _select_variants(spec: str, chunk_sizes: list[int], K: int, V: int):
     if spec in ("default", "all"):
         out = []
         for c in chunk_sizes:
-            base = ChunkConfig.default_for(K, V, chunk_size=c)
+            base = ChunkConfig.default_for(K, V, chunk_size=c, dtype=dtype)
             if spec == "default":
                 out.append(base)
                 continue
@@ -112,7 +112,7 @@ def command(head_dim, seq_len, chunk_size, dtype, variants, device, batch, heads
     from dnprof.variants.chunk_config import ConfigError
 
     try:
-        plan = {D: _select_variants(variants, chunk_sizes, D, D) for D in head_dims}
+        plan = {D: _select_variants(variants, chunk_sizes, D, D, dtype) for D in head_dims}
     except ConfigError as e:
         raise click.BadParameter(str(e), param_hint="--variants") from None
 

@@ -37,6 +37,11 @@ def _is_pow2(x: int) -> bool:
     return isinstance(x, int) and x > 0 and (x & (x - 1)) == 0
 
 
+def is_16bit(dtype: Any) -> bool:
+    """True for bf16/fp16 given as a name (``"bf16"``) or a torch dtype (``torch.bfloat16``)."""
+    return dtype is not None and str(dtype).replace("torch.", "") in ("bf16", "fp16", "bfloat16", "float16")
+
+
 def padded_dim(d: int) -> int:
     """The head dim the kernels work with: the next power of two, at least 16 (``tl.dot``'s minimum)."""
     p = 16
@@ -76,8 +81,14 @@ class ChunkConfig:
         }
 
     @classmethod
-    def default_for(cls, K: int, V: int, chunk_size: int = 64) -> "ChunkConfig":
-        """A good untuned variant for head dims ``K``, ``V`` (fp32 states, fused WY transform)."""
+    def default_for(cls, K: int, V: int, chunk_size: int = 64, dtype: Any = None) -> "ChunkConfig":
+        """A good untuned variant for head dims ``K``, ``V`` and input ``dtype`` (fused WY transform).
+
+        For 16-bit inputs (``bf16``/``fp16`` or the torch dtypes) it multiplies and stores the computed
+        intermediates and per-chunk states in 16 bits, the fastest family, whose error stayed below
+        fla-core's on an H200 (see docs/performance.md); for fp32 inputs, or no ``dtype``, everything
+        stays fp32.
+        """
         Kp, Vp = padded_dim(K), padded_dim(V)
         cap = max(16, MAX_CHUNK_TILE // chunk_size)
         BK = min(64, Kp, cap)
@@ -86,7 +97,9 @@ class ChunkConfig:
         # address on sm_90 with Triton 3.6 (see dnprof.variants.space, rule known-fault): BV = 64.
         BV = min(64 if (Kp <= 128 or chunk_size <= 64) else 32, Vp, cap)
         num_warps = 8 if chunk_size >= 128 else 4
-        cfg = cls(chunk_size=chunk_size, BK=BK, BV=BV, num_warps=num_warps, num_stages=2)
+        sixteen = is_16bit(dtype)
+        cfg = cls(chunk_size=chunk_size, BK=BK, BV=BV, num_warps=num_warps, num_stages=2,
+                  state_dtype="bf16" if sixteen else "fp32", dot_operands="input" if sixteen else "fp32")
         cfg.validate(K, V)
         return cfg
 

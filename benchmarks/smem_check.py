@@ -1,6 +1,7 @@
 """Shared memory of every chunkwise kernel a variant launches, compiled for a GPU target without a GPU.
 
 Usage (no GPU needed): python benchmarks/smem_check.py --head-dim 128 --variants default,c128-bk64-bv32-w8-s2-hbf16-wyf-os
+(``default``: the default variants for ``--dtype`` at chunk sizes 64 and 128)
 Runs dnprof's forward and backward host code on CPU tensors with the launches intercepted, compiles
 each launch for the target (default sm_90) with Triton's own compiler and ptxas, specialised as a
 launch with those arguments would be, and prints the shared memory each kernel needs at the
@@ -57,6 +58,30 @@ def captured_launches(cfg: ChunkConfig, K: int, V: int, dtype: torch.dtype, T: i
     return calls
 
 
+def _configs(name: str, K: int, V: int, dtype: str) -> list[ChunkConfig]:
+    """``default``: the default variants for this dtype at chunk sizes 64 and 128; else one variant name."""
+    if name == "default":
+        return [ChunkConfig.default_for(K, V, c, dtype) for c in (64, 128)]
+    return [ChunkConfig.from_name(name)]
+
+
+def _check(cfg: ChunkConfig, D: int, Vd: int, dtype: torch.dtype, a: argparse.Namespace, target) -> int:
+    """Print each kernel's shared memory at the depth that fits; return the largest."""
+    worst = 0
+    for kernel, args, nw, ns in captured_launches(cfg, D, Vd, dtype, a.seq_len, max(1, 2048 // Vd)):
+        fitted = ns
+        shared = compile_like_a_launch(kernel, args, target, nw, ns).metadata.shared
+        first = shared
+        while shared > a.limit and fitted > 1:  # what dnprof.kernels.launch does on the GPU
+            fitted -= 1
+            shared = compile_like_a_launch(kernel, args, target, nw, fitted).metadata.shared
+        worst = max(worst, shared)
+        flag = "ok" if shared <= a.limit else "OVER at one stage"
+        note = "" if fitted == ns else f" (s{ns} needs {first} B: launch lowers it to s{fitted})"
+        print(f"D={D} {cfg.name} {kernel.fn.__name__:18s} w{nw} s{fitted}: {shared:7d} B {flag}{note}", flush=True)
+    return worst
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--head-dim", type=int, default=128, help="K (and V unless --value-dim)")
@@ -73,18 +98,8 @@ def main() -> None:
     target = GPUTarget("cuda", a.arch, 32)
     worst = 0
     for name in a.variants.split(","):
-        cfg = ChunkConfig.default_for(D, Vd) if name == "default" else ChunkConfig.from_name(name)
-        for kernel, args, nw, ns in captured_launches(cfg, D, Vd, dtype, a.seq_len, max(1, 2048 // Vd)):
-            fitted = ns
-            shared = compile_like_a_launch(kernel, args, target, nw, ns).metadata.shared
-            first = shared
-            while shared > a.limit and fitted > 1:  # what dnprof.kernels.launch does on the GPU
-                fitted -= 1
-                shared = compile_like_a_launch(kernel, args, target, nw, fitted).metadata.shared
-            worst = max(worst, shared)
-            flag = "ok" if shared <= a.limit else "OVER at one stage"
-            note = "" if fitted == ns else f" (s{ns} needs {first} B: launch lowers it to s{fitted})"
-            print(f"D={D} {cfg.name} {kernel.fn.__name__:18s} w{nw} s{fitted}: {shared:7d} B {flag}{note}", flush=True)
+        for cfg in _configs(name, D, Vd, a.dtype):
+            worst = max(worst, _check(cfg, D, Vd, dtype, a, target))
     print(f"largest after fitting: {worst} B (limit {a.limit})")
     raise SystemExit(1 if worst > a.limit else 0)
 

@@ -1,0 +1,29 @@
+"""The default variants fit Hopper's shared memory: every kernel compiled for sm_90 without a GPU.
+
+Runs ``benchmarks/smem_check.py`` (Triton's compiler and ptxas, the launch's argument
+specialisation) in a process without the interpreter; exit code 0 means every kernel of the default
+variants at chunk sizes 64 and 128 fits 232448 bytes at the pipelining depth ``launch`` settles on.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "smem_check.py"
+
+
+@pytest.mark.parametrize("head_dim", [64, 128, 256])
+def test_default_variants_fit_sm90_shared_memory(head_dim):
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    out = subprocess.run([sys.executable, str(SCRIPT), "--head-dim", str(head_dim), "--dtype", "bf16"],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    kernels = [line for line in out.stdout.splitlines() if line.startswith(f"D={head_dim} ")]
+    # two chunk sizes x (WY, state, output, W recompute, reverse state, two backward chunk kernels)
+    assert len(kernels) == 14, out.stdout
+    assert all(" ok" in line for line in kernels), out.stdout

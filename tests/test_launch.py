@@ -53,3 +53,16 @@ def test_other_errors_propagate_without_retry():
     with pytest.raises(RuntimeError, match="illegal"):
         launch_mod.launch(kernel, (1,), torch.zeros(1), 16, num_warps=4, num_stages=3)
     assert kernel.calls == [3]
+
+
+def test_lowered_launches_are_reported_until_reset():
+    from dnprof.providers.dnprof_kernels import DnprofChunkProvider
+
+    provider = DnprofChunkProvider()
+    provider.begin_run()
+    assert launch_mod.lowered_stages() == [] and provider.run_notes() == {}
+    launch_mod.launch(FakeKernel("tight_kernel", fits=1), (1,), torch.zeros(1), 32, num_warps=8, num_stages=2)
+    launch_mod.launch(FakeKernel("roomy_kernel", fits=4), (1,), torch.zeros(1), 32, num_warps=8, num_stages=2)
+    assert provider.run_notes() == {"stages_lowered": ["tight_kernel s2->s1"]}
+    provider.begin_run()
+    assert launch_mod.lowered_stages() == []

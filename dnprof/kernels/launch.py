@@ -16,6 +16,19 @@ from triton.runtime.errors import OutOfResources
 
 #: (kernel name, constexpr arguments, tensor dtypes, warps, requested stages) -> stages that fit
 _FITTED: dict[tuple, int] = {}
+#: (kernel name, requested stages, stages run) of every launch since :func:`reset_lowered`
+_LOWERED: set[tuple[str, int, int]] = set()
+
+
+def reset_lowered() -> None:
+    """Forget which launches ran below their requested depth (a results row starts here)."""
+    _LOWERED.clear()
+
+
+def lowered_stages() -> list[str]:
+    """Launches since :func:`reset_lowered` that ran at fewer stages than their variant names,
+    e.g. ``["bwd_dh_kernel s2->s1"]``: a results file says so rather than implying the named depth."""
+    return sorted(f"{name} s{asked}->s{ran}" for name, asked, ran in _LOWERED)
 
 
 def _specialisation(kernel: Any, args: tuple) -> tuple | None:
@@ -43,4 +56,6 @@ def launch(kernel: Any, grid: tuple, *args: Any, num_warps: int, num_stages: int
             continue
         if key is not None:
             _FITTED[key] = stages
+        if stages < num_stages:
+            _LOWERED.add((getattr(getattr(kernel, "fn", None), "__name__", repr(kernel)), num_stages, stages))
         return stages

@@ -213,6 +213,13 @@ class Provider:
         """A lower bound on the time of one call on the reference GPU, where defined (else None)."""
         return None
 
+    def begin_run(self) -> None:
+        """Called before a row's verification and timing (see :meth:`run_notes`)."""
+
+    def run_notes(self) -> dict[str, Any]:
+        """Facts about how the row's calls actually ran, for the row's ``extra`` (none by default)."""
+        return {}
+
     # ------------------------------------------------------------------------------ callables
     def build_callable(self, shape: Shape, mode: str, resolved: Resolved, seed: int = 0) -> Callable[[], object]:
         """A zero-argument callable for ``mode`` on fresh inputs (drawn now, outside the timing).

@@ -109,6 +109,18 @@ class DnprofChunkProvider(DeltaNetProvider):
         value.validate(shape.K, shape.V)
         return value, "explicit"
 
+    def begin_run(self) -> None:
+        from dnprof.kernels.launch import reset_lowered
+
+        reset_lowered()
+
+    def run_notes(self) -> dict[str, Any]:
+        """Kernels that ran at fewer pipeline stages than the variant names (shared memory did not fit)."""
+        from dnprof.kernels.launch import lowered_stages
+
+        lowered = lowered_stages()
+        return {"stages_lowered": lowered} if lowered else {}
+
     def resolve(self, shape: Shape, mode: str) -> Resolved:
         """``chunk_delta_rule`` bound to the chosen config."""
         from dnprof.kernels.chunk import chunk_delta_rule

@@ -103,6 +103,7 @@ def run_task(
 
     row = _base_row(provider, shape, mode, "error", extra=extra)
     try:
+        provider.begin_run()
         resolved = provider.resolve(shape, mode)
         row.variant, row.config, row.config_source = resolved.variant, resolved.config, resolved.config_source
         extra.update(resolved.extra)
@@ -114,6 +115,7 @@ def run_task(
             extra["verify_B"] = vshape.B
             free_memory()
             if not result.passed:
+                extra.update(provider.run_notes())
                 row.status, row.message = "failed-verification", _failure_message(result)
                 return row
 
@@ -129,6 +131,7 @@ def run_task(
         flops = provider.flops(shape, mode, resolved)
         row.tflops = None if flops is None else flops / (timing.ms * 1e-3) / 1e12
         row.roofline_ms = provider.roofline_ms(shape, mode)
+        extra.update(provider.run_notes())
         row.status = "ok" if timing.ms > 0 else "error"
         if row.status == "error":
             row.message = f"non-positive time {timing.ms!r} ms"

@@ -19,14 +19,19 @@ backward
 What is stored and what is recomputed: the forward saves for the backward the inputs, ``X`` (fp32,
 ``C`` values per token and head: small), the per-chunk states ``h`` (``state_dtype``; the largest
 intermediate, ``T/C * K * V`` per head, halved by C = 128 or by bf16) and ``Vn`` (the size of v;
-fp32, or the input's 16-bit dtype with ``dot_operands="input"``, like ``W``, ``U`` and ``dVn``). ``W`` is recomputed (one cheap parallel launch) rather than kept; ``U`` is not needed by the
+fp32, or the input's 16-bit dtype with ``dot_operands="input"``, like ``W``, ``U`` and ``dVn``).
+``W`` is recomputed (one cheap parallel launch) rather than kept; ``U`` is not needed by the
 backward at all (``dU = dVn``). A forward that no backward follows stores nothing beyond what its
-output needs: with ``fuse_output`` no per-chunk state and no ``Vn`` at all.
+output needs: no ``X``, and with ``fuse_output`` no per-chunk state and no ``Vn`` either.
 
 Precision: every accumulation is fp32. Products of two input tensors (``K K^T``, ``Q K^T``,
-``Q^T dO``) run in the input dtype on the tensor cores; products involving fp32 intermediates
-(``X``, ``W``, ``U``, ``h``, ``Vn``) run as tf32 for 16-bit inputs and as full fp32 ("ieee") for
-fp32 inputs. ``use_qk_l2norm_in_kernel`` is applied with differentiable torch ops before the kernels.
+``Q^T dO``) run in the input dtype on the tensor cores. The WY transform's products (``X``, ``W``,
+``U``) run as tf32 for 16-bit inputs and as full fp32 ("ieee") for fp32 inputs. The other products
+involving computed operands (``h``, ``Vn``, ``dVn``, ``P``, ``G``...) follow ``dot_operands``:
+tf32 (``"fp32"``) or the input's 16-bit dtype (``"input"``, the default for 16-bit inputs); fp32
+inputs always use full fp32. ``use_qk_l2norm_in_kernel`` is applied with differentiable torch ops
+before the kernels. Every launch goes through :func:`dnprof.kernels.launch.launch`, which lowers a
+kernel's pipelining depth when its shared memory would not fit.
 
 Batches are flattened into one packed sequence set (``B`` sequences of ``T`` tokens, or the
 ``cu_seqlens`` ones), with host-built chunk tables so a sequence's last chunk may be short and

@@ -1,4 +1,4 @@
-"""Backward of the chunkwise delta rule (ALGORITHM.md's backward equations): a reverse recurrence and two chunk-parallel launches.
+"""Backward of the chunkwise delta rule (ALGORITHM.md's equations): a reverse recurrence, two chunk-parallel launches.
 
 ``bwd_dh_kernel`` is the reverse recurrence: one program per (sequence, head, ``BV`` block) walks
 the chunks backwards with the fp32 state gradient ``dh [K, BV]`` in up to four ``[BK, BV]`` slabs.
@@ -12,8 +12,8 @@ The chunk-parallel part produces dq, dk, dv, dbeta through the WY transform: wit
 ``bwd_chunk_v_kernel`` (per chunk and head) sweeps V tiles for dv and completes ``dX`` without
 ``dW`` itself (``dW Kb^T = -dVn (Kb h)^T``), so ``G`` is known before any K tile; then
 ``bwd_chunk_k_kernel`` runs one program per (chunk, head, K tile), each with a V loop for the
-state products, and writes its dq and dk tiles once, in the inputs' dtype. dbeta's parts (one per
-launch program along K, plus the V part) are summed on the host.
+state products, and writes its dq and dk tiles once, in the inputs' dtype. dbeta's parts (the V
+part and one per K tile, fp32) are added by one torch reduction afterwards.
 """
 
 from __future__ import annotations

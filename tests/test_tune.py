@@ -6,6 +6,8 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import zlib
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -179,3 +181,40 @@ def test_tiny_tuning_run_through_the_interpreter(tmp_path, monkeypatch):
     assert rows1 == rows2  # reported from the database, not re-timed
     res = CliRunner().invoke(main, ["tune", "show"])
     assert res.exit_code == 0 and "K=16" in res.output and "current" in res.output
+
+
+def test_timing_records_say_when_a_kernel_ran_below_its_named_depth(tmp_path):
+    from dnprof.kernels import launch as launch_mod
+    from triton.runtime.errors import OutOfResources
+
+    class TightKernel:
+        """Overflows shared memory above one stage, like a Triton compile would."""
+
+        fn = SimpleNamespace(__name__="tight_kernel")
+        params = []
+
+        def __getitem__(self, grid):
+            def run(*args, num_warps, num_stages):
+                if num_stages > 1:
+                    raise OutOfResources(300_000, 232448, "shared memory")
+            return run
+
+    class LoweringTimer(FakeTimer):
+        lowered: set[str] = set()
+
+        def __call__(self, cand, rep_ms):
+            if zlib.crc32(cand.name.encode()) % 2 == 0:  # half the candidates run a kernel that overflows
+                launch_mod.launch(TightKernel(), (1,), num_warps=4, num_stages=2)
+                self.lowered.add(cand.name)
+            return super().__call__(cand, rep_ms)
+
+    space = _space()
+    timer = LoweringTimer()
+    with TuningDB(tmp_path / "db.jsonl", GPU, CC) as db:
+        Tuner(_req(), db, PROFILES["h100"], space, verifier=_ok_verifier, timer=timer).run()
+        times = [r for r in db.records if r["stage"] == "time"]
+    names = {r["candidate"] for r in times}
+    assert timer.lowered and names - timer.lowered  # both kinds of record are checked below
+    for rec in times:
+        expected = ["tight_kernel s2->s1"] if rec["candidate"] in timer.lowered else None
+        assert rec.get("stages_lowered") == expected, rec

@@ -477,12 +477,18 @@ class Tuner:
             except Exception as exc:
                 return None, exc
 
+        from dnprof.kernels.launch import lowered_stages, reset_lowered
+
+        reset_lowered()
         timing, exc = self._guarded(key, cand, "time", run, round=round_)
+        # a record says when the candidate ran below the pipelining depth its name gives
+        notes = {"stages_lowered": lowered_stages()} if lowered_stages() else {}
         if exc is not None:
-            return self._record_time(key, cand, round_, rep_ms, {"status": classify_failure(exc), "message": _short(exc)})
+            return self._record_time(key, cand, round_, rep_ms, {"status": classify_failure(exc), "message": _short(exc)},
+                                     **notes)
         return self._record_time(key, cand, round_, rep_ms, {"status": "ok", "ms": float(timing.ms),
                                                              "ms_p20": float(timing.ms_p20),
-                                                             "ms_p80": float(timing.ms_p80)})
+                                                             "ms_p80": float(timing.ms_p80)}, **notes)
 
     def _record_time(self, key: TuneKey, cand: Candidate, round_: int, rep_ms: float, res: dict[str, Any],
                      **extra: Any) -> float | None:

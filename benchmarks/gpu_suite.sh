@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# dnprof's GPU checks and measurements in one run, each step under its own time limit, every
+# step's full console output kept: the GPU tests, kernel breakdowns, compare and tune.
+#
+# Usage: benchmarks/gpu_suite.sh OUTDIR STEP[:SECONDS] ...
+#   tests            python -m pytest -m gpu tests/gpu
+#   breakdown        benchmarks/kernel_breakdown.py at D = 64, 128, 256, T = 4096 (default variants)
+#   compare-D        dnprof compare at head dim D, T = 4096 and 16384, fwd and fwd+bwd, every provider
+#   tune-D           dnprof tune at head dim D (fwd+bwd, chunk sizes 64 and 128)
+# e.g. benchmarks/gpu_suite.sh out tests:240 compare-128:300 tune-256:300
+# A step that reaches its limit is reported with exit code 124 and the next step runs; results files
+# already written by a cut compare stay valid (rows are written as they finish). Prints one line per
+# step (name, exit code, seconds) and writes OUTDIR/summary.txt; nothing else is printed, so the
+# summary stays readable when only the end of the output is kept.
+set -uo pipefail
+out="${1:?usage: benchmarks/gpu_suite.sh OUTDIR STEP[:SECONDS] ...}"
+shift
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1
+py="${PYTHON:-python3}"
+
+run_step() {
+  local name="$1" limit="$2"
+  shift 2
+  local t0=$SECONDS
+  timeout "$limit" "$@" > "$out/$name.log" 2>&1
+  local rc=$?
+  printf '%-14s rc=%-3s %4ss  %s\n' "$name" "$rc" "$((SECONDS - t0))" "$(tail -n 1 "$out/$name.log" | cut -c1-100)" \
+    | tee -a "$out/summary.txt"
+}
+
+for spec in "$@"; do
+  step="${spec%%:*}"
+  limit="${spec#*:}"
+  [ "$limit" = "$spec" ] && limit=300
+  case "$step" in
+    tests) run_step tests "$limit" "$py" -m pytest -m gpu tests/gpu -v -s -p no:cacheprovider -rfEs ;;
+    breakdown) run_step breakdown "$limit" bash -c "for d in 64 128 256; do $py benchmarks/kernel_breakdown.py \
+      --head-dim \$d --seq-len 4096 --variants selected --json '$out/breakdown-d'\$d'.jsonl' || exit; done" ;;
+    compare-*) d="${step#compare-}"
+      run_step "$step" "$limit" "$py" -m dnprof compare --seq-len 4096,16384 --head-dim "$d" --mode fwd,fwdbwd \
+        --output "$out/compare-d$d.json" ;;
+    tune-*) d="${step#tune-}"
+      run_step "$step" "$limit" "$py" -m dnprof tune --head-dim "$d" --chunk-size 64,128 \
+        --output "$out/tune-d$d.json" ;;
+    *) echo "unknown step: $step (tests, breakdown, compare-D, tune-D)" >&2; exit 2 ;;
+  esac
+done

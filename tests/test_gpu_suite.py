@@ -1,0 +1,38 @@
+"""benchmarks/gpu_suite.sh: steps run under their limits, each with a summary line; bad steps exit 2."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_suite.sh"
+
+
+def _run(tmp_path: Path, *steps: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHON=sys.executable)
+    return subprocess.run(["bash", str(SCRIPT), str(tmp_path / "out"), *steps], capture_output=True, text=True,
+                          env=env, timeout=300, cwd=SCRIPT.parents[1])
+
+
+def test_unknown_step_exits_2(tmp_path):
+    out = _run(tmp_path, "bogus")
+    assert out.returncode == 2 and "unknown step: bogus" in out.stderr
+
+
+def test_each_step_gets_a_summary_line_with_its_exit_code(tmp_path):
+    # without a GPU, compare stops with exit code 2; with one, it would measure: either way one line
+    out = _run(tmp_path, "compare-16:60")
+    summary = (tmp_path / "out" / "summary.txt").read_text().splitlines()
+    assert len(summary) == 1 and summary[0].startswith("compare-16")
+    expected = "rc=0" if _has_cuda() else "rc=2"
+    assert expected in summary[0], summary
+    assert (tmp_path / "out" / "compare-16.log").exists()
+    assert out.stdout.strip() == summary[0].strip()
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()

@@ -13,8 +13,7 @@ backward
     2. ``bwd_dh_kernel``: reverse recurrence for the state gradients ``dh'`` and ``dVn``, and dh0.
     3. ``bwd_chunk_v_kernel`` per (chunk, head): dv, dbeta's V part, and ``P`` and ``G`` into a
        per-chunk scratch (twice the size of ``X``); then ``bwd_chunk_k_kernel`` per (chunk, head,
-       K tile): dq, dk and the rest of dbeta. Launched with one pipeline stage at C = 128 (see
-       ``_bwd_chunk_stages``) to stay under Hopper's shared memory.
+       K tile): dq, dk and the rest of dbeta.
 
 What is stored and what is recomputed: the forward saves for the backward the inputs, ``X`` (fp32,
 ``C`` values per token and head: small), the per-chunk states ``h`` (``state_dtype``; the largest
@@ -152,17 +151,6 @@ def _forward(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, scale: float, h0: Te
     return o, ht, X, (Hs if save else None), (Vn if save else None)
 
 
-def _bwd_chunk_stages(cfg: ChunkConfig) -> int:
-    """Pipelining depth for the chunk-parallel backward kernels: one stage at C = 128 or wide V tiles.
-
-    Its tile loops stage several ``[C, BV]`` fp32 tiles per pipeline stage; compiled for sm_90 at
-    C = 128 that needs 272 KB at two stages (over Hopper's 227 KB) and 192 KB at one.
-    """
-    if cfg.chunk_size >= 128 or cfg.chunk_size * cfg.BV > 64 * 64:
-        return 1
-    return cfg.num_stages
-
-
 def _backward(q, k, v, beta, scale, X, Hs, Vn, do, dht, tables: _ChunkTables, cfg: ChunkConfig, need_dh0: bool):
     """Gradients (dq, dk, dv, dbeta, dh0) for flattened inputs, in the inputs' dtypes; dh0 fp32, None unless asked."""
     T, H, K = q.shape
@@ -191,16 +179,15 @@ def _backward(q, k, v, beta, scale, X, Hs, Vn, do, dht, tables: _ChunkTables, cf
     NKT = triton.cdiv(K, BK)
     dbeta_parts = torch.empty(1 + NKT, T, H, dtype=torch.float32, device=dev)
     S = torch.empty((2,) + tuple(X.shape), dtype=inter, device=dev)  # per-chunk scratch: P, then G
-    stages = _bwd_chunk_stages(cfg)
     launch(
         bwd_chunk_v_kernel, (tables.n_chunks, H),
         k, v, beta, X, S, Hs, Vn, dVn, do, dv, dbeta_parts, tables.chunk_start, tables.chunk_end,
-        T, H, K, V, BT, BK, BV, dprec, num_warps=nw, num_stages=stages,
+        T, H, K, V, BT, BK, BV, dprec, num_warps=nw, num_stages=ns,
     )
     launch(
         bwd_chunk_k_kernel, (tables.n_chunks, H, NKT),
         q, k, beta, X, S, Hs, dHs, Vn, dVn, do, dq, dk, dbeta_parts, tables.chunk_start, tables.chunk_end,
-        scale, T, H, K, V, BT, BK, BV, dprec, num_warps=nw, num_stages=stages,
+        scale, T, H, K, V, BT, BK, BV, dprec, num_warps=nw, num_stages=ns,
     )
     dbeta = dbeta_parts.sum(0).to(beta.dtype)
     return dq, dk, dv, dbeta, dh0

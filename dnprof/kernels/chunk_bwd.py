@@ -95,10 +95,16 @@ def bwd_dh_kernel(q, k, W, do, dht, dHs, dVn, dh0, seq_start, seq_chunk0, max_ch
 
 
 @triton.jit
+def _cc_ptrs(ptr, c, i_h, H, BT: tl.constexpr):
+    """Pointers to the ``[BT, BT]`` block of chunk ``c``, head ``i_h`` of a ``[n_chunks, H, BT, BT]`` buffer."""
+    rows = tl.arange(0, BT)
+    return ptr + (c * H + i_h).to(tl.int64) * BT * BT + rows[:, None] * BT + rows[None, :]
+
+
+@triton.jit
 def _load_cc(ptr, c, i_h, H, BT: tl.constexpr):
     """The ``[BT, BT]`` block of chunk ``c``, head ``i_h`` of a ``[n_chunks, H, BT, BT]`` buffer."""
-    rows = tl.arange(0, BT)
-    return tl.load(ptr + (c * H + i_h).to(tl.int64) * BT * BT + rows[:, None] * BT + rows[None, :])
+    return tl.load(_cc_ptrs(ptr, c, i_h, H, BT))
 
 
 @triton.jit
@@ -146,11 +152,11 @@ def bwd_chunk_v_kernel(k, v, beta, X, S, Hs, Vn, dVn, do, dv, dbeta_parts, chunk
             p, m = state_ptrs(Hs, c, i_h, H, K, V, k0, v0, BK, BV)
             b_kh += dot32(load_tile(k, t0, eos, i_h, H, K, k0, BT, BK), tl.load(p, mask=m, other=0.0), PREC)
         b_dx += dot32(b_dvn, tl.trans(b_v - b_kh) * b_beta[None, :], PREC)
-    s_base = S + (c * H + i_h).to(tl.int64) * BT * BT + rows[:, None] * BT + rows[None, :]
-    tl.store(s_base, tl.where(rows[:, None] >= rows[None, :], b_p, 0.0))
-    b_g = dot32(tl.trans(_load_cc(X, c, i_h, H, BT)), b_dx, PREC)
-    b_g = dot32(b_g, tl.trans(_load_cc(X, c, i_h, H, BT)), PREC)
-    tl.store(s_base + NC * H * BT * BT, tl.where(rows[:, None] > rows[None, :], -b_g, 0.0))
+    p_ptrs = _cc_ptrs(S, c, i_h, H, BT)
+    tl.store(p_ptrs, tl.where(rows[:, None] >= rows[None, :], b_p, 0.0))
+    b_xt = tl.trans(_load_cc(X, c, i_h, H, BT))
+    b_g = dot32(dot32(b_xt, b_dx, PREC), b_xt, PREC)
+    tl.store(p_ptrs + NC * H * BT * BT, tl.where(rows[:, None] > rows[None, :], -b_g, 0.0))
     tl.store(dbeta_parts + offs_t * H + i_h, b_db, mask=mask_t)
 
 
@@ -160,17 +166,14 @@ def bwd_chunk_k_kernel(q, k, beta, X, S, Hs, dHs, Vn, dVn, do, dq, dk, dbeta_par
                        BV: tl.constexpr, PREC: tl.constexpr):
     """One program per (chunk, head, K tile): that tile of dq and dk, and its part of dbeta.
 
-    Reads ``P`` and ``G`` from the scratch ``S`` written by :func:`bwd_chunk_v_kernel`; the ``[BT, BT]``
-    operands are loaded where they are used so that no loop keeps them in shared memory.
+    Reads ``P`` and ``G`` from the scratch ``S`` written by :func:`bwd_chunk_v_kernel`.
     """
     c = tl.program_id(0)
     i_h = tl.program_id(1)
     i_k = tl.program_id(2)
     NC = tl.num_programs(0).to(tl.int64)
     t0, eos, offs_t, mask_t, b_beta = _chunk_rows(chunk_start, chunk_end, c, beta, i_h, H, BT)
-    rows = tl.arange(0, BT)
-    s_base = S + (c * H + i_h).to(tl.int64) * BT * BT + rows[:, None] * BT + rows[None, :]
-    g_base = s_base + NC * H * BT * BT
+    p_ptrs = _cc_ptrs(S, c, i_h, H, BT)
     k0 = i_k * BK
     b_q = load_tile(q, t0, eos, i_h, H, K, k0, BT, BK)
     b_k = load_tile(k, t0, eos, i_h, H, K, k0, BT, BK).to(tl.float32)
@@ -189,12 +192,15 @@ def bwd_chunk_k_kernel(q, k, beta, X, S, Hs, dHs, Vn, dVn, do, dq, dk, dbeta_par
         b_dq += dot32(b_do, tl.trans(b_h), PREC)
         b_dk += dot32(b_vn, tl.trans(b_dh), PREC)
         b_dw -= dot32(b_dvn, tl.trans(b_h), PREC)
-    b_dq = (b_dq + dot32(tl.load(s_base), b_k, PREC)) * scale
+    # P, X and G are loaded after the V loop, once each, so that the loop does not hold them.
+    b_p = tl.load(p_ptrs)
+    b_dq = (b_dq + dot32(b_p, b_k, PREC)) * scale
     store_tile(dq, b_dq, t0, eos, i_h, H, K, k0, BT, BK)
-    b_dk += dot32(tl.trans(tl.load(s_base)), b_q, PREC) * scale
+    b_dk += dot32(tl.trans(b_p), b_q, PREC) * scale
     b_dkb = dot32(tl.trans(_load_cc(X, c, i_h, H, BT)), b_dw, PREC)
-    b_gk = dot32(tl.load(g_base), b_k, PREC)
-    b_dk += (b_dkb + b_gk) * b_beta[:, None] + dot32(tl.trans(tl.load(g_base)), b_k * b_beta[:, None], PREC)
+    b_g = tl.load(p_ptrs + NC * H * BT * BT)
+    b_gk = dot32(b_g, b_k, PREC)
+    b_dk += (b_dkb + b_gk) * b_beta[:, None] + dot32(tl.trans(b_g), b_k * b_beta[:, None], PREC)
     store_tile(dk, b_dk, t0, eos, i_h, H, K, k0, BT, BK)
     part = dbeta_parts + (1 + i_k).to(tl.int64) * T * H
     tl.store(part + offs_t * H + i_h, tl.sum((b_dkb + b_gk) * b_k, axis=1), mask=mask_t)

@@ -16,6 +16,8 @@ from triton.runtime.errors import OutOfResources
 
 #: (kernel name, constexpr arguments, tensor dtypes, warps, requested stages) -> stages that fit
 _FITTED: dict[tuple, int] = {}
+#: kernels that overflowed shared memory at least once in this process (only these pay for a lookup)
+_OVERFLOWED: set[Any] = set()
 #: (kernel name, requested stages, stages run) of every launch since :func:`reset_lowered`
 _LOWERED: set[tuple[str, int, int]] = set()
 
@@ -31,31 +33,44 @@ def lowered_stages() -> list[str]:
     return sorted(f"{name} s{asked}->s{ran}" for name, asked, ran in _LOWERED)
 
 
-def _specialisation(kernel: Any, args: tuple) -> tuple | None:
-    """What decides a kernel's shared memory: its constexpr arguments and tensor dtypes (None in the interpreter)."""
+def _specialisation(kernel: Any, args: tuple, num_warps: int, num_stages: int) -> tuple | None:
+    """What decides a launch's shared memory: the kernel, its constexpr arguments, tensor dtypes, warps
+    and requested stages (None in the interpreter, whose kernels have no parameters to inspect)."""
     params = getattr(kernel, "params", None)
     if params is None:
         return None
     constexprs = tuple(a for p, a in zip(params, args) if p.is_constexpr)
     dtypes = tuple(a.dtype for a in args if isinstance(a, torch.Tensor))
-    return (kernel.fn.__name__ if hasattr(kernel, "fn") else repr(kernel), constexprs, dtypes)
+    return (_name(kernel), constexprs, dtypes, num_warps, num_stages)
+
+
+def _name(kernel: Any) -> str:
+    return getattr(getattr(kernel, "fn", None), "__name__", repr(kernel))
 
 
 def launch(kernel: Any, grid: tuple, *args: Any, num_warps: int, num_stages: int) -> int:
-    """Run ``kernel[grid](*args)`` at the deepest pipelining ``<= num_stages`` that fits; return that depth."""
-    spec = _specialisation(kernel, args)
-    key = None if spec is None else spec + (num_warps, num_stages)
-    stages = _FITTED.get(key, num_stages) if key is not None else num_stages
+    """Run ``kernel[grid](*args)`` at the deepest pipelining ``<= num_stages`` that fits; return that depth.
+
+    The common case costs one set lookup: only a kernel that has overflowed before in this process
+    has its specialisation looked up in the remembered depths.
+    """
+    key = None
+    stages = num_stages
+    if kernel in _OVERFLOWED:
+        key = _specialisation(kernel, args, num_warps, num_stages)
+        stages = _FITTED.get(key, num_stages)
     while True:
         try:
             kernel[grid](*args, num_warps=num_warps, num_stages=stages)
+            break
         except OutOfResources as exc:
             if "shared memory" not in str(exc) or stages <= 1:
                 raise
+            _OVERFLOWED.add(kernel)
             stages -= 1
-            continue
+    if stages < num_stages:
+        key = key or _specialisation(kernel, args, num_warps, num_stages)
         if key is not None:
             _FITTED[key] = stages
-        if stages < num_stages:
-            _LOWERED.add((getattr(getattr(kernel, "fn", None), "__name__", repr(kernel)), num_stages, stages))
-        return stages
+        _LOWERED.add((_name(kernel), num_stages, stages))
+    return stages

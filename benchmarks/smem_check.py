@@ -55,8 +55,8 @@ def captured_launches(cfg: ChunkConfig, K: int, V: int, dtype: torch.dtype, T: i
         v = torch.randn(T, H, V, dtype=dtype)
         beta = torch.rand(T, H, dtype=dtype)
         tables = chunk._ChunkTables([0, T], cfg.chunk_size, torch.device("cpu"))
-        o, ht, X, Hs, Vn = chunk._forward(q, k, v, beta, K ** -0.5, None, tables, cfg, True, save=True)
-        chunk._backward(q, k, v, beta, K ** -0.5, X, Hs, Vn, torch.randn_like(o), None, tables, cfg, False)
+        o, ht, X, Hs, Vn, W = chunk._forward(q, k, v, beta, K ** -0.5, None, tables, cfg, True, save=True)
+        chunk._backward(q, k, v, beta, K ** -0.5, X, Hs, Vn, W, torch.randn_like(o), None, tables, cfg, False)
     finally:
         chunk.launch = chunk_wy.launch = real
     return calls

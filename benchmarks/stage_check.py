@@ -34,12 +34,12 @@ def main() -> None:
     h0 = inp.initial_state.contiguous()
     stage = "forward"
     try:
-        o, ht, X, Hs, Vn = ck._forward(q, k, v, beta, D ** -0.5, h0, tables, cfg, True, save=True)
+        o, ht, X, Hs, Vn, W = ck._forward(q, k, v, beta, D ** -0.5, h0, tables, cfg, True, save=True)
         torch.cuda.synchronize()
         print("forward ok", float(o.float().norm()), flush=True)
         stage = "backward"
         do = inp.do.reshape(-1, a.heads, D).contiguous()
-        res = ck._backward(q, k, v, beta, D ** -0.5, X, Hs, Vn, do, inp.dht.float().contiguous(), tables, cfg, True)
+        res = ck._backward(q, k, v, beta, D ** -0.5, X, Hs, Vn, W, do, inp.dht.float().contiguous(), tables, cfg, True)
         torch.cuda.synchronize()
         print("backward ok", [float(r.float().norm()) for r in res if r is not None], flush=True)
     except Exception as exc:  # noqa: BLE001 - report the stage and the launch that failed

@@ -9,23 +9,27 @@ forward
        ``Vn = U - W h``, ``h += K^T Vn``; with ``fuse_output`` it also writes ``O``.
     3. without ``fuse_output``: ``fwd_output_kernel``, parallel over chunks.
 backward
-    1. ``wy_apply_kernel`` recomputes ``W`` from the saved ``X``.
+    1. ``wy_apply_kernel`` recomputes ``W`` from the saved ``X``, unless the forward kept ``W``
+       (16-bit intermediates: ``W`` is then the size of ``k``, and keeping it costs less than
+       recomputing it).
     2. ``bwd_dh_kernel``: reverse recurrence for the state gradients ``dh'`` and ``dVn``, and dh0.
     3. ``bwd_chunk_v_kernel`` per (chunk, head): dv, dbeta's V part, and ``P`` and ``G`` into a
        per-chunk scratch (twice the size of ``X``); then ``bwd_chunk_k_kernel`` per (chunk, head,
        K tile): dq, dk and the rest of dbeta.
 
-What is stored and what is recomputed: the forward saves for the backward the inputs, ``X`` (fp32,
-``C`` values per token and head: small), the per-chunk states ``h`` (``state_dtype``; the largest
-intermediate, ``T/C * K * V`` per head, halved by C = 128 or by bf16) and ``Vn`` (the size of v;
-fp32, or the input's 16-bit dtype with ``dot_operands="input"``, like ``W``, ``U`` and ``dVn``).
-``W`` is recomputed (one cheap parallel launch) rather than kept; ``U`` is not needed by the
-backward at all (``dU = dVn``). A forward that no backward follows stores nothing beyond what its
+What is stored and what is recomputed: the forward saves for the backward the inputs, ``X`` (``C``
+values per token and head: small), the per-chunk states ``h`` (``state_dtype``; the largest
+intermediate, ``T/C * K * V`` per head, halved by C = 128 or by bf16) and ``Vn`` (the size of v).
+``X``, ``W``, ``U``, ``Vn`` and ``dVn`` are fp32, or the input's 16-bit dtype with
+``dot_operands="input"``. In 16 bits ``W`` is kept for the backward; in fp32 it is recomputed (one
+parallel launch) rather than kept at twice the size of ``k``. ``U`` is not needed by the backward
+at all (``dU = dVn``). A forward that no backward follows stores nothing beyond what its
 output needs: no ``X``, and with ``fuse_output`` no per-chunk state and no ``Vn`` either.
 
 Precision: every accumulation is fp32. Products of two input tensors (``K K^T``, ``Q K^T``,
-``Q^T dO``) run in the input dtype on the tensor cores. The WY transform's products (``X``, ``W``,
-``U``) run as tf32 for 16-bit inputs and as full fp32 ("ieee") for fp32 inputs. The other products
+``Q^T dO``) run in the input dtype on the tensor cores. The inverse's products run as tf32 for
+16-bit inputs and as full fp32 ("ieee") for fp32 inputs; ``W`` and ``U`` take the precision of
+their storage (16-bit operands under ``dot_operands="input"``, else that of the inverse). The other products
 involving computed operands (``h``, ``Vn``, ``dVn``, ``P``, ``G``...) follow ``dot_operands``:
 tf32 (``"fp32"``) or the input's 16-bit dtype (``"input"``, the default for 16-bit inputs); fp32
 inputs always use full fp32. ``use_qk_l2norm_in_kernel`` is applied with differentiable torch ops
@@ -118,7 +122,7 @@ def _intermediate_dtype(dtype: torch.dtype, cfg: ChunkConfig) -> torch.dtype:
 
 def _forward(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, scale: float, h0: Tensor | None,
              tables: _ChunkTables, cfg: ChunkConfig, output_final_state: bool, save: bool):
-    """Flattened ``[T, H, D]`` inputs -> (o, ht, X, Hs, Vn); Hs/Vn only when needed."""
+    """Flattened ``[T, H, D]`` inputs -> (o, ht, X, Hs, Vn, W); Hs/Vn only when needed, W only when kept."""
     T, H, K = q.shape
     V = v.shape[-1]
     BT, BK, BV = cfg.chunk_size, cfg.BK, cfg.BV
@@ -148,11 +152,14 @@ def _forward(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, scale: float, h0: Te
             q, k, Hs, Vn, o, tables.chunk_start, tables.chunk_end, scale, H, K, V, BT, BK, BV, dprec,
             num_warps=nw, num_stages=ns,
         )
-    return o, ht, X, (Hs if save else None), (Vn if save else None)
+    keep_w = save and inter != torch.float32
+    return o, ht, X, (Hs if save else None), (Vn if save else None), (W if keep_w else None)
 
 
-def _backward(q, k, v, beta, scale, X, Hs, Vn, do, dht, tables: _ChunkTables, cfg: ChunkConfig, need_dh0: bool):
-    """Gradients (dq, dk, dv, dbeta, dh0) for flattened inputs, in the inputs' dtypes; dh0 fp32, None unless asked."""
+def _backward(q, k, v, beta, scale, X, Hs, Vn, W, do, dht, tables: _ChunkTables, cfg: ChunkConfig, need_dh0: bool):
+    """Gradients (dq, dk, dv, dbeta, dh0) for flattened inputs, in the inputs' dtypes; dh0 fp32, None unless asked.
+
+    ``W`` is the forward's when it kept it, else None (recomputed here from ``X``)."""
     T, H, K = q.shape
     V = v.shape[-1]
     BT, BK, BV = cfg.chunk_size, cfg.BK, cfg.BV
@@ -160,7 +167,8 @@ def _backward(q, k, v, beta, scale, X, Hs, Vn, do, dht, tables: _ChunkTables, cf
     nw, ns = cfg.num_warps, cfg.num_stages
     dev = q.device
     inter = _intermediate_dtype(q.dtype, cfg)
-    W = wy_recompute_w(k, v, beta, X, tables.chunk_start, tables.chunk_end, BT, BK, BV, prec, nw, ns, inter)
+    if W is None:
+        W = wy_recompute_w(k, v, beta, X, tables.chunk_start, tables.chunk_end, BT, BK, BV, prec, nw, ns, inter)
     dHs = torch.empty(tables.n_chunks, H, K, V, dtype=_STATE_DTYPES[cfg.state_dtype], device=dev)
     dVn = torch.empty(T, H, V, dtype=inter, device=dev)
     dh0 = torch.empty(tables.n_seqs, H, K, V, dtype=torch.float32, device=dev) if need_dh0 else None
@@ -198,8 +206,8 @@ class ChunkDeltaRuleFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, v, beta, initial_state, scale, tables, cfg, output_final_state):
-        o, ht, X, Hs, Vn = _forward(q, k, v, beta, scale, initial_state, tables, cfg, output_final_state, save=True)
-        ctx.save_for_backward(q, k, v, beta, X, Hs, Vn)
+        o, ht, X, Hs, Vn, W = _forward(q, k, v, beta, scale, initial_state, tables, cfg, output_final_state, save=True)
+        ctx.save_for_backward(q, k, v, beta, X, Hs, Vn, W)
         ctx.scale, ctx.tables, ctx.cfg = scale, tables, cfg
         ctx.h0_dtype = None if initial_state is None else initial_state.dtype
         if ht is not None:
@@ -208,11 +216,11 @@ class ChunkDeltaRuleFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, do, dht):
-        q, k, v, beta, X, Hs, Vn = ctx.saved_tensors
+        q, k, v, beta, X, Hs, Vn, W = ctx.saved_tensors
         do = do.to(q.dtype).contiguous()
         dht = None if dht is None else dht.float().contiguous()
         need_dh0 = ctx.h0_dtype is not None and ctx.needs_input_grad[4]
-        dq, dk, dv, dbeta, dh0 = _backward(q, k, v, beta, ctx.scale, X, Hs, Vn, do, dht, ctx.tables, ctx.cfg, need_dh0)
+        dq, dk, dv, dbeta, dh0 = _backward(q, k, v, beta, ctx.scale, X, Hs, Vn, W, do, dht, ctx.tables, ctx.cfg, need_dh0)
         return (dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), dbeta.to(beta.dtype),
                 None if dh0 is None else dh0.to(ctx.h0_dtype), None, None, None, None)
 

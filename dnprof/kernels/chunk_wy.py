@@ -19,9 +19,11 @@ value and beta tiles (no load address depends on a computed value) and writes ``
    that second kernel to recompute ``W``.
 
 Layouts: tokens are flattened over the batch (``[T_total, H, D]``), ``X`` is chunk-major
-``[n_chunks, H, C, C]`` fp32 (full ``C x C``, zeros above the diagonal, identity rows past the end
-of a sequence), ``W``/``U`` are ``[T_total, H, K|V]`` in fp32 or, when every later product rounds
-them to 16 bits anyway, the input's 16-bit dtype (computed in fp32, rounded once at the store).
+``[n_chunks, H, C, C]`` (full ``C x C``, zeros above the diagonal, identity rows past the end
+of a sequence), ``W``/``U`` are ``[T_total, H, K|V]``. All three are fp32, or, when every later
+product rounds them to 16 bits anyway (``-m16`` variants), the input's 16-bit dtype; then the
+``W``/``U`` products also take 16-bit operands, as the tensor cores' full rate allows. ``A`` and the
+inverse itself are always computed in fp32.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import torch
 import triton
 import triton.language as tl
 
+from dnprof.kernels.chunk_common import dot32
 from dnprof.kernels.launch import launch
 
 
@@ -108,9 +111,13 @@ def _inverse(G, b_beta, BT: tl.constexpr, PREC: tl.constexpr):
 
 @triton.jit
 def _apply_wy(k, v, beta, b_x, W, U, i_h, t0, eos, H, K: tl.constexpr, V: tl.constexpr,
-              BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, PREC: tl.constexpr,
+              BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, WPREC: tl.constexpr,
               DO_W: tl.constexpr, DO_U: tl.constexpr):
-    """W = X diag(beta) K and U = X diag(beta) V for one chunk, tile by tile, from ``b_x`` in registers."""
+    """W = X diag(beta) K and U = X diag(beta) V for one chunk, tile by tile, from ``b_x`` in registers.
+
+    ``WPREC`` is the products' operand precision: ``tf32``/``ieee`` on fp32 operands, or ``bf16``/``fp16``
+    when ``W`` and ``U`` are stored in that dtype anyway (both operands rounded to it, fp32 accumulation).
+    """
     offs_t = t0 + tl.arange(0, BT)
     mask_t = offs_t < eos
     b_beta = tl.load(beta + offs_t * H + i_h, mask=mask_t, other=0.0).to(tl.float32)
@@ -120,20 +127,20 @@ def _apply_wy(k, v, beta, b_x, W, U, i_h, t0, eos, H, K: tl.constexpr, V: tl.con
             m = mask_t[:, None] & (offs_k[None, :] < K)
             off = (offs_t[:, None] * H + i_h) * K + offs_k[None, :]
             b_k = tl.load(k + off, mask=m, other=0.0).to(tl.float32) * b_beta[:, None]
-            tl.store(W + off, tl.dot(b_x, b_k, input_precision=PREC), mask=m)
+            tl.store(W + off, dot32(b_x, b_k, WPREC), mask=m)
     if DO_U:
         for i_v in range(0, tl.cdiv(V, BV)):
             offs_v = i_v * BV + tl.arange(0, BV)
             m = mask_t[:, None] & (offs_v[None, :] < V)
             off = (offs_t[:, None] * H + i_h) * V + offs_v[None, :]
             b_v = tl.load(v + off, mask=m, other=0.0).to(tl.float32) * b_beta[:, None]
-            tl.store(U + off, tl.dot(b_x, b_v, input_precision=PREC), mask=m)
+            tl.store(U + off, dot32(b_x, b_v, WPREC), mask=m)
 
 
 @triton.jit
 def wy_inverse_kernel(k, v, beta, X, W, U, chunk_start, chunk_end, H, K: tl.constexpr, V: tl.constexpr,
                       BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, PREC: tl.constexpr,
-                      FUSE_WU: tl.constexpr, STORE_X: tl.constexpr):
+                      WPREC: tl.constexpr, FUSE_WU: tl.constexpr, STORE_X: tl.constexpr):
     """One program per (chunk, head): A, its inverse X (stored once, when a backward or the split
     ``wy_apply_kernel`` needs it), and (when fused) W and U."""
     c = tl.program_id(0)
@@ -147,14 +154,14 @@ def wy_inverse_kernel(k, v, beta, X, W, U, chunk_start, chunk_end, H, K: tl.cons
     rows = tl.arange(0, BT)
     if STORE_X:
         x_base = X + (c * H + i_h).to(tl.int64) * BT * BT
-        tl.store(x_base + rows[:, None] * BT + rows[None, :], b_x)
+        tl.store(x_base + rows[:, None] * BT + rows[None, :], b_x.to(X.dtype.element_ty))
     if FUSE_WU:
-        _apply_wy(k, v, beta, b_x, W, U, i_h, t0, eos, H, K, V, BT, BK, BV, PREC, True, True)
+        _apply_wy(k, v, beta, b_x, W, U, i_h, t0, eos, H, K, V, BT, BK, BV, WPREC, True, True)
 
 
 @triton.jit
 def wy_apply_kernel(k, v, beta, X, W, U, chunk_start, chunk_end, H, K: tl.constexpr, V: tl.constexpr,
-                    BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, PREC: tl.constexpr,
+                    BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, WPREC: tl.constexpr,
                     DO_W: tl.constexpr, DO_U: tl.constexpr):
     """One program per (chunk, head): W and/or U from a stored X."""
     c = tl.program_id(0)
@@ -163,29 +170,38 @@ def wy_apply_kernel(k, v, beta, X, W, U, chunk_start, chunk_end, H, K: tl.conste
     eos = tl.load(chunk_end + c).to(tl.int64)
     rows = tl.arange(0, BT)
     x_base = X + (c * H + i_h).to(tl.int64) * BT * BT
-    b_x = tl.load(x_base + rows[:, None] * BT + rows[None, :])
-    _apply_wy(k, v, beta, b_x, W, U, i_h, t0, eos, H, K, V, BT, BK, BV, PREC, DO_W, DO_U)
+    b_x = tl.load(x_base + rows[:, None] * BT + rows[None, :]).to(tl.float32)
+    _apply_wy(k, v, beta, b_x, W, U, i_h, t0, eos, H, K, V, BT, BK, BV, WPREC, DO_W, DO_U)
+
+
+def _store_prec(prec: str, dtype: torch.dtype) -> str:
+    """Operand precision of the ``W``/``U`` products: the storage dtype's when it is 16-bit, else ``prec``."""
+    return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, prec)
 
 
 def wy_forward(k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor, chunk_start: torch.Tensor,
                chunk_end: torch.Tensor, BT: int, BK: int, BV: int, fuse: bool, prec: str,
                num_warps: int, num_stages: int, wu_dtype: torch.dtype = torch.float32, keep_x: bool = True,
                ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
-    """X [n_chunks, H, C, C] (fp32), W [T, H, K], U [T, H, V] (``wu_dtype``) for flattened ``[T, H, D]`` inputs.
+    """X [n_chunks, H, C, C], W [T, H, K], U [T, H, V] for flattened ``[T, H, D]`` inputs.
 
-    ``keep_x=False`` (a forward no backward follows) returns no X and, with ``fuse``, never writes it.
+    With a 16-bit ``wu_dtype`` the ``W``/``U`` products take 16-bit operands and ``X`` is stored in
+    that dtype too: every later product that reads them rounds them to it anyway. Otherwise all
+    three are fp32 and the products run at ``prec``. ``keep_x=False`` (a forward no backward
+    follows) returns no X and, with ``fuse``, never writes it.
     """
     T, H, K = k.shape
     V = v.shape[-1]
     NC = chunk_start.numel()
     store_x = keep_x or not fuse
-    X = torch.empty((NC, H, BT, BT) if store_x else (1,), dtype=torch.float32, device=k.device)
+    wprec = _store_prec(prec, wu_dtype)
+    X = torch.empty((NC, H, BT, BT) if store_x else (1,), dtype=wu_dtype, device=k.device)
     W = torch.empty(T, H, K, dtype=wu_dtype, device=k.device)
     U = torch.empty(T, H, V, dtype=wu_dtype, device=k.device)
     launch(wy_inverse_kernel, (NC, H), k, v, beta, X, W, U, chunk_start, chunk_end, H, K, V, BT, BK, BV, prec,
-           fuse, store_x, num_warps=num_warps, num_stages=num_stages)
+           wprec, fuse, store_x, num_warps=num_warps, num_stages=num_stages)
     if not fuse:
-        launch(wy_apply_kernel, (NC, H), k, v, beta, X, W, U, chunk_start, chunk_end, H, K, V, BT, BK, BV, prec,
+        launch(wy_apply_kernel, (NC, H), k, v, beta, X, W, U, chunk_start, chunk_end, H, K, V, BT, BK, BV, wprec,
                True, True, num_warps=num_warps, num_stages=num_stages)
     return (X if keep_x else None), W, U
 
@@ -198,6 +214,6 @@ def wy_recompute_w(k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor, X: torc
     V = v.shape[-1]
     NC = chunk_start.numel()
     W = torch.empty(T, H, K, dtype=w_dtype, device=k.device)
-    launch(wy_apply_kernel, (NC, H), k, v, beta, X, W, W, chunk_start, chunk_end, H, K, V, BT, BK, BV, prec,
-           True, False, num_warps=num_warps, num_stages=num_stages)
+    launch(wy_apply_kernel, (NC, H), k, v, beta, X, W, W, chunk_start, chunk_end, H, K, V, BT, BK, BV,
+           _store_prec(prec, w_dtype), True, False, num_warps=num_warps, num_stages=num_stages)
     return W

@@ -148,7 +148,7 @@ def _forward(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, scale: float, h0: Te
     )
     if not cfg.fuse_output:
         launch(
-            fwd_output_kernel, (tables.n_chunks, H, triton.cdiv(V, BV)),
+            fwd_output_kernel, (tables.n_chunks * triton.cdiv(V, BV), H),
             q, k, Hs, Vn, o, tables.chunk_start, tables.chunk_end, scale, H, K, V, BT, BK, BV, dprec,
             num_warps=nw, num_stages=ns,
         )
@@ -193,7 +193,7 @@ def _backward(q, k, v, beta, scale, X, Hs, Vn, W, do, dht, tables: _ChunkTables,
         T, H, K, V, BT, BK, BV, dprec, num_warps=nw, num_stages=ns,
     )
     launch(
-        bwd_chunk_k_kernel, (tables.n_chunks, H, NKT),
+        bwd_chunk_k_kernel, (tables.n_chunks * NKT, H),
         q, k, beta, X, S, Hs, dHs, Vn, dVn, do, dq, dk, dbeta_parts, tables.chunk_start, tables.chunk_end,
         scale, T, H, K, V, BT, BK, BV, dprec, num_warps=nw, num_stages=ns,
     )

@@ -164,14 +164,17 @@ def bwd_chunk_v_kernel(k, v, beta, X, S, Hs, Vn, dVn, do, dv, dbeta_parts, chunk
 def bwd_chunk_k_kernel(q, k, beta, X, S, Hs, dHs, Vn, dVn, do, dq, dk, dbeta_parts, chunk_start, chunk_end,
                        scale, T, H, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
                        BV: tl.constexpr, PREC: tl.constexpr):
-    """One program per (chunk, head, K tile): that tile of dq and dk, and its part of dbeta.
+    """One program per (chunk and K tile, head): that tile of dq and dk, and its part of dbeta.
 
     Reads ``P`` and ``G`` from the scratch ``S`` written by :func:`bwd_chunk_v_kernel`.
     """
-    c = tl.program_id(0)
+    # Chunk-major program ids: the K tiles of one chunk run side by side and share its dO, Vn and
+    # dVn tiles in L2 (with the tile index on a grid axis of its own they ran NC * H programs apart).
+    NKT: tl.constexpr = (K + BK - 1) // BK
+    c = tl.program_id(0) // NKT
+    i_k = tl.program_id(0) % NKT
     i_h = tl.program_id(1)
-    i_k = tl.program_id(2)
-    NC = tl.num_programs(0).to(tl.int64)
+    NC = (tl.num_programs(0) // NKT).to(tl.int64)
     t0, eos, offs_t, mask_t, b_beta = _chunk_rows(chunk_start, chunk_end, c, beta, i_h, H, BT)
     p_ptrs = _cc_ptrs(S, c, i_h, H, BT)
     k0 = i_k * BK

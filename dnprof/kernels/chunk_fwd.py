@@ -98,10 +98,14 @@ def fwd_state_kernel(q, k, W, U, h0, Hs, Vn, o, ht, seq_start, seq_chunk0, max_c
 @triton.jit
 def fwd_output_kernel(q, k, Hs, Vn, o, chunk_start, chunk_end, scale, H, K: tl.constexpr, V: tl.constexpr,
                       BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, PREC: tl.constexpr):
-    """One program per (chunk, head, V block): ``O = scale (Q h + tril(Q K^T) Vn)`` from stored h and Vn."""
-    c = tl.program_id(0)
+    """One program per (chunk and V block, head): ``O = scale (Q h + tril(Q K^T) Vn)`` from stored h and Vn.
+
+    Chunk-major program ids: the V blocks of one chunk run side by side and share its Q and K tiles in L2.
+    """
+    NVB: tl.constexpr = (V + BV - 1) // BV
+    c = tl.program_id(0) // NVB
     i_h = tl.program_id(1)
-    v0 = tl.program_id(2) * BV
+    v0 = (tl.program_id(0) % NVB) * BV
     t0 = tl.load(chunk_start + c).to(tl.int64)
     eos = tl.load(chunk_end + c).to(tl.int64)
     rows = tl.arange(0, BT)

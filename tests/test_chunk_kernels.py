@@ -1,8 +1,9 @@
 """The chunkwise Triton kernels (forward and backward) against the float64 references.
 
 On a machine without a GPU these run through the Triton interpreter (tests/conftest.py sets
-TRITON_INTERPRET=1), so shapes stay small; fp32 and fp16 only (bf16 dots are wrong in the
-interpreter; bf16 is covered by tests/gpu/test_chunk_gpu.py).
+TRITON_INTERPRET=1), so shapes stay small. bf16 runs too: dnprof.kernels.interpreter_compat makes
+the interpreter's bf16 products and rounding match the GPU's (tests/gpu/test_chunk_gpu.py covers
+bf16 at full size on the GPU).
 """
 
 from __future__ import annotations
@@ -65,6 +66,20 @@ def test_16bit_dot_operands_fp16_against_float64(device, cfg):
     exact = verify_delta_kernel(functools.partial(chunk_delta_rule, config=dataclasses.replace(cfg, dot_operands="fp32")),
                                 1, 70, 2, 32, 16, dtype=torch.float16, device=device, reference="recurrent")
     assert res.errors["o"] != exact.errors["o"]  # the 16-bit path really ran
+
+
+@pytest.mark.parametrize("fuse_output", [False, True], ids=["os", "of"])
+@pytest.mark.parametrize("chunk_size", [64, 128])
+def test_bf16_default_family_against_float64(device, chunk_size, fuse_output):
+    """The default variants for bf16 (16-bit X, W, U, Vn, dVn and states), every output and gradient."""
+    cfg = dataclasses.replace(ChunkConfig.default_for(32, 32, chunk_size, torch.bfloat16), fuse_output=fuse_output)
+    assert cfg.dot_operands == "input" and cfg.state_dtype == "bf16"
+    kernel = functools.partial(chunk_delta_rule, config=cfg)
+    res = verify_delta_kernel(kernel, 1, chunk_size + 37, 2, 32, 32, dtype=torch.bfloat16, device=device,
+                              reference="recurrent")
+    assert set(res.errors) == {"o", "ht", "dq", "dk", "dv", "dbeta", "dh0"}
+    assert res.passed, res.errors
+    assert max(res.errors.values()) > 1e-4  # bf16 rounding really happened (an fp32 path would be ~1e-6)
 
 
 def test_16bit_dot_operands_are_ignored_for_fp32_inputs(device):

@@ -1,7 +1,8 @@
 """The fused recurrent Triton kernels against float64 autograd through the recurrent reference.
 
 On a CPU machine the kernels run through the Triton interpreter (conftest sets TRITON_INTERPRET),
-so shapes stay small; fp32 and fp16 inputs only (bf16 is checked on the GPU).
+so shapes stay small; fp32, fp16 and bf16 inputs (bf16 through dnprof.kernels.interpreter_compat;
+long bf16 sequences are checked on the GPU).
 """
 
 from __future__ import annotations
@@ -82,6 +83,7 @@ CASES = [
                  id="mixed-bv32-bbv8"),
     pytest.param(1, 40, 1, 16, 32, torch.float16, R(BV=32, num_warps=2, bwd_BV=32, bwd_num_warps=1, checkpoint=64),
                  id="fp16-bv32"),
+    pytest.param(1, 33, 2, 32, 32, torch.bfloat16, None, id="bf16-default"),
 ]
 
 

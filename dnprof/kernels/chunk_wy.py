@@ -21,9 +21,10 @@ value and beta tiles (no load address depends on a computed value) and writes ``
 Layouts: tokens are flattened over the batch (``[T_total, H, D]``), ``X`` is chunk-major
 ``[n_chunks, H, C, C]`` (full ``C x C``, zeros above the diagonal, identity rows past the end
 of a sequence), ``W``/``U`` are ``[T_total, H, K|V]``. All three are fp32, or, when every later
-product rounds them to 16 bits anyway (``-m16`` variants), the input's 16-bit dtype; then the
-``W``/``U`` products also take 16-bit operands, as the tensor cores' full rate allows. ``A`` and the
-inverse itself are always computed in fp32.
+product rounds them to 16 bits anyway (``-m16`` variants), the input's 16-bit dtype (``X`` only
+with the fused launch); then the ``W``/``U`` products run on 16-bit operands at the tensor cores'
+full rate, with ``X diag(beta)`` split in two 16-bit parts so that they stay as accurate as tf32.
+``A`` and the inverse itself are always computed in fp32.
 """
 
 from __future__ import annotations
@@ -115,26 +116,44 @@ def _apply_wy(k, v, beta, b_x, W, U, i_h, t0, eos, H, K: tl.constexpr, V: tl.con
               DO_W: tl.constexpr, DO_U: tl.constexpr):
     """W = X diag(beta) K and U = X diag(beta) V for one chunk, tile by tile, from ``b_x`` in registers.
 
-    ``WPREC`` is the products' operand precision: ``tf32``/``ieee`` on fp32 operands, or ``bf16``/``fp16``
-    when ``W`` and ``U`` are stored in that dtype anyway (both operands rounded to it, fp32 accumulation).
+    ``WPREC`` ``tf32``/``ieee``: fp32 operands. ``bf16``/``fp16`` (``W`` and ``U`` stored in that
+    dtype): ``X diag(beta)`` is split into a 16-bit high part and the 16-bit rounding of its
+    remainder, and each multiplies the raw 16-bit key / value tile, which is exact in that dtype. Two
+    full-rate 16-bit products per tile then carry about 16 mantissa bits of ``X diag(beta)``, more
+    than tf32's 10, where rounding ``X`` and ``beta K`` to 16 bits each would add two roundings the
+    size of the stored result's own.
     """
     offs_t = t0 + tl.arange(0, BT)
     mask_t = offs_t < eos
     b_beta = tl.load(beta + offs_t * H + i_h, mask=mask_t, other=0.0).to(tl.float32)
+    SPLIT: tl.constexpr = WPREC == "bf16" or WPREC == "fp16"
+    if SPLIT:
+        dt = tl.bfloat16 if WPREC == "bf16" else tl.float16
+        b_xb = b_x * b_beta[None, :]
+        x_hi = b_xb.to(dt)
+        x_lo = (b_xb - x_hi.to(tl.float32)).to(dt)
     if DO_W:
         for i_k in range(0, tl.cdiv(K, BK)):
             offs_k = i_k * BK + tl.arange(0, BK)
             m = mask_t[:, None] & (offs_k[None, :] < K)
             off = (offs_t[:, None] * H + i_h) * K + offs_k[None, :]
-            b_k = tl.load(k + off, mask=m, other=0.0).to(tl.float32) * b_beta[:, None]
-            tl.store(W + off, dot32(b_x, b_k, WPREC), mask=m)
+            b_k = tl.load(k + off, mask=m, other=0.0)
+            if SPLIT:
+                b_w = tl.dot(x_lo, b_k.to(dt), tl.dot(x_hi, b_k.to(dt)))
+            else:
+                b_w = dot32(b_x, b_k.to(tl.float32) * b_beta[:, None], WPREC)
+            tl.store(W + off, b_w, mask=m)
     if DO_U:
         for i_v in range(0, tl.cdiv(V, BV)):
             offs_v = i_v * BV + tl.arange(0, BV)
             m = mask_t[:, None] & (offs_v[None, :] < V)
             off = (offs_t[:, None] * H + i_h) * V + offs_v[None, :]
-            b_v = tl.load(v + off, mask=m, other=0.0).to(tl.float32) * b_beta[:, None]
-            tl.store(U + off, dot32(b_x, b_v, WPREC), mask=m)
+            b_v = tl.load(v + off, mask=m, other=0.0)
+            if SPLIT:
+                b_u = tl.dot(x_lo, b_v.to(dt), tl.dot(x_hi, b_v.to(dt)))
+            else:
+                b_u = dot32(b_x, b_v.to(tl.float32) * b_beta[:, None], WPREC)
+            tl.store(U + off, b_u, mask=m)
 
 
 @triton.jit
@@ -185,17 +204,19 @@ def wy_forward(k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor, chunk_start
                ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
     """X [n_chunks, H, C, C], W [T, H, K], U [T, H, V] for flattened ``[T, H, D]`` inputs.
 
-    With a 16-bit ``wu_dtype`` the ``W``/``U`` products take 16-bit operands and ``X`` is stored in
-    that dtype too: every later product that reads them rounds them to it anyway. Otherwise all
-    three are fp32 and the products run at ``prec``. ``keep_x=False`` (a forward no backward
-    follows) returns no X and, with ``fuse``, never writes it.
+    With a 16-bit ``wu_dtype`` the ``W``/``U`` products take 16-bit operands (split in two, see
+    :func:`_apply_wy`) and, with ``fuse``, ``X`` is stored in that dtype too: only the backward reads
+    it then, and its products round it to that dtype anyway. The split launch keeps ``X`` in fp32,
+    as its ``W``/``U`` products read it. ``keep_x=False`` (a forward no backward follows) returns no X
+    and, with ``fuse``, never writes it.
     """
     T, H, K = k.shape
     V = v.shape[-1]
     NC = chunk_start.numel()
     store_x = keep_x or not fuse
     wprec = _store_prec(prec, wu_dtype)
-    X = torch.empty((NC, H, BT, BT) if store_x else (1,), dtype=wu_dtype, device=k.device)
+    x_dtype = wu_dtype if fuse else torch.float32
+    X = torch.empty((NC, H, BT, BT) if store_x else (1,), dtype=x_dtype, device=k.device)
     W = torch.empty(T, H, K, dtype=wu_dtype, device=k.device)
     U = torch.empty(T, H, V, dtype=wu_dtype, device=k.device)
     launch(wy_inverse_kernel, (NC, H), k, v, beta, X, W, U, chunk_start, chunk_end, H, K, V, BT, BK, BV, prec,

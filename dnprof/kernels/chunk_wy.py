@@ -127,6 +127,8 @@ def _apply_wy(k, v, beta, b_x, W, U, i_h, t0, eos, H, K: tl.constexpr, V: tl.con
     mask_t = offs_t < eos
     b_beta = tl.load(beta + offs_t * H + i_h, mask=mask_t, other=0.0).to(tl.float32)
     SPLIT: tl.constexpr = WPREC == "bf16" or WPREC == "fp16"
+    x_hi = b_x
+    x_lo = b_x
     if SPLIT:
         dt = tl.bfloat16 if WPREC == "bf16" else tl.float16
         b_xb = b_x * b_beta[None, :]
@@ -134,26 +136,25 @@ def _apply_wy(k, v, beta, b_x, W, U, i_h, t0, eos, H, K: tl.constexpr, V: tl.con
         x_lo = (b_xb - x_hi.to(tl.float32)).to(dt)
     if DO_W:
         for i_k in range(0, tl.cdiv(K, BK)):
-            offs_k = i_k * BK + tl.arange(0, BK)
-            m = mask_t[:, None] & (offs_k[None, :] < K)
-            off = (offs_t[:, None] * H + i_h) * K + offs_k[None, :]
-            b_k = tl.load(k + off, mask=m, other=0.0)
-            if SPLIT:
-                b_w = tl.dot(x_lo, b_k.to(dt), tl.dot(x_hi, b_k.to(dt)))
-            else:
-                b_w = dot32(b_x, b_k.to(tl.float32) * b_beta[:, None], WPREC)
-            tl.store(W + off, b_w, mask=m)
+            _wy_tile(k, W, b_x, x_hi, x_lo, b_beta, offs_t, mask_t, i_h, H, K, i_k * BK, BK, WPREC, SPLIT)
     if DO_U:
         for i_v in range(0, tl.cdiv(V, BV)):
-            offs_v = i_v * BV + tl.arange(0, BV)
-            m = mask_t[:, None] & (offs_v[None, :] < V)
-            off = (offs_t[:, None] * H + i_h) * V + offs_v[None, :]
-            b_v = tl.load(v + off, mask=m, other=0.0)
-            if SPLIT:
-                b_u = tl.dot(x_lo, b_v.to(dt), tl.dot(x_hi, b_v.to(dt)))
-            else:
-                b_u = dot32(b_x, b_v.to(tl.float32) * b_beta[:, None], WPREC)
-            tl.store(U + off, b_u, mask=m)
+            _wy_tile(v, U, b_x, x_hi, x_lo, b_beta, offs_t, mask_t, i_h, H, V, i_v * BV, BV, WPREC, SPLIT)
+
+
+@triton.jit
+def _wy_tile(src, dst, b_x, x_hi, x_lo, b_beta, offs_t, mask_t, i_h, H, D: tl.constexpr, d0, BD: tl.constexpr,
+             WPREC: tl.constexpr, SPLIT: tl.constexpr):
+    """One ``[BT, BD]`` tile of ``dst = X diag(beta) src`` (see :func:`_apply_wy` for the two precisions)."""
+    offs_d = d0 + tl.arange(0, BD)
+    m = mask_t[:, None] & (offs_d[None, :] < D)
+    off = (offs_t[:, None] * H + i_h) * D + offs_d[None, :]
+    b_s = tl.load(src + off, mask=m, other=0.0)
+    if SPLIT:
+        b_s = b_s.to(x_hi.dtype)
+        tl.store(dst + off, tl.dot(x_lo, b_s, tl.dot(x_hi, b_s)), mask=m)
+    else:
+        tl.store(dst + off, dot32(b_x, b_s.to(tl.float32) * b_beta[:, None], WPREC), mask=m)
 
 
 @triton.jit

@@ -94,3 +94,13 @@ def test_default_is_the_16bit_family_only_for_16bit_inputs(dtype, dots, states):
     cfg = ChunkConfig.default_for(128, 128, dtype=dtype)
     assert (cfg.dot_operands, cfg.state_dtype) == (dots, states)
     assert (cfg.chunk_size, cfg.BK, cfg.BV) == (64, 64, 64)
+
+
+@pytest.mark.parametrize("K, dtype, fused", [(64, "bf16", True), (128, "fp16", True), (256, "bf16", False),
+                                             (128, "fp32", False), (128, None, False)])
+def test_forward_default_fuses_the_output_for_16bit_up_to_128(K, dtype, fused):
+    fwd = ChunkConfig.default_for(K, K, dtype=dtype, mode="fwd")
+    assert fwd.fuse_output is fused
+    # nothing is stored in a fused forward: the space keeps its fp32-state twin, so the default is that one
+    assert fwd.state_dtype == ("fp32" if fused else ChunkConfig.default_for(K, K, dtype=dtype).state_dtype)
+    assert ChunkConfig.default_for(K, K, dtype=dtype, mode="fwdbwd") == ChunkConfig.default_for(K, K, dtype=dtype)

@@ -184,9 +184,14 @@ def test_fp16_output_dtype_and_fp32_state(device):
 
 
 def test_select_config_without_a_gpu_is_the_default():
-    cfg = select_config(128, 64, 4096, torch.bfloat16, "fwd")
+    cfg = select_config(128, 64, 4096, torch.bfloat16, "fwdbwd")
     assert cfg == ChunkConfig.default_for(128, 64, dtype=torch.bfloat16)
     assert (cfg.dot_operands, cfg.state_dtype) == ("input", "bf16")  # 16-bit inputs: the 16-bit family
+    assert not cfg.fuse_output
+    fwd = select_config(128, 64, 4096, torch.bfloat16, "fwd")
+    assert fwd == ChunkConfig.default_for(128, 64, dtype=torch.bfloat16, mode="fwd")
+    assert fwd.fuse_output and fwd.dot_operands == "input"  # a 16-bit forward at D <= 128: output in the state loop
+    assert not select_config(256, 256, 4096, torch.bfloat16, "fwd").fuse_output  # at D = 256 it lost
     assert select_config(128, 64, 4096, torch.float32, "fwd").dot_operands == "fp32"
     assert select_config(64, 64, 4096, torch.bfloat16, "fwd", chunk_size=128).chunk_size == 128
 

@@ -136,3 +136,10 @@ def test_cli_list_works_without_a_gpu():
         assert word in out.output
     out = CliRunner().invoke(main, ["tune", "--list", "--head-dim", "512"])
     assert out.exit_code == 2 and "not supported" in out.output
+
+
+def test_forward_space_keeps_and_leads_with_the_fused_forward_default():
+    space = generate_space(128, 128, "bf16", PROFILES["h100"], ("chunk",), mode="fwd")
+    default = space.defaults["chunk"]
+    assert default.config.fuse_output and default in space.kept
+    assert space.ordered("chunk")[0] == default

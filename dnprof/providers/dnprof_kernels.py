@@ -76,7 +76,7 @@ def select_config(shape: Shape, mode: str, chunk_size: int | None = None) -> tup
         from dnprof.variants.selection import select_chunk_config
     except ImportError:
         cls = _chunk_config_cls()
-        cfg = cls.default_for(shape.K, shape.V, 64 if chunk_size is None else chunk_size, shape.dtype)
+        cfg = cls.default_for(shape.K, shape.V, 64 if chunk_size is None else chunk_size, shape.dtype, mode)
         return cfg, "default"
     if chunk_size is None:
         return select_chunk_config(shape.K, shape.V, shape.T, shape.dtype, mode)

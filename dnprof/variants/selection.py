@@ -11,7 +11,7 @@
   the shipped file is regenerated with each release and an editable checkout would otherwise never
   use it. Every config was verified against float64 when measured; a different Triton minor is not
   trusted because Triton's mis-compiles (see the guide) change between minors.
-- ``"default"``: ``ChunkConfig.default_for(K, V, chunk_size, dtype)``.
+- ``"default"``: ``ChunkConfig.default_for(K, V, chunk_size, dtype, mode)``.
 
 Within a source the exact mode and sequence bucket are preferred; otherwise the same source's
 entry for the other mode (a fwd+bwd winner is a sound forward choice), then the nearest bucket.
@@ -174,16 +174,17 @@ def _select(family: str, K: int, V: int, T: int, dtype: Any, mode: str, *, gpu: 
                 result = (cfg, source)
                 break
         if result is None:
-            result = (_default(family, int(K), int(V), chunk_size, dt), "default")
+            result = (_default(family, int(K), int(V), chunk_size, dt, mode), "default")
         _cache[ck] = result
         return result
 
 
-def _default(family: str, K: int, V: int, chunk_size: int | None = None, dtype: Any = None) -> Any:
+def _default(family: str, K: int, V: int, chunk_size: int | None = None, dtype: Any = None,
+             mode: str | None = None) -> Any:
     if family == "chunk":
         from dnprof.variants.chunk_config import ChunkConfig
 
-        return ChunkConfig.default_for(K, V, 64 if chunk_size is None else chunk_size, dtype)
+        return ChunkConfig.default_for(K, V, 64 if chunk_size is None else chunk_size, dtype, mode)
     from dnprof.variants.recurrent_config import RecurrentConfig
 
     return RecurrentConfig.default_for(K, V)

@@ -175,7 +175,8 @@ class Space:
             cls = _config_classes(family)
             for c in sorted({k.config.chunk_size for k in kept}, key=lambda c: (c != 128, -c)):
                 try:
-                    cand = Candidate(family, cls.default_for(self.K, self.V, chunk_size=c, dtype=self.dtype))
+                    cand = Candidate(family, cls.default_for(self.K, self.V, chunk_size=c, dtype=self.dtype,
+                                                             mode=self.mode))
                 except ValueError:
                     continue
                 if cand in kept_set and cand not in anchors:
@@ -237,7 +238,7 @@ def generate_space(K: int, V: int, dtype: str, limits: DeviceLimits, families: I
             choices["chunk_size"] = sizes
         try:
             default = cls.default_for(K, V) if fam == "recurrent" else cls.default_for(
-                K, V, chunk_size=64 if sizes is None or 64 in sizes else sizes[0], dtype=dtype)
+                K, V, chunk_size=64 if sizes is None or 64 in sizes else sizes[0], dtype=dtype, mode=mode)
             space.defaults[fam] = Candidate(fam, default)
         except ValueError:
             pass

@@ -14,6 +14,8 @@ import click
 from rich.console import Console
 from rich.text import Text
 
+from dnprof.cli.console import make_console
+
 MODES = ("fwd", "fwdbwd")
 #: Elements (B * T * H * D) above which a CPU run gets a "this will be slow" hint.
 CPU_LARGE = 2**20
@@ -167,9 +169,7 @@ def command(ctx: click.Context, seq_len: str, head_dim: str, heads: int | None, 
                           "(with TRITON_INTERPRET=1 for dnprof's kernels) for a small CPU run")
 
     table_mode = fmt == "table"
-    console = Console(stderr=not table_mode)
-    if not console.is_terminal:  # piped to a file or a log: no terminal width to fit, use a readable one
-        console = Console(stderr=not table_mode, width=160)
+    console = make_console(stderr=not table_mode)
     if device == "cpu":
         from dnprof.kernels.validation import interpreter_enabled
 

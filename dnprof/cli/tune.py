@@ -21,6 +21,8 @@ import click
 from rich.console import Console, Group
 from rich.table import Table
 
+from dnprof.cli.console import make_console
+
 FAMILY_CHOICES = ("chunk", "recurrent", "all")
 DTYPES = ("bf16", "fp16", "fp32")
 #: Results-file status of each tuner failure type (the precise type goes to ``extra["failure"]``).
@@ -328,7 +330,7 @@ def command(ctx: click.Context, head_dim, key_dim, value_dim, seq_len, batch, to
     """Find the fastest verified kernel variant for this GPU and shape, and remember it."""
     if ctx.invoked_subcommand is not None:
         return
-    console = Console()
+    console = make_console()
     K, V = _dims(head_dim, key_dim, value_dim)
     has_cuda = _has_cuda()
     device = device or "cuda"
@@ -475,7 +477,7 @@ def show(db_path: Path | None, show_stale: bool) -> None:
     """Table of the best config per key in the tuning database(s)."""
     from dnprof.variants.db import kernel_source_hash, triton_version
 
-    console = Console()
+    console = make_console()
     dbs = _all_dbs(db_path)
     if not dbs:
         console.print("no tuning database yet: run dnprof tune")

@@ -6,8 +6,9 @@ import math
 import os
 
 import click
-from rich.console import Console
 from rich.table import Table
+
+from dnprof.cli.console import make_console
 
 _DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 _KEYS = ("o", "ht", "dq", "dk", "dv", "dbeta", "dh0")
@@ -80,9 +81,7 @@ def _fmt(err: float | None, tol: float) -> str:
 @click.option("--seed", type=int, default=0, show_default=True)
 def command(head_dim, seq_len, chunk_size, dtype, variants, device, batch, heads, mode, seed) -> None:
     """Run every selected chunk variant and the recurrent kernel against float64; exit 1 on any failure."""
-    console = Console()
-    if not console.is_terminal:  # piped or captured: do not wrap the table at 80 columns
-        console = Console(width=200)
+    console = make_console()
     device = device or ("cuda" if _cuda_available() else "cpu")
     if device == "cuda" and not _cuda_available():
         raise click.UsageError("--device cuda: no CUDA GPU is visible on this machine (use --device cpu)")

@@ -176,6 +176,7 @@ def test_cli_cpu_run_table(tmp_path):
         (["--heads", "2", "--model-dim", "64"], "--heads"),
         (["--batch", "1", "--tokens", "64"], "--batch"),
         (["--baseline", "nope"], "--baseline"),
+        (["--jobs", "-1"], "--jobs"),
     ],
 )
 def test_bad_options_exit_2_naming_the_option(args, option):

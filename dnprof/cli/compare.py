@@ -100,11 +100,15 @@ def _command_line(ctx: click.Context) -> str:
 @click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None, metavar="[ADDRESS]",
               help="Run each provider x shape x mode as a Ray task on one GPU of the cluster at ADDRESS (no "
                    "ADDRESS: a local Ray instance using every local GPU). Needs pip install 'dnprof[ray]'.")
+@click.option("--jobs", "-j", type=int, default=None,
+              help="Worker processes that compile dnprof's kernel variants before anything is timed "
+                   "(default min(8, CPUs) on a GPU; 0 = compile at first launch, in the timed process).")
 @click.pass_context
 def command(ctx: click.Context, seq_len: str, head_dim: str, heads: int | None, model_dim: int | None,
             batch: int | None, tokens: int | None, mode: str, dtype: str | None, providers: str | None,
             baseline: str | None, output: Path | None, fmt: str, device: str, verify_seq_len: int | None,
-            warmup: float, rep: float, seed: int, list_providers: bool, ray_address: str | None) -> None:
+            warmup: float, rep: float, seed: int, list_providers: bool, ray_address: str | None,
+            jobs: int | None) -> None:
     """Time dnprof's DeltaNet kernels against fla-core, FlashAttention and GLA, each verified first.
 
     Every provider is checked against a float64 reference at each shape; one that fails is
@@ -126,6 +130,8 @@ def command(ctx: click.Context, seq_len: str, head_dim: str, heads: int | None, 
     if bad or not modes:
         raise OptionError(f"--mode: expected fwd, fwdbwd or fwd,fwdbwd, got {mode!r}")
     modes = list(dict.fromkeys(modes))
+    if jobs is not None and jobs < 0:
+        raise OptionError(f"--jobs: expected 0 or more worker processes, got {jobs}")
     if heads is not None and model_dim is not None:
         raise OptionError("--heads and --model-dim: give one of them, not both")
     if batch is not None and tokens is not None:
@@ -203,8 +209,24 @@ def command(ctx: click.Context, seq_len: str, head_dim: str, heads: int | None, 
     fp = fingerprint()
     output = output or default_output_path(fp)
     settings = registry.TaskSettings(seed=seed, warmup_ms=warmup, rep_ms=rep, verify_seq_len=verify_seq_len)
+    if device == "cuda":
+        _precompile(console, chosen, shapes, modes, jobs)
     title = f"dnprof compare on {fp['gpu']['name'] if fp.get('gpu') and device == 'cuda' else 'cpu'}"
     _run(ctx, console, chosen, shapes, modes, settings, baseline, output, fp, title, fmt)
+
+
+def _precompile(console: Console, chosen: list, shapes: list, modes: list[str], jobs: int | None) -> None:
+    """Compile dnprof's variants in worker processes first (see dnprof.bench.precompile); say what it did."""
+    from dnprof.bench.precompile import precompile
+    from dnprof.variants.tuner import default_jobs
+
+    n = default_jobs() if jobs is None else jobs
+    if n <= 0:
+        return
+    with console.status(f"compiling dnprof's kernel variants on {n} workers ..."):
+        summary = precompile(chosen, shapes, modes, n)
+    if summary.tasks:
+        console.print(Text(summary.line(), style="dim"))
 
 
 def _shapes(registry, head_dims: list[int], seq_lens: list[int], heads: int | None, model_dim: int | None,

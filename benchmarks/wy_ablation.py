@@ -110,5 +110,11 @@ def main(D: int, T: int = 4096, out: str | None = None) -> None:
 
 
 if __name__ == "__main__":
+    out_path = sys.argv[2] if len(sys.argv) > 2 else None
+    if out_path:  # the machine first, so the figures can be traced to a GPU and versions
+        from dnprof.bench.fingerprint import fingerprint
+
+        with open(out_path, "a") as fh:
+            fh.write(json.dumps({"fingerprint": fingerprint()}) + "\n")
     for D in [int(x) for x in sys.argv[1].split(",")]:
-        main(D, out=sys.argv[2] if len(sys.argv) > 2 else None)
+        main(D, out=out_path)

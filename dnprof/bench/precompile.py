@@ -83,10 +83,11 @@ def precompile(providers: Sequence[Any], shapes: Sequence[Any], modes: Sequence[
     ``compiler`` defaults to the tuner's :class:`~dnprof.variants.tuner.ParallelCompiler`, which runs
     one task per process so that a kernel that faults cannot take others down with it.
     """
+    if jobs <= 0:
+        return PrecompileSummary(jobs=jobs)
     tasks = compile_tasks(providers, shapes, modes)
     summary = PrecompileSummary(tasks=len(tasks), jobs=jobs)
-    if jobs <= 0 or not tasks:
-        summary.tasks = 0
+    if not tasks:
         return summary
     if compiler is None:
         from dnprof.variants.tuner import ParallelCompiler

@@ -317,4 +317,4 @@ def _list_providers(device: str) -> None:
                       Text("yes" if reason is None else f"no: {reason}"))
     table.add_row(registry.CHUNK_PREFIX + "<variant>", "deltanet", "a named chunk variant: c64, c128 or a full name",
                   "on request", "as dnprof-chunk")
-    Console().print(table)
+    make_console().print(table)

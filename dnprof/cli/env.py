@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import click
-from rich.console import Console
 from rich.table import Table
 
 from dnprof.bench.fingerprint import fingerprint
+from dnprof.cli.console import make_console
 
 
 @click.command("env")
@@ -19,7 +19,7 @@ def command(as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(fp, indent=2, sort_keys=True))
         return
-    console = Console()
+    console = make_console()
     table = Table(title="dnprof environment", show_header=False)
     table.add_column("what", style="bold")
     table.add_column("value")

@@ -6,7 +6,8 @@ Runs dnprof's forward and backward host code on CPU tensors with the launches in
 each launch for the target (default sm_90) with Triton's own compiler and ptxas, specialised as a
 launch with those arguments would be, and prints the shared memory each kernel needs at the
 pipelining depth ``dnprof.kernels.launch`` settles on, against the limit (232448 bytes per block
-on Hopper). Exit code 1 if a kernel does not fit even at one stage. Nothing runs on a device.
+on Hopper). Exit code 1 if a kernel does not fit even at the fewest stages its launch allows (one,
+or two for the serial kernels at BV <= 32). Nothing runs on a device.
 """
 
 from __future__ import annotations
@@ -40,11 +41,11 @@ def compile_like_a_launch(kernel, args, target, num_warps: int, num_stages: int)
 
 
 def captured_launches(cfg: ChunkConfig, K: int, V: int, dtype: torch.dtype, T: int, H: int):
-    """(kernel, args, num_warps, num_stages) of one forward + backward, captured instead of run."""
+    """(kernel, args, num_warps, num_stages, min_stages) of one forward + backward, captured instead of run."""
     calls = []
 
-    def capture(kernel, grid, *args, num_warps, num_stages):
-        calls.append((kernel, args, num_warps, num_stages))
+    def capture(kernel, grid, *args, num_warps, num_stages, min_stages=1):
+        calls.append((kernel, args, num_warps, num_stages, min_stages))
         return num_stages
 
     real = chunk.launch
@@ -72,15 +73,15 @@ def _configs(name: str, K: int, V: int, dtype: str) -> list[ChunkConfig]:
 def _check(cfg: ChunkConfig, D: int, Vd: int, dtype: torch.dtype, a: argparse.Namespace, target) -> int:
     """Print each kernel's shared memory at the depth that fits; return the largest."""
     worst = 0
-    for kernel, args, nw, ns in captured_launches(cfg, D, Vd, dtype, a.seq_len, max(1, 2048 // Vd)):
+    for kernel, args, nw, ns, least in captured_launches(cfg, D, Vd, dtype, a.seq_len, max(1, 2048 // Vd)):
         fitted = ns
         shared = compile_like_a_launch(kernel, args, target, nw, ns).metadata.shared
         first = shared
-        while shared > a.limit and fitted > 1:  # what dnprof.kernels.launch does on the GPU
+        while shared > a.limit and fitted > least:  # what dnprof.kernels.launch does on the GPU
             fitted -= 1
             shared = compile_like_a_launch(kernel, args, target, nw, fitted).metadata.shared
         worst = max(worst, shared)
-        flag = "ok" if shared <= a.limit else "OVER at one stage"
+        flag = "ok" if shared <= a.limit else f"OVER at {least} stage(s), the fewest it may run at"
         note = "" if fitted == ns else f" (s{ns} needs {first} B: launch lowers it to s{fitted})"
         print(f"D={D} {cfg.name} {kernel.fn.__name__:18s} w{nw} s{fitted}: {shared:7d} B {flag}{note}", flush=True)
     return worst

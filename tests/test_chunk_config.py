@@ -32,6 +32,23 @@ def test_hash_eq_and_name_round_trip():
         ChunkConfig(dot_operands="fp8").validate()
 
 
+def test_rec_tiling_names_and_validation():
+    auto = ChunkConfig(dot_operands="input", rec="auto")
+    assert auto.name == "c64-bk64-bv64-w4-s2-hfp32-wyf-os-m16-rauto" and ChunkConfig.from_name(auto.name) == auto
+    exp = ChunkConfig(rec="bv32w4s3")
+    assert exp.name == "c64-bk64-bv64-w4-s2-hfp32-wyf-os-rbv32w4s3" and ChunkConfig.from_name(exp.name) == exp
+    assert ChunkConfig.from_dict({"chunk_size": 64}).rec == "main"  # records from before the field: main tiling
+    for bad, match in (("fast", "rec must be one of"), ("bv48w4s3", "BV must be one of"),
+                       ("bv32w3s2", "warps one of"), ("bv256w4s2", "exceeds")):
+        with pytest.raises(ConfigError, match=match):
+            ChunkConfig(chunk_size=128, rec=bad).validate()
+    with pytest.raises(ConfigError, match="padded value head dim"):
+        ChunkConfig(BV=32, rec="bv64w4s2").validate(64, 32)
+    assert ChunkConfig.default_for(128, 128, 64, "bf16", "fwdbwd").rec == "auto"
+    assert ChunkConfig.default_for(128, 128, 128, "bf16", "fwdbwd").rec == "main"  # measured at C = 64 only
+    assert ChunkConfig.default_for(128, 128, 64, "fp32", "fwdbwd").rec == "main"
+
+
 def test_from_dict_rejects_unknown_keys():
     with pytest.raises(ConfigError, match="unknown ChunkConfig keys.*'bq'"):
         ChunkConfig.from_dict({"chunk_size": 64, "bq": 3})

@@ -48,6 +48,13 @@ def test_one_stage_that_still_overflows_raises():
     assert kernel.calls == [2, 1]
 
 
+def test_lowering_stops_at_min_stages():
+    kernel = FakeKernel("narrow_kernel", fits=1)
+    with pytest.raises(OutOfResources):
+        launch_mod.launch(kernel, (1,), torch.zeros(1), 32, num_warps=4, num_stages=3, min_stages=2)
+    assert kernel.calls == [3, 2]  # never compiled at one stage
+
+
 def test_other_errors_propagate_without_retry():
     kernel = FakeKernel("broken_kernel", fits=4, error=RuntimeError("illegal memory access"))
     with pytest.raises(RuntimeError, match="illegal"):

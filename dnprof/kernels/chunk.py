@@ -6,7 +6,9 @@ forward
     1. ``wy_inverse_kernel`` (chunk_wy.py), parallel over (chunk, head): ``A``, ``X = (I + A)^-1``
        and, with ``fuse_wy``, ``W`` and ``U``; otherwise ``wy_apply_kernel`` makes ``W``/``U``.
     2. ``fwd_state_kernel`` (chunk_fwd.py), sequential over chunks per (sequence, head, V block):
-       ``Vn = U - W h``, ``h += K^T Vn``; with ``fuse_output`` it also writes ``O``.
+       ``Vn = U - W h``, ``h += K^T Vn``; with ``fuse_output`` it also writes ``O``. The two serial
+       kernels (this one and ``bwd_dh_kernel``) launch at a tiling of their own, ``cfg.rec``
+       (recurrence_tiling.py).
     3. without ``fuse_output``: ``fwd_output_kernel``, parallel over chunks.
 backward
     1. ``wy_apply_kernel`` recomputes ``W`` from the saved ``X``, unless the forward kept ``W``
@@ -52,6 +54,7 @@ from dnprof.kernels.chunk_bwd import bwd_chunk_k_kernel, bwd_chunk_v_kernel, bwd
 from dnprof.kernels.chunk_fwd import fwd_output_kernel, fwd_state_kernel
 from dnprof.kernels.chunk_wy import wy_forward, wy_recompute_w
 from dnprof.kernels.launch import launch
+from dnprof.kernels.recurrence_tiling import Tiling, recurrence_tiling, sm_count
 from dnprof.kernels.validation import check_delta_inputs
 from dnprof.reference import l2norm
 from dnprof.variants.chunk_config import ChunkConfig, ConfigError, padded_dim
@@ -120,6 +123,48 @@ def _intermediate_dtype(dtype: torch.dtype, cfg: ChunkConfig) -> torch.dtype:
     return dtype if _dot_precision(dtype, cfg) in ("bf16", "fp16") else torch.float32
 
 
+def serial_tiling(cfg: ChunkConfig, kernel: str, q: Tensor, v: Tensor, tables: _ChunkTables) -> Tiling:
+    """The launch tiling of serial ``kernel`` (``fwd``/``bwd``) for these inputs (``cfg.rec``)."""
+    dev = q.device.index if q.is_cuda else None
+    if q.is_cuda and dev is None:
+        dev = torch.cuda.current_device()
+    return recurrence_tiling(cfg, kernel, q.shape[-1], v.shape[-1], tables.n_seqs * q.shape[1], sm_count(dev))
+
+
+def launch_state(q: Tensor, k: Tensor, W: Tensor, U: Tensor, h0: Tensor | None, Hs: Tensor, Vn: Tensor, o: Tensor,
+                 ht: Tensor | None, tables: _ChunkTables, scale: float, cfg: ChunkConfig, store_h: bool,
+                 store_vn: bool, tiling: Tiling) -> int:
+    """Launch the forward state recurrence at its own tiling (:func:`serial_tiling`); return the stages run.
+
+    The recurrence's V tiling is independent of the chunk-parallel kernels': it only decides how
+    many programs walk each sequence (``B * H * V / BV``) and what fits shared memory."""
+    T, H, K = q.shape
+    V = U.shape[-1]
+    BV = tiling.BV
+    return launch(
+        fwd_state_kernel, (tables.n_seqs, H, triton.cdiv(V, BV)),
+        q, k, W, U, h0 if h0 is not None else Hs, Hs, Vn, o, ht if ht is not None else Hs,
+        tables.seq_start, tables.seq_chunk0, tables.max_chunks, scale, H, K, V, cfg.chunk_size, cfg.BK, BV,
+        padded_dim(K) // cfg.BK, _dot_precision(q.dtype, cfg), h0 is not None, ht is not None, store_h, store_vn,
+        cfg.fuse_output, num_warps=tiling.num_warps, num_stages=tiling.num_stages, min_stages=tiling.min_stages,
+    )
+
+
+def launch_dh(q: Tensor, k: Tensor, W: Tensor, do: Tensor, dht: Tensor | None, dHs: Tensor, dVn: Tensor,
+              dh0: Tensor | None, tables: _ChunkTables, scale: float, cfg: ChunkConfig, tiling: Tiling) -> int:
+    """Launch the backward's reverse recurrence (dh', dVn, dh0) at its own tiling; return the stages run."""
+    T, H, K = q.shape
+    V = do.shape[-1]
+    BV = tiling.BV
+    return launch(
+        bwd_dh_kernel, (tables.n_seqs, H, triton.cdiv(V, BV)),
+        q, k, W, do, dht if dht is not None else dHs, dHs, dVn, dh0 if dh0 is not None else dHs,
+        tables.seq_start, tables.seq_chunk0, tables.max_chunks, scale, H, K, V, cfg.chunk_size, cfg.BK, BV,
+        padded_dim(K) // cfg.BK, _dot_precision(q.dtype, cfg), dht is not None, dh0 is not None,
+        num_warps=tiling.num_warps, num_stages=tiling.num_stages, min_stages=tiling.min_stages,
+    )
+
+
 def _forward(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, scale: float, h0: Tensor | None,
              tables: _ChunkTables, cfg: ChunkConfig, output_final_state: bool, save: bool):
     """Flattened ``[T, H, D]`` inputs -> (o, ht, X, Hs, Vn, W); Hs/Vn only when needed, W only when kept."""
@@ -138,14 +183,8 @@ def _forward(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, scale: float, h0: Te
     Vn = torch.empty(T if store_vn else 1, H, V, dtype=inter, device=dev)
     o = torch.empty(T, H, V, dtype=q.dtype, device=dev)
     ht = torch.empty(tables.n_seqs, H, K, V, dtype=torch.float32, device=dev) if output_final_state else None
-    NKS = padded_dim(K) // BK
-    grid = (tables.n_seqs, H, triton.cdiv(V, BV))
-    launch(
-        fwd_state_kernel, grid,
-        q, k, W, U, h0 if h0 is not None else Hs, Hs, Vn, o, ht if ht is not None else Hs,
-        tables.seq_start, tables.seq_chunk0, tables.max_chunks, scale, H, K, V, BT, BK, BV, NKS, dprec,
-        h0 is not None, ht is not None, store_h, store_vn, cfg.fuse_output, num_warps=nw, num_stages=ns,
-    )
+    launch_state(q, k, W, U, h0, Hs, Vn, o, ht, tables, scale, cfg, store_h, store_vn,
+                 serial_tiling(cfg, "fwd", q, v, tables))
     if not cfg.fuse_output:
         launch(
             fwd_output_kernel, (tables.n_chunks * triton.cdiv(V, BV), H),
@@ -172,13 +211,7 @@ def _backward(q, k, v, beta, scale, X, Hs, Vn, W, do, dht, tables: _ChunkTables,
     dHs = torch.empty(tables.n_chunks, H, K, V, dtype=_STATE_DTYPES[cfg.state_dtype], device=dev)
     dVn = torch.empty(T, H, V, dtype=inter, device=dev)
     dh0 = torch.empty(tables.n_seqs, H, K, V, dtype=torch.float32, device=dev) if need_dh0 else None
-    NKS = padded_dim(K) // BK
-    launch(
-        bwd_dh_kernel, (tables.n_seqs, H, triton.cdiv(V, BV)),
-        q, k, W, do, dht if dht is not None else dHs, dHs, dVn, dh0 if dh0 is not None else dHs,
-        tables.seq_start, tables.seq_chunk0, tables.max_chunks, scale, H, K, V, BT, BK, BV, NKS, dprec,
-        dht is not None, dh0 is not None, num_warps=nw, num_stages=ns,
-    )
+    launch_dh(q, k, W, do, dht, dHs, dVn, dh0, tables, scale, cfg, serial_tiling(cfg, "bwd", q, v, tables))
     # dq, dk and dv are written once, straight in the inputs' dtypes (the store rounds as a cast
     # would, without an extra pass); dbeta comes in fp32 parts, one per K tile plus the V part.
     dq = torch.empty(T, H, K, dtype=q.dtype, device=dev)

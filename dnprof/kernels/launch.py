@@ -48,9 +48,11 @@ def _name(kernel: Any) -> str:
     return getattr(getattr(kernel, "fn", None), "__name__", repr(kernel))
 
 
-def launch(kernel: Any, grid: tuple, *args: Any, num_warps: int, num_stages: int) -> int:
+def launch(kernel: Any, grid: tuple, *args: Any, num_warps: int, num_stages: int, min_stages: int = 1) -> int:
     """Run ``kernel[grid](*args)`` at the deepest pipelining ``<= num_stages`` that fits; return that depth.
 
+    ``min_stages`` is the shallowest depth the launch may run at: below it Triton's out-of-resources
+    error propagates (a tiling that is known to mis-compile unpipelined must not be lowered to it).
     The common case costs one set lookup: only a kernel that has overflowed before in this process
     has its specialisation looked up in the remembered depths.
     """
@@ -64,7 +66,7 @@ def launch(kernel: Any, grid: tuple, *args: Any, num_warps: int, num_stages: int
             kernel[grid](*args, num_warps=num_warps, num_stages=stages)
             break
         except OutOfResources as exc:
-            if "shared memory" not in str(exc) or stages <= 1:
+            if "shared memory" not in str(exc) or stages <= max(1, min_stages):
                 raise
             _OVERFLOWED.add(kernel)
             stages -= 1

@@ -15,6 +15,12 @@ the launch parameters, and the fusion/storage choices the kernels implement:
   rounding), and the intermediates ``W``, ``U``, ``Vn`` and ``dVn`` are stored
   in that dtype too (half the bytes). fp32 inputs always multiply in full fp32. The WY inverse
   always multiplies in fp32/tf32.
+- ``rec``: the launch tiling of the two serial kernels (the forward state recurrence and the
+  backward's reverse recurrence), whose programs walk whole sequences. ``main``: the variant's own
+  ``BV``, warps and stages. ``auto``: chosen per kernel at launch from the program count and the
+  head dim (:func:`dnprof.kernels.recurrence_tiling.recurrence_tiling`): a narrower ``BV`` where
+  ``BV = 64`` leaves SMs idle or cannot pipeline. ``bv<BV>w<warps>s<stages>`` (e.g. ``bv32w4s3``):
+  that tiling for both.
 
 The tuner builds its search space from :meth:`ChunkConfig.choices` and checks each candidate with
 :meth:`ChunkConfig.validate`.
@@ -23,6 +29,7 @@ The tuner builds its search space from :meth:`ChunkConfig.choices` and checks ea
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +38,16 @@ from dnprof.variants.errors import ConfigError
 #: Largest ``chunk_size * tile`` product a kernel may hold: it bounds the shared memory of one
 #: ``[chunk, tile]`` fp32 operand (64 KB) so every program stays well under Hopper's ~227 KB.
 MAX_CHUNK_TILE = 128 * 128
+
+
+#: An explicit launch tiling of the serial kernels: ``bv32w4s3``.
+_REC_TILING = re.compile(r"bv(\d+)w(\d+)s(\d+)")
+
+
+def parse_rec_tiling(rec: str) -> tuple[int, int, int] | None:
+    """``(BV, warps, stages)`` of an explicit ``rec`` value like ``bv32w4s3``; None for ``main``/``auto``."""
+    m = _REC_TILING.fullmatch(rec) if isinstance(rec, str) else None
+    return None if m is None else (int(m.group(1)), int(m.group(2)), int(m.group(3)))
 
 
 def _is_pow2(x: int) -> bool:
@@ -63,6 +80,7 @@ class ChunkConfig:
     fuse_wy: bool = True
     fuse_output: bool = False
     dot_operands: str = "fp32"
+    rec: str = "main"
 
     # ----------------------------------------------------------------------------------- space
     @classmethod
@@ -78,6 +96,7 @@ class ChunkConfig:
             "fuse_wy": (True, False),
             "fuse_output": (False, True),
             "dot_operands": ("fp32", "input"),
+            "rec": ("main", "auto"),
         }
 
     @classmethod
@@ -92,7 +111,9 @@ class ChunkConfig:
         output is computed inside the state loop (``fuse_output``), so no per-chunk state is stored: on
         the H200 that forward was 1.04-1.28x faster at D = 64 and 128, and 0.77x at D = 256, where the
         serial loop carries four key slabs (``results/nvidia-h200/``). Its ``state_dtype`` is fp32, the
-        one kept of the variants that differ only there (nothing is stored).
+        one kept of the variants that differ only there (nothing is stored). 16-bit variants at chunk
+        sizes up to 64 tile their serial kernels automatically (``rec="auto"``, measured on the H200 by
+        ``benchmarks/recurrence_sweep.py``).
         """
         Kp, Vp = padded_dim(K), padded_dim(V)
         cap = max(16, MAX_CHUNK_TILE // chunk_size)
@@ -106,7 +127,8 @@ class ChunkConfig:
         fused_forward = sixteen and mode == "fwd" and max(Kp, Vp) <= 128
         cfg = cls(chunk_size=chunk_size, BK=BK, BV=BV, num_warps=num_warps, num_stages=2,
                   state_dtype="bf16" if sixteen and not fused_forward else "fp32",
-                  fuse_output=fused_forward, dot_operands="input" if sixteen else "fp32")
+                  fuse_output=fused_forward, dot_operands="input" if sixteen else "fp32",
+                  rec="auto" if sixteen and chunk_size <= 64 else "main")
         cfg.validate(K, V)
         return cfg
 
@@ -123,6 +145,9 @@ class ChunkConfig:
             if f.name in ("fuse_wy", "fuse_output"):
                 if not isinstance(value, bool):
                     raise ConfigError(f"{f.name} must be True or False, got {value!r}")
+                continue
+            if f.name == "rec":
+                self._validate_rec(space["rec"])
                 continue
             if f.name in ("BK", "BV") and not _is_pow2(value):
                 raise ConfigError(f"{f.name} must be a power of two, got {value!r}")
@@ -147,17 +172,36 @@ class ChunkConfig:
             Vp = padded_dim(V)
             if self.BV > Vp:
                 raise ConfigError(f"BV {self.BV} is larger than the padded value head dim {Vp} (V = {V})")
+            tiling = parse_rec_tiling(self.rec)
+            if tiling is not None and tiling[0] > Vp:
+                raise ConfigError(f"rec {self.rec}: BV {tiling[0]} is larger than the padded value head dim {Vp} (V = {V})")
         return self
+
+    def _validate_rec(self, named: tuple[str, ...]) -> None:
+        """``rec`` is ``main``, ``auto`` or a well-formed explicit tiling within the field choices."""
+        if self.rec in named:
+            return
+        tiling = parse_rec_tiling(self.rec)
+        space = self.choices()
+        if tiling is None:
+            raise ConfigError(f"rec must be one of {named} or like 'bv32w4s3', got {self.rec!r}")
+        bv, warps, stages = tiling
+        if bv not in space["BV"] or warps not in space["num_warps"] or stages not in space["num_stages"]:
+            raise ConfigError(f"rec {self.rec}: BV must be one of {space['BV']}, warps one of {space['num_warps']}, "
+                              f"stages one of {space['num_stages']}")
+        if self.chunk_size * bv > MAX_CHUNK_TILE:
+            raise ConfigError(f"rec {self.rec}: chunk_size {self.chunk_size} x BV {bv} exceeds {MAX_CHUNK_TILE} elements")
 
     # ----------------------------------------------------------------------------------- names
     @property
     def name(self) -> str:
         """Short printable name, e.g. ``c64-bk64-bv64-w4-s2-hfp32-wyf-os`` (``-m16`` appended for 16-bit
-        dot operands); ``from_name`` inverts it."""
+        dot operands, ``-r<rec>`` for a serial-kernel tiling other than ``main``); ``from_name`` inverts it."""
         return (
             f"c{self.chunk_size}-bk{self.BK}-bv{self.BV}-w{self.num_warps}-s{self.num_stages}"
             f"-h{self.state_dtype}-wy{'f' if self.fuse_wy else 's'}-o{'f' if self.fuse_output else 's'}"
             + ("-m16" if self.dot_operands == "input" else "")
+            + ("" if self.rec == "main" else f"-r{self.rec}")
         )
 
     def __str__(self) -> str:
@@ -167,7 +211,9 @@ class ChunkConfig:
     def from_name(cls, name: str) -> "ChunkConfig":
         """Parse a name made by :attr:`name`; ConfigError on anything else."""
         parts = name.strip().split("-")
-        dot_operands = "fp32"
+        dot_operands, rec = "fp32", "main"
+        if len(parts) > 8 and parts[-1].startswith("r") and parts[-1] != "r":
+            parts, rec = parts[:-1], parts[-1][1:]
         if len(parts) == 9 and parts[-1] == "m16":
             parts, dot_operands = parts[:-1], "input"
         prefixes = ("c", "bk", "bv", "w", "s", "h", "wy", "o")
@@ -184,7 +230,7 @@ class ChunkConfig:
         if vals[6] not in flags or vals[7] not in flags:
             raise ConfigError(f"not a chunk variant name: {name!r} (wy/o must end in 'f' or 's')")
         cfg = cls(*ints, state_dtype=vals[5], fuse_wy=flags[vals[6]], fuse_output=flags[vals[7]],
-                  dot_operands=dot_operands)
+                  dot_operands=dot_operands, rec=rec)
         return cfg.validate()
 
     # ----------------------------------------------------------------------------------- dicts

@@ -15,9 +15,12 @@ Pruning rules, applied in this order (the first that applies names the reason):
     memory, which for a state held across the whole sequence is always slower than a variant that
     fits), or the block's registers exceed the SM's register file (see :func:`chunk_regs_per_thread`).
 ``known-fault``
-    Seen to fail on this architecture for reasons outside dnprof's code: at chunk size 64 with 4
-    warps and BV <= 32 the reverse state-gradient kernel makes an illegal memory access on sm_90
-    (Triton 3.6, H100; the same kernel runs at BV = 64 or 8 warps). Pruned for fwdbwd only.
+    Seen to fail on this architecture for reasons outside dnprof's code: on sm_90 (Triton 3.6) the
+    serial kernels at chunk size 64, BV <= 32 and no pipelining (one stage) make illegal memory
+    accesses or return wrong values, at 4 and 8 warps, in the forward and in the backward; the same
+    code at two or more stages verifies (``benchmarks/recurrence_sweep.py``). Cut: chunk size <= 64
+    with a main tiling (or an explicit ``rec`` tiling) at BV <= 32 and one stage. Launches at BV <= 32 also refuse to be lowered to
+    one stage when shared memory is short (:mod:`dnprof.kernels.recurrence_tiling`).
 ``duplicate``
     The variant computes exactly what another one does in this mode: in a forward-only run with the
     output fused into the state kernel no states are stored, so ``state_dtype`` has no effect and
@@ -280,15 +283,23 @@ def _prune_rule(cand: Candidate, K: int, V: int, dtype: str, mode: str, limits: 
     if threads > limits.max_threads_per_block or regs * threads > limits.regs_per_sm:
         return "registers", (f"{cand.name}: ~{regs} x {threads} threads = {regs * threads} registers "
                              f"> {limits.regs_per_sm} per SM")
-    if (cand.family == "chunk" and mode == "fwdbwd" and limits.major == 9 and cfg.chunk_size == 64
-            and cfg.num_warps == 4 and cfg.BV <= 32):
-        return "known-fault", (f"{cand.name}: the reverse state-gradient kernel at C = 64, 4 warps, BV <= 32 "
-                               "makes an illegal memory access on sm_90 (seen with Triton 3.6 on the H100)")
+    if cand.family == "chunk" and limits.major == 9 and _unpipelined_narrow(cfg):
+        return "known-fault", (f"{cand.name}: the serial kernels at BV <= 32 and one stage make illegal memory "
+                               "accesses or return wrong values at C <= 64 on sm_90 (seen with Triton 3.6 on the H100 and H200)")
     if cand.family == "chunk" and dtype == "fp32" and getattr(cfg, "dot_operands", "fp32") != "fp32":
         return "duplicate", f"{cand.name}: fp32 inputs always multiply in fp32, so dot_operands has no effect"
     if cand.family == "chunk" and mode == "fwd" and getattr(cfg, "fuse_output", False) and getattr(cfg, "state_dtype", "fp32") != "fp32":
         return "duplicate", f"{cand.name}: a fused-output forward stores no states, so state_dtype has no effect"
     return None
+
+
+def _unpipelined_narrow(cfg: Any) -> bool:
+    """True when a serial kernel of ``cfg`` would run at C <= 64, BV <= 32, one stage (main or explicit ``rec``)."""
+    from dnprof.variants.chunk_config import parse_rec_tiling
+
+    rec = getattr(cfg, "rec", "main")
+    tiling = (cfg.BV, cfg.num_warps, cfg.num_stages) if rec == "main" else parse_rec_tiling(rec)
+    return tiling is not None and tiling[0] <= 32 and tiling[2] == 1 and cfg.chunk_size <= 64
 
 
 def _flags(cand: Candidate, limits: DeviceLimits) -> list[str]:

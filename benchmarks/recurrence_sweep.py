@@ -1,0 +1,200 @@
+"""Time the two serial kernels alone over their own tiling: BV, warps and pipelining depth.
+
+The forward state recurrence and the backward's reverse recurrence are the only kernels whose
+programs walk a whole sequence, so their V tiling decides the parallelism at long sequences
+(``B * H * V / BV`` programs) and their registers and shared memory decide whether they pipeline
+at large head dims. This sweeps ``BV``, ``num_warps`` and ``num_stages`` for each of them, checks
+every setting's outputs against the default variant's at its main tiling (relative error; the
+same arithmetic, so anything above rounding is a mis-compile), and writes JSON lines.
+
+Each group of settings runs in a worker process of its own, so an illegal memory access loses
+only the setting that made it (recorded as ``fault``); the workers compile in parallel first.
+
+Usage (GPU): python benchmarks/recurrence_sweep.py --head-dim 128,256 --seq-len 4096,16384 --json out.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import json
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+KERNELS = ("fwd_state_os", "fwd_state_of", "bwd_dh")
+
+
+def _prepare(D: int, T: int, tokens: int, model_dim: int, device: str) -> dict[str, Any]:
+    """Inputs at B*T = ``tokens``, H*D = ``model_dim``, and the default variant's WY step (W, U), do, dht."""
+    import torch
+
+    from dnprof.bench.inputs import make_delta_inputs
+    from dnprof.kernels import chunk as ck
+    from dnprof.variants.chunk_config import ChunkConfig
+
+    B, H = tokens // T, model_dim // D
+    cfg = dataclasses.replace(ChunkConfig.default_for(D, D, 64, torch.bfloat16, "fwdbwd"), rec="main")
+    inp = make_delta_inputs(B, T, H, D, D, dtype=torch.bfloat16, device=device)
+    q, k, v = (t.reshape(B * T, H, D).contiguous() for t in (inp.q, inp.k, inp.v))
+    beta = inp.beta.reshape(B * T, H).contiguous()
+    tables = ck._ChunkTables([b * T for b in range(B + 1)], cfg.chunk_size, q.device)
+    inter = ck._intermediate_dtype(q.dtype, cfg)
+    X, W, U = ck.wy_forward(k, v, beta, tables.chunk_start, tables.chunk_end, cfg.chunk_size, cfg.BK, cfg.BV,
+                            cfg.fuse_wy, ck._precision(q.dtype), cfg.num_warps, cfg.num_stages, inter, keep_x=True)
+    return dict(cfg=cfg, q=q, k=k, W=W, U=U, h0=inp.initial_state.contiguous(), tables=tables, inter=inter,
+                do=inp.do.reshape(B * T, H, D).contiguous(), dht=inp.dht.float().contiguous(), scale=D ** -0.5)
+
+
+def _runner(p: dict[str, Any], kernel: str, BV: int, warps: int, stages: int):
+    """A zero-argument launch of ``kernel`` at this tiling, and a function returning its outputs."""
+    import torch
+
+    from dnprof.kernels import chunk as ck
+    from dnprof.kernels.recurrence_tiling import Tiling
+
+    q, k, tables, cfg = p["q"], p["k"], p["tables"], p["cfg"]
+    tiling = Tiling(BV, warps, stages, 1)  # min 1: the sweep measures the unpipelined settings too
+    T, H, D = q.shape
+    n_states = tables.n_seqs
+    f32 = dict(dtype=torch.float32, device=q.device)
+    if kernel.startswith("fwd_state"):
+        fused = kernel.endswith("of")
+        cfg = dataclasses.replace(cfg, fuse_output=fused)
+        Hs = torch.empty(1 if fused else tables.n_chunks, H, D, D, dtype=ck._STATE_DTYPES[cfg.state_dtype],
+                         device=q.device)
+        Vn = torch.empty(1 if fused else T, H, D, dtype=p["inter"], device=q.device)
+        o = torch.empty(T, H, D, dtype=q.dtype, device=q.device)
+        ht = torch.empty(n_states, H, D, D, **f32)
+
+        def run():
+            return ck.launch_state(q, k, p["W"], p["U"], p["h0"], Hs, Vn, o, ht, tables, p["scale"], cfg,
+                                   not fused, not fused, tiling)
+
+        return run, lambda: [o, ht] if fused else [Hs, Vn, ht]
+    dHs = torch.empty(tables.n_chunks, H, D, D, dtype=ck._STATE_DTYPES[cfg.state_dtype], device=q.device)
+    dVn = torch.empty(T, H, D, dtype=p["inter"], device=q.device)
+    dh0 = torch.empty(n_states, H, D, D, **f32)
+
+    def run():
+        return ck.launch_dh(q, k, p["W"], p["do"], p["dht"], dHs, dVn, dh0, tables, p["scale"], cfg, tiling)
+
+    return run, lambda: [dHs, dVn, dh0]
+
+
+def _rel_err(outs, refs) -> float:
+    return max(float((o.float() - r.float()).norm() / r.float().norm().clamp_min(1e-30)) for o, r in zip(outs, refs))
+
+
+def worker(items: list[dict[str, Any]], compile_only: bool) -> None:
+    """Run ``items`` (dicts of D, T, kernel, BV, warps, stages) in order, one JSON line each."""
+    import torch
+
+    from dnprof.bench.timing import time_cuda
+
+    prepared: dict[tuple[int, int], dict[str, Any]] = {}
+    refs: dict[tuple[int, int, str], list] = {}
+    for it in items:
+        print("START " + json.dumps(it), flush=True)
+        key = (it["D"], it["T"], it["tokens"], it["model_dim"], it["device"])
+        if key not in prepared:
+            prepared.clear()
+            prepared[key] = _prepare(*key)
+        p = prepared[key]
+        rkey = (it["D"], it["T"], it["kernel"])
+        if rkey not in refs and not compile_only:
+            cfg = p["cfg"]
+            run, outs = _runner(p, it["kernel"], cfg.BV, cfg.num_warps, cfg.num_stages)
+            run()
+            refs[rkey] = [o.clone() for o in outs()]
+        run, outs = _runner(p, it["kernel"], it["BV"], it["warps"], it["stages"])
+        rec = dict(it)
+        try:
+            rec["stages_ran"] = run()
+            if it["device"] == "cuda":
+                torch.cuda.synchronize()
+            if not compile_only:
+                rec["rel_err"] = _rel_err(outs(), refs[rkey])
+                if it["device"] == "cuda":
+                    rec["ms"] = time_cuda(run, warmup_ms=25, rep_ms=100).ms
+            rec["status"] = "ok"
+        except Exception as exc:  # noqa: BLE001 - a failed setting is a result, recorded by type
+            rec["status"] = f"error: {type(exc).__name__}: {str(exc)[:200]}"
+        print("DONE " + json.dumps(rec), flush=True)
+
+
+def _run_group(items: list[dict[str, Any]], compile_only: bool) -> list[dict[str, Any]]:
+    """Run a group in worker processes until every item has a record; a crash marks its item ``fault``."""
+    done: list[dict[str, Any]] = []
+    pending = list(items)
+    while pending:
+        cmd = [sys.executable, __file__, "--worker", json.dumps(pending)] + (["--compile-only"] if compile_only else [])
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
+        started = None
+        for line in proc.stdout.splitlines():
+            if line.startswith("START "):
+                started = json.loads(line[6:])
+            elif line.startswith("DONE "):
+                done.append(json.loads(line[5:]))
+                pending.remove(started)
+                started = None
+        if started is not None:
+            tail = (proc.stderr or "").strip().splitlines()[-1:] or ["no message"]
+            done.append(dict(started, status=f"fault: {tail[0][:200]}"))
+            pending.remove(started)
+        elif pending and proc.returncode != 0:
+            tail = (proc.stderr or "").strip().splitlines()[-1:] or ["no message"]
+            done.extend(dict(it, status=f"fault before start: {tail[0][:200]}") for it in pending)
+            pending = []
+    return done
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--head-dim", default="128,256")
+    ap.add_argument("--seq-len", default="4096,16384")
+    ap.add_argument("--kernels", default=",".join(KERNELS))
+    ap.add_argument("--bv", default="32,64")
+    ap.add_argument("--warps", default="2,4,8")
+    ap.add_argument("--stages", default="1,2,3")
+    ap.add_argument("--tokens", type=int, default=32768, help="B * T")
+    ap.add_argument("--model-dim", type=int, default=2048, help="H * D")
+    ap.add_argument("--device", default="cuda", help="cuda, or cpu under TRITON_INTERPRET=1 (outputs only)")
+    ap.add_argument("--jobs", type=int, default=8, help="worker processes compiling at once")
+    ap.add_argument("--json", default=None, help="append the records as JSON lines to this file")
+    ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--compile-only", action="store_true", help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.worker is not None:
+        worker(json.loads(a.worker), a.compile_only)
+        return
+    ints = lambda s: [int(x) for x in s.split(",")]  # noqa: E731
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for D, BV, w, T, kern, s in itertools.product(ints(a.head_dim), ints(a.bv), ints(a.warps), ints(a.seq_len),
+                                                  a.kernels.split(","), ints(a.stages)):
+        if BV <= D:
+            groups.setdefault((D, BV, w), []).append(dict(D=D, T=T, kernel=kern, BV=BV, warps=w, stages=s, tokens=a.tokens,
+                                                         model_dim=a.model_dim, device=a.device))
+    with ThreadPoolExecutor(max_workers=a.jobs) as pool:  # compile every group side by side
+        list(pool.map(lambda g: _run_group(g, True), groups.values()))
+    if a.json:
+        from dnprof.bench.fingerprint import fingerprint
+
+        with open(a.json, "a") as fh:
+            fh.write(json.dumps({"fingerprint": fingerprint()}) + "\n")
+    for group in groups.values():  # then time one group at a time
+        for rec in _run_group(group, False):
+            ms = f"{rec['ms']:.3f} ms" if "ms" in rec else ""
+            print(f"D={rec['D']} T={rec['T']} {rec['kernel']:13s} bv{rec['BV']} w{rec['warps']} s{rec['stages']}"
+                  f" (ran s{rec.get('stages_ran', '?')}) {ms} err={rec.get('rel_err', float('nan')):.1e} "
+                  f"{rec['status']}", flush=True)
+            if a.json:
+                with open(a.json, "a") as fh:
+                    fh.write(json.dumps(rec) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+"""Launch tiling of the two serial kernels (``BV``, warps, stages), and the ``rec="auto"`` rule.
+
+The forward state recurrence and the backward's reverse recurrence run one program per
+(sequence, head, ``BV`` block of V); each walks every chunk of its sequence. Their tiling is
+independent of the chunk-parallel kernels': ``BV`` sets how many programs share the GPU
+(``n_seqs * H * V / BV``) and, with the head dim, whether the loop's tiles fit shared memory at
+two or more pipelining stages. The ``auto`` rule encodes what ``benchmarks/recurrence_sweep.py``
+measured on an H200 (bf16, C = 64, ``results/nvidia-h200/runs/lease3-call1-sweep.jsonl``):
+
+- with at least one program per SM at ``BV = 64``, ``BV = 64``: the forward at 4 warps (2 stages
+  when it stores states, 3 when it also computes the output), the reverse at 8 warps, 3 stages
+  (D = 128, T = 4096: 0.38 against 0.48 ms at the variant's 4 warps, 2 stages);
+- with fewer programs than SMs (long sequences, small batches), ``BV = 32`` at 4 warps, 3 stages
+  (D = 128, T = 16384: forward 0.30 against 0.53 ms, reverse 0.42 against 0.81 ms);
+- at padded head dims above 128, where the reverse recurrence (and the forward with the output
+  fused) cannot pipeline at ``BV = 64``, ``BV = 32`` for those (D = 256, T = 4096: reverse 1.20
+  against 2.25 ms).
+
+On sm_90 with Triton 3.6 these kernels fault or return wrong values at C = 64 and ``BV <= 32``
+without pipelining (one stage), so such launches require at least two stages. (At C = 128 the
+same kernels at ``BV = 32`` lowered to one stage verified on the GPU, and two stages do not fit
+at D = 256.)
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import triton
+
+from dnprof.variants.chunk_config import ChunkConfig, padded_dim, parse_rec_tiling
+
+#: Below this ``BV`` a serial kernel must pipeline (see the module docstring).
+NARROW_BV = 32
+
+
+class Tiling(NamedTuple):
+    """One serial kernel's launch: V tile, warps, requested stages and the fewest stages allowed."""
+
+    BV: int
+    num_warps: int
+    num_stages: int
+    min_stages: int
+
+
+@functools.lru_cache(maxsize=8)
+def sm_count(device_index: int | None) -> int:
+    """Streaming multiprocessors of a CUDA device (132 assumed off-GPU: the rule then matches an H100/H200)."""
+    if device_index is None:
+        return 132
+    import torch
+
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
+def _tiling(bv: int, warps: int, stages: int, chunk_size: int) -> Tiling:
+    return Tiling(bv, warps, stages, 2 if bv <= NARROW_BV and chunk_size <= 64 else 1)
+
+
+def recurrence_tiling(cfg: ChunkConfig, kernel: str, K: int, V: int, n_streams: int, sms: int) -> Tiling:
+    """The tiling of ``kernel`` (``"fwd"``: state recurrence, ``"bwd"``: reverse) for ``cfg.rec``.
+
+    ``n_streams`` is sequences x heads; ``sms`` the device's SM count.
+    """
+    if cfg.rec == "main":
+        return _tiling(cfg.BV, cfg.num_warps, cfg.num_stages, cfg.chunk_size)
+    explicit = parse_rec_tiling(cfg.rec)
+    if explicit is not None:
+        return _tiling(*explicit, cfg.chunk_size)
+    Kp, Vp = padded_dim(K), padded_dim(V)
+    wide = n_streams * triton.cdiv(V, min(64, Vp)) >= sms
+    cannot_pipeline = Kp > 128 and (kernel == "bwd" or cfg.fuse_output)
+    if not wide or cannot_pipeline:
+        return _tiling(min(NARROW_BV, Vp), 4, 3, cfg.chunk_size)
+    if kernel == "fwd":
+        return _tiling(min(64, Vp), 4, 3 if cfg.fuse_output else 2, cfg.chunk_size)
+    return _tiling(min(64, Vp), 8, 3, cfg.chunk_size)

@@ -1,0 +1,48 @@
+"""The serial kernels' launch tiling: main, explicit, and the auto rule's choices."""
+
+from __future__ import annotations
+
+import pytest
+
+from dnprof.kernels.recurrence_tiling import Tiling, recurrence_tiling
+from dnprof.variants.chunk_config import ChunkConfig
+
+AUTO = ChunkConfig.default_for(128, 128, 64, "bf16", "fwdbwd")
+H200_SMS = 132
+
+
+def test_main_and_explicit_tilings():
+    main = ChunkConfig(BV=32, num_warps=8, num_stages=3)
+    assert recurrence_tiling(main, "fwd", 128, 128, 4, H200_SMS) == Tiling(32, 8, 3, 2)
+    assert recurrence_tiling(ChunkConfig(), "bwd", 128, 128, 4, H200_SMS) == Tiling(64, 4, 2, 1)
+    explicit = ChunkConfig(rec="bv16w2s4")
+    assert recurrence_tiling(explicit, "bwd", 128, 128, 4, H200_SMS) == Tiling(16, 2, 4, 2)
+    # at C = 128 a narrow tile may still be lowered to one stage (it verified there; two do not fit at D = 256)
+    c128 = ChunkConfig(chunk_size=128, BV=32, num_warps=8)
+    assert recurrence_tiling(c128, "bwd", 256, 256, 4, H200_SMS) == Tiling(32, 8, 2, 1)
+
+
+@pytest.mark.parametrize(
+    "D,streams,kernel,fused,want",
+    [
+        (128, 8 * 16, "fwd", False, Tiling(64, 4, 2, 1)),  # T = 4096: 256 programs at BV = 64
+        (128, 8 * 16, "fwd", True, Tiling(64, 4, 3, 1)),
+        (128, 8 * 16, "bwd", False, Tiling(64, 8, 3, 1)),
+        (128, 2 * 16, "fwd", False, Tiling(32, 4, 3, 2)),  # T = 16384: 64 programs for 132 SMs
+        (128, 2 * 16, "bwd", False, Tiling(32, 4, 3, 2)),
+        (256, 8 * 8, "fwd", False, Tiling(64, 4, 2, 1)),  # D = 256: the forward state kernel pipelines at 64
+        (256, 8 * 8, "fwd", True, Tiling(32, 4, 3, 2)),  # ... but not with the output fused in
+        (256, 8 * 8, "bwd", False, Tiling(32, 4, 3, 2)),  # the reverse never does at 64
+        (16, 1, "fwd", False, Tiling(16, 4, 3, 2)),  # never wider than the padded head dim
+    ],
+)
+def test_auto_rule(D, streams, kernel, fused, want):
+    import dataclasses
+
+    cfg = dataclasses.replace(AUTO, fuse_output=fused)
+    assert recurrence_tiling(cfg, kernel, D, D, streams, H200_SMS) == want
+
+
+def test_auto_counts_programs_against_this_gpus_sms():
+    # 8 x 16 streams at BV = 64 are 256 programs: enough for 132 SMs, not for 300
+    assert recurrence_tiling(AUTO, "fwd", 128, 128, 8 * 16, 300).BV == 32

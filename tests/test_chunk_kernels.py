@@ -188,7 +188,9 @@ def test_select_config_without_a_gpu_is_the_default():
     cfg = select_config(128, 64, 4096, torch.bfloat16, "fwdbwd")
     assert cfg == ChunkConfig.default_for(128, 64, dtype=torch.bfloat16)
     assert (cfg.dot_operands, cfg.state_dtype) == ("input", "bf16")  # 16-bit inputs: the 16-bit family
-    assert not cfg.fuse_output
+    assert cfg.fuse_output  # at C = 64, D <= 128 the output is fused in fwd+bwd too (states still stored)
+    assert not select_config(256, 256, 4096, torch.bfloat16, "fwdbwd").fuse_output
+    assert not select_config(128, 128, 4096, torch.bfloat16, "fwdbwd", chunk_size=128).fuse_output
     fwd = select_config(128, 64, 4096, torch.bfloat16, "fwd")
     assert fwd == ChunkConfig.default_for(128, 64, dtype=torch.bfloat16, mode="fwd")
     assert fwd.fuse_output and fwd.dot_operands == "input"  # a 16-bit forward at D <= 128: output in the state loop

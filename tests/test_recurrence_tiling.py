@@ -46,3 +46,26 @@ def test_auto_rule(D, streams, kernel, fused, want):
 def test_auto_counts_programs_against_this_gpus_sms():
     # 8 x 16 streams at BV = 64 are 256 programs: enough for 132 SMs, not for 300
     assert recurrence_tiling(AUTO, "fwd", 128, 128, 8 * 16, 300).BV == 32
+
+
+def test_a_run_notes_the_serial_tilings_it_launched():
+    """A results row can say what tiling ``rec="auto"`` chose: the launches note it (interpreter run)."""
+    import os
+
+    if os.environ.get("TRITON_INTERPRET") != "1":
+        pytest.skip("runs the kernels in the Triton interpreter")
+    import torch
+
+    from dnprof.bench.inputs import make_delta_inputs
+    from dnprof.kernels.chunk import chunk_delta_rule
+    from dnprof.providers.dnprof_kernels import DnprofChunkProvider
+
+    inp = make_delta_inputs(1, 40, 2, 32, 32, dtype=torch.float32, requires_grad=True)
+    provider = DnprofChunkProvider()
+    provider.begin_run()
+    o, _ = chunk_delta_rule(inp.q, inp.k, inp.v, inp.beta, config=ChunkConfig(chunk_size=16, BK=16, BV=16,
+                                                                              rec="bv32w4s2"))
+    o.backward(inp.do)
+    assert provider.run_notes()["serial_tilings"] == ["bwd_dh_kernel bv32 w4 s2", "fwd_state_kernel bv32 w4 s2"]
+    provider.begin_run()
+    assert "serial_tilings" not in provider.run_notes()

@@ -53,7 +53,7 @@ import triton
 from dnprof.kernels.chunk_bwd import bwd_chunk_k_kernel, bwd_chunk_v_kernel, bwd_dh_kernel
 from dnprof.kernels.chunk_fwd import fwd_output_kernel, fwd_state_kernel
 from dnprof.kernels.chunk_wy import wy_forward, wy_recompute_w
-from dnprof.kernels.launch import launch
+from dnprof.kernels.launch import launch, note_tiling
 from dnprof.kernels.recurrence_tiling import Tiling, recurrence_tiling, sm_count
 from dnprof.kernels.validation import check_delta_inputs
 from dnprof.reference import l2norm
@@ -141,13 +141,15 @@ def launch_state(q: Tensor, k: Tensor, W: Tensor, U: Tensor, h0: Tensor | None, 
     T, H, K = q.shape
     V = U.shape[-1]
     BV = tiling.BV
-    return launch(
+    ran = launch(
         fwd_state_kernel, (tables.n_seqs, H, triton.cdiv(V, BV)),
         q, k, W, U, h0 if h0 is not None else Hs, Hs, Vn, o, ht if ht is not None else Hs,
         tables.seq_start, tables.seq_chunk0, tables.max_chunks, scale, H, K, V, cfg.chunk_size, cfg.BK, BV,
         padded_dim(K) // cfg.BK, _dot_precision(q.dtype, cfg), h0 is not None, ht is not None, store_h, store_vn,
         cfg.fuse_output, num_warps=tiling.num_warps, num_stages=tiling.num_stages, min_stages=tiling.min_stages,
     )
+    note_tiling(f"fwd_state_kernel bv{BV} w{tiling.num_warps} s{ran}")
+    return ran
 
 
 def launch_dh(q: Tensor, k: Tensor, W: Tensor, do: Tensor, dht: Tensor | None, dHs: Tensor, dVn: Tensor,
@@ -156,13 +158,15 @@ def launch_dh(q: Tensor, k: Tensor, W: Tensor, do: Tensor, dht: Tensor | None, d
     T, H, K = q.shape
     V = do.shape[-1]
     BV = tiling.BV
-    return launch(
+    ran = launch(
         bwd_dh_kernel, (tables.n_seqs, H, triton.cdiv(V, BV)),
         q, k, W, do, dht if dht is not None else dHs, dHs, dVn, dh0 if dh0 is not None else dHs,
         tables.seq_start, tables.seq_chunk0, tables.max_chunks, scale, H, K, V, cfg.chunk_size, cfg.BK, BV,
         padded_dim(K) // cfg.BK, _dot_precision(q.dtype, cfg), dht is not None, dh0 is not None,
         num_warps=tiling.num_warps, num_stages=tiling.num_stages, min_stages=tiling.min_stages,
     )
+    note_tiling(f"bwd_dh_kernel bv{BV} w{tiling.num_warps} s{ran}")
+    return ran
 
 
 def _forward(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, scale: float, h0: Tensor | None,

@@ -20,11 +20,25 @@ _FITTED: dict[tuple, int] = {}
 _OVERFLOWED: set[Any] = set()
 #: (kernel name, requested stages, stages run) of every launch since :func:`reset_lowered`
 _LOWERED: set[tuple[str, int, int]] = set()
+#: launch tilings noted by :func:`note_tiling` since :func:`reset_lowered` (e.g. the serial kernels')
+_TILINGS: set[str] = set()
 
 
 def reset_lowered() -> None:
-    """Forget which launches ran below their requested depth (a results row starts here)."""
+    """Forget which launches ran below their requested depth, and the noted tilings (a results row starts here)."""
     _LOWERED.clear()
+    _TILINGS.clear()
+
+
+def note_tiling(text: str) -> None:
+    """Remember a launch's tiling, e.g. ``"bwd_dh_kernel bv32 w4 s2"``, for the results row being measured:
+    a variant whose tiling is chosen at launch (``rec="auto"``) then says what actually ran."""
+    _TILINGS.add(text)
+
+
+def noted_tilings() -> list[str]:
+    """The tilings noted since :func:`reset_lowered`, sorted."""
+    return sorted(_TILINGS)
 
 
 def lowered_stages() -> list[str]:

@@ -115,11 +115,16 @@ class DnprofChunkProvider(DeltaNetProvider):
         reset_lowered()
 
     def run_notes(self) -> dict[str, Any]:
-        """Kernels that ran at fewer pipeline stages than the variant names (shared memory did not fit)."""
-        from dnprof.kernels.launch import lowered_stages
+        """Kernels that ran at fewer pipeline stages than the variant names (shared memory did not fit),
+        and the tiling each serial kernel ran at (chosen at launch under ``rec="auto"``)."""
+        from dnprof.kernels.launch import lowered_stages, noted_tilings
 
-        lowered = lowered_stages()
-        return {"stages_lowered": lowered} if lowered else {}
+        notes: dict[str, Any] = {}
+        if lowered_stages():
+            notes["stages_lowered"] = lowered_stages()
+        if noted_tilings():
+            notes["serial_tilings"] = noted_tilings()
+        return notes
 
     def resolve(self, shape: Shape, mode: str) -> Resolved:
         """``chunk_delta_rule`` bound to the chosen config."""

@@ -111,24 +111,29 @@ class ChunkConfig:
         output is computed inside the state loop (``fuse_output``), so no per-chunk state is stored: on
         the H200 that forward was 1.04-1.28x faster at D = 64 and 128, and 0.77x at D = 256, where the
         serial loop carries four key slabs (``results/nvidia-h200/``). Its ``state_dtype`` is fp32, the
-        one kept of the variants that differ only there (nothing is stored). 16-bit variants at chunk
-        sizes up to 64 tile their serial kernels automatically (``rec="auto"``, measured on the H200 by
-        ``benchmarks/recurrence_sweep.py``).
+        one kept of the variants that differ only there (nothing is stored). With a backward too, a
+        16-bit variant at C = 64 and head dims up to 128 also fuses the output (it then stores bf16
+        states for the backward): fwd+bwd 1.00-1.05x the unfused variant at D = 64 and 128 on the
+        H200. 16-bit variants at chunk
+        sizes up to 64 and head dims of 128 and more tile their serial kernels automatically
+        (``rec="auto"``), where the H200 measured it (``benchmarks/recurrence_sweep.py``, ``dnprof
+        compare``); smaller head dims keep the variant's own tiling until measured.
         """
         Kp, Vp = padded_dim(K), padded_dim(V)
         cap = max(16, MAX_CHUNK_TILE // chunk_size)
         BK = min(64, Kp, cap)
         BK = max(BK, Kp // 4)
-        # At C = 64 the reverse state-gradient kernel with 4 warps and BV <= 32 hits an illegal
-        # address on sm_90 with Triton 3.6 (see dnprof.variants.space, rule known-fault): BV = 64.
+        # The chunk-parallel kernels' V tile; C = 128 at K > 128 takes 32 to fit shared memory.
         BV = min(64 if (Kp <= 128 or chunk_size <= 64) else 32, Vp, cap)
         num_warps = 8 if chunk_size >= 128 else 4
         sixteen = is_16bit(dtype)
-        fused_forward = sixteen and mode == "fwd" and max(Kp, Vp) <= 128
+        small = max(Kp, Vp) <= 128
+        fused_forward = sixteen and mode == "fwd" and small
+        fused = fused_forward or (sixteen and small and chunk_size <= 64)
         cfg = cls(chunk_size=chunk_size, BK=BK, BV=BV, num_warps=num_warps, num_stages=2,
                   state_dtype="bf16" if sixteen and not fused_forward else "fp32",
-                  fuse_output=fused_forward, dot_operands="input" if sixteen else "fp32",
-                  rec="auto" if sixteen and chunk_size <= 64 else "main")
+                  fuse_output=fused, dot_operands="input" if sixteen else "fp32",
+                  rec="auto" if sixteen and chunk_size <= 64 and max(Kp, Vp) >= 128 else "main")
         cfg.validate(K, V)
         return cfg
 

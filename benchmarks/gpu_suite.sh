@@ -7,6 +7,7 @@
 #   breakdown        benchmarks/kernel_breakdown.py at D = 64, 128, 256, T = 4096 (default variants)
 #   compare-D        dnprof compare at head dim D, T = 4096 and 16384, fwd and fwd+bwd, every provider
 #   tune-D           dnprof tune at head dim D (fwd+bwd, chunk sizes 64 and 128)
+#   sweep            benchmarks/recurrence_sweep.py: the serial kernels' tilings at D = 64, 128, 256
 # e.g. benchmarks/gpu_suite.sh out tests:240 compare-128:300 tune-256:300
 # A step that reaches its limit is reported with exit code 124 and the next step runs; results files
 # already written by a cut compare stay valid (rows are written as they finish). Prints one line per
@@ -43,6 +44,8 @@ for spec in "$@"; do
     tune-*) d="${step#tune-}"
       run_step "$step" "$limit" "$py" -m dnprof tune --head-dim "$d" --chunk-size 64,128 \
         --output "$out/tune-d$d.json" ;;
-    *) echo "unknown step: $step (tests, breakdown, compare-D, tune-D)" >&2; exit 2 ;;
+    sweep) run_step sweep "$limit" "$py" benchmarks/recurrence_sweep.py --head-dim 64,128,256 \
+      --seq-len 4096,16384 --warps 4,8 --stages 2,3 --json "$out/sweep.jsonl" ;;
+    *) echo "unknown step: $step (tests, breakdown, compare-D, tune-D, sweep)" >&2; exit 2 ;;
   esac
 done

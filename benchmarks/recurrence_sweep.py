@@ -5,10 +5,12 @@ programs walk a whole sequence, so their V tiling decides the parallelism at lon
 (``B * H * V / BV`` programs) and their registers and shared memory decide whether they pipeline
 at large head dims. This sweeps ``BV``, ``num_warps`` and ``num_stages`` for each of them, checks
 every setting's outputs against the default variant's at its main tiling (relative error; the
-same arithmetic, so anything above rounding is a mis-compile), and writes JSON lines.
+same arithmetic, so anything above rounding is a mis-compile, recorded as ``mismatch`` and not
+timed), and writes JSON lines.
 
-Each group of settings runs in a worker process of its own, so an illegal memory access loses
-only the setting that made it (recorded as ``fault``); the workers compile in parallel first.
+Each group of settings runs in a worker process of its own. A CUDA error poisons a process, so a
+worker that meets one records that setting as ``fault`` and exits; the rest of its group reruns
+in a fresh worker. The workers compile in parallel first.
 
 Usage (GPU): python benchmarks/recurrence_sweep.py --head-dim 128,256 --seq-len 4096,16384 --json out.jsonl
 """
@@ -26,6 +28,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 KERNELS = ("fwd_state_os", "fwd_state_of", "bwd_dh")
+#: Largest relative difference from the variant's own tiling that counts as the same result: the
+#: arithmetic is identical, so anything beyond rounding-order noise is a mis-compile.
+MATCH_TOL = 1e-3
 
 
 def _prepare(D: int, T: int, tokens: int, model_dim: int, device: str) -> dict[str, Any]:
@@ -118,11 +123,21 @@ def worker(items: list[dict[str, Any]], compile_only: bool) -> None:
                 torch.cuda.synchronize()
             if not compile_only:
                 rec["rel_err"] = _rel_err(outs(), refs[rkey])
+                if not rec["rel_err"] <= MATCH_TOL:  # NaN fails too: a wrong result is never timed
+                    rec["status"] = "mismatch"
+                    print("DONE " + json.dumps(rec), flush=True)
+                    continue
                 if it["device"] == "cuda":
                     rec["ms"] = time_cuda(run, warmup_ms=25, rep_ms=100).ms
             rec["status"] = "ok"
         except Exception as exc:  # noqa: BLE001 - a failed setting is a result, recorded by type
             rec["status"] = f"error: {type(exc).__name__}: {str(exc)[:200]}"
+            if "CUDA" in str(exc) or "Accelerator" in type(exc).__name__:
+                # A CUDA error poisons this process's context: every later item would fail with it.
+                # Report this one and exit, so the driver reruns the rest in a fresh process.
+                rec["status"] = f"fault: {type(exc).__name__}: {str(exc)[:200]}"
+                print("DONE " + json.dumps(rec), flush=True)
+                os._exit(3)
         print("DONE " + json.dumps(rec), flush=True)
 
 
@@ -145,7 +160,7 @@ def _run_group(items: list[dict[str, Any]], compile_only: bool) -> list[dict[str
             tail = (proc.stderr or "").strip().splitlines()[-1:] or ["no message"]
             done.append(dict(started, status=f"fault: {tail[0][:200]}"))
             pending.remove(started)
-        elif pending and proc.returncode != 0:
+        elif pending and proc.returncode not in (0, 3):  # 3: a worker that left after a recorded fault
             tail = (proc.stderr or "").strip().splitlines()[-1:] or ["no message"]
             done.extend(dict(it, status=f"fault before start: {tail[0][:200]}") for it in pending)
             pending = []

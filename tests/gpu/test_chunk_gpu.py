@@ -96,3 +96,20 @@ def test_fp16_and_fp32_on_gpu():
         res = verify_delta_kernel(kernel, 2, 777, 2, 64, 64, dtype=dtype, device="cuda", reference="chunk")
         print(f"{dtype}: " + " ".join(f"{k}={v:.2e}" for k, v in res.errors.items()))
         assert res.passed, (dtype, res.errors)
+
+
+SERIAL_TILINGS = ["bv64w8s3", "bv64w4s3", "bv32w4s3", "bv32w4s2"]
+
+
+@pytest.mark.parametrize("rec", SERIAL_TILINGS)
+@pytest.mark.parametrize("D", [128, 256])
+def test_serial_kernel_tilings_bf16(D, rec):
+    """Every tiling ``rec="auto"`` can pick, forced explicitly at a test shape: the forward states and the
+    reverse recurrence at that tiling agree with float64 like the variant's own tiling does."""
+    import dataclasses
+
+    cfg = dataclasses.replace(ChunkConfig.default_for(D, D, 64, torch.bfloat16, "fwdbwd"), rec=rec)
+    kernel = functools.partial(chunk_delta_rule, config=cfg)
+    res = verify_delta_kernel(kernel, 2, 1000, 4, D, D, dtype=torch.bfloat16, device="cuda", reference="chunk")
+    print(f"D={D} {cfg.name}: " + " ".join(f"{k}={v:.2e}" for k, v in res.errors.items()))
+    assert res.passed, res.errors

@@ -1,0 +1,28 @@
+"""benchmarks/recurrence_sweep.py on the CPU: every setting gives the variant's own outputs, recorded per setting."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "recurrence_sweep.py"
+
+
+def test_sweep_records_each_setting_with_its_error(tmp_path):
+    out = tmp_path / "sweep.jsonl"
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--head-dim", "32", "--seq-len", "64", "--tokens", "128",
+                           "--model-dim", "64", "--device", "cpu", "--bv", "16,32", "--warps", "4", "--stages", "2",
+                           "--kernels", "fwd_state_of,bwd_dh", "--jobs", "2", "--json", str(out)],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert "fingerprint" in lines[0]
+    recs = lines[1:]
+    assert {(r["kernel"], r["BV"]) for r in recs} == {(k, bv) for k in ("fwd_state_of", "bwd_dh") for bv in (16, 32)}
+    for r in recs:
+        assert r["status"] == "ok" and r["stages_ran"] == 2, r
+        assert r["rel_err"] < 1e-6, r  # the same arithmetic at another V tiling

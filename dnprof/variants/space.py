@@ -317,5 +317,5 @@ RULE_NOTES = {
     "shared-memory": "estimated shared memory exceeds the device's opt-in limit per block",
     "registers": "estimated registers exceed 255 per thread (spill) or the SM's register file",
     "duplicate": "same computation as a kept variant in this mode",
-    "known-fault": "a combination seen to fault on this architecture (illegal memory access)",
+    "known-fault": "a combination seen to fault or return wrong values on this architecture",
 }

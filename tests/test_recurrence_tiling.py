@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dnprof.kernels.recurrence_tiling import Tiling, recurrence_tiling
+from dnprof.kernels.recurrence_tiling import Tiling, check_pipelined, recurrence_tiling
 from dnprof.variants.chunk_config import ChunkConfig
 
 AUTO = ChunkConfig.default_for(128, 128, 64, "bf16", "fwdbwd")
@@ -69,3 +69,12 @@ def test_a_run_notes_the_serial_tilings_it_launched():
     assert provider.run_notes()["serial_tilings"] == ["bwd_dh_kernel bv32 w4 s2", "fwd_state_kernel bv32 w4 s2"]
     provider.begin_run()
     assert "serial_tilings" not in provider.run_notes()
+
+
+def test_an_unpipelined_narrow_tiling_is_refused_on_sm90_only():
+    narrow = recurrence_tiling(ChunkConfig(BV=32, num_stages=1), "bwd", 128, 128, 4, H200_SMS)
+    with pytest.raises(ValueError, match="config: the bwd serial kernel at BV 32 needs at least 2"):
+        check_pipelined(narrow, "bwd", 9)
+    check_pipelined(narrow, "bwd", 8)  # not seen elsewhere: allowed
+    check_pipelined(narrow, "bwd", None)  # the interpreter does not pipeline at all
+    check_pipelined(recurrence_tiling(ChunkConfig(BV=32), "bwd", 128, 128, 4, H200_SMS), "bwd", 9)

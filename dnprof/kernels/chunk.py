@@ -54,7 +54,7 @@ from dnprof.kernels.chunk_bwd import bwd_chunk_k_kernel, bwd_chunk_v_kernel, bwd
 from dnprof.kernels.chunk_fwd import fwd_output_kernel, fwd_state_kernel
 from dnprof.kernels.chunk_wy import wy_forward, wy_recompute_w
 from dnprof.kernels.launch import launch, note_tiling
-from dnprof.kernels.recurrence_tiling import Tiling, recurrence_tiling, sm_count
+from dnprof.kernels.recurrence_tiling import Tiling, check_pipelined, compute_major, recurrence_tiling, sm_count
 from dnprof.kernels.validation import check_delta_inputs
 from dnprof.reference import l2norm
 from dnprof.variants.chunk_config import ChunkConfig, ConfigError, padded_dim
@@ -128,7 +128,9 @@ def serial_tiling(cfg: ChunkConfig, kernel: str, q: Tensor, v: Tensor, tables: _
     dev = q.device.index if q.is_cuda else None
     if q.is_cuda and dev is None:
         dev = torch.cuda.current_device()
-    return recurrence_tiling(cfg, kernel, q.shape[-1], v.shape[-1], tables.n_seqs * q.shape[1], sm_count(dev))
+    tiling = recurrence_tiling(cfg, kernel, q.shape[-1], v.shape[-1], tables.n_seqs * q.shape[1], sm_count(dev))
+    check_pipelined(tiling, kernel, compute_major(dev))
+    return tiling
 
 
 def launch_state(q: Tensor, k: Tensor, W: Tensor, U: Tensor, h0: Tensor | None, Hs: Tensor, Vn: Tensor, o: Tensor,

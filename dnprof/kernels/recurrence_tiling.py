@@ -45,6 +45,26 @@ class Tiling(NamedTuple):
 
 
 @functools.lru_cache(maxsize=8)
+def compute_major(device_index: int | None) -> int | None:
+    """The CUDA device's compute capability major (None off-GPU)."""
+    if device_index is None:
+        return None
+    import torch
+
+    return torch.cuda.get_device_capability(device_index)[0]
+
+
+def check_pipelined(tiling: Tiling, kernel: str, major: int | None) -> None:
+    """Refuse a tiling below its fewest stages on sm_90, where it faults or returns wrong values silently."""
+    if major == 9 and tiling.num_stages < tiling.min_stages:
+        raise ValueError(
+            f"config: the {kernel} serial kernel at BV {tiling.BV} needs at least {tiling.min_stages} pipelining "
+            f"stages on sm_90 (at one stage it faults or returns wrong values with Triton 3.6); "
+            f"got {tiling.num_stages}: use num_stages >= {tiling.min_stages}, rec='auto' or an explicit rec tiling"
+        )
+
+
+@functools.lru_cache(maxsize=8)
 def sm_count(device_index: int | None) -> int:
     """Streaming multiprocessors of a CUDA device (132 assumed off-GPU: the rule then matches an H100/H200)."""
     if device_index is None:

@@ -7,7 +7,8 @@ each launch for the target (default sm_90) with Triton's own compiler and ptxas,
 launch with those arguments would be, and prints the shared memory each kernel needs at the
 pipelining depth ``dnprof.kernels.launch`` settles on, against the limit (232448 bytes per block
 on Hopper). Exit code 1 if a kernel does not fit even at the fewest stages its launch allows (one,
-or two for the serial kernels at BV <= 32). Nothing runs on a device.
+or two for the serial kernels at BV <= 32). ``--regs`` adds each kernel's registers per thread and
+spilled bytes from ptxas's own report. Nothing runs on a device.
 """
 
 from __future__ import annotations
@@ -40,8 +41,31 @@ def compile_like_a_launch(kernel, args, target, num_warps: int, num_stages: int)
     return triton.compile(ASTSource(kernel, signature, constexprs, attrs), target=target, options=options.__dict__)
 
 
-def captured_launches(cfg: ChunkConfig, K: int, V: int, dtype: torch.dtype, T: int, H: int):
-    """(kernel, args, num_warps, num_stages, min_stages) of one forward + backward, captured instead of run."""
+def ptxas_usage(compiled, arch: int) -> str:
+    """``"166 regs, 0 B spilled"`` for a compiled kernel, from ptxas's own report on its PTX (Triton ships ptxas)."""
+    import re
+    import subprocess
+    import tempfile
+
+    ptxas = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
+    with tempfile.TemporaryDirectory() as tmp:
+        src = os.path.join(tmp, "kernel.ptx")
+        with open(src, "w") as fh:
+            fh.write(compiled.asm["ptx"])
+        suffix = "a" if arch >= 90 else ""
+        out = subprocess.run([ptxas, f"-arch=sm_{arch}{suffix}", "-v", src, "-o", os.path.join(tmp, "k.cubin")],
+                             capture_output=True, text=True)
+    text = out.stdout + out.stderr
+    regs = re.search(r"Used (\d+) registers", text)
+    spill = re.search(r"(\d+) bytes spill stores", text)
+    if regs is None:
+        return f"ptxas gave no usage ({text.strip().splitlines()[-1:] or ['no output']})"
+    return f"{regs.group(1)} regs, {spill.group(1) if spill else '?'} B spilled"
+
+
+def captured_launches(cfg: ChunkConfig, K: int, V: int, dtype: torch.dtype, T: int, H: int, batch: int = 1):
+    """(kernel, args, num_warps, num_stages, min_stages) of one forward + backward over ``batch`` sequences of
+    ``T`` tokens, captured instead of run (the batch sets the serial kernels' ``rec="auto"`` tiling)."""
     calls = []
 
     def capture(kernel, grid, *args, num_warps, num_stages, min_stages=1):
@@ -51,11 +75,12 @@ def captured_launches(cfg: ChunkConfig, K: int, V: int, dtype: torch.dtype, T: i
     real = chunk.launch
     chunk.launch = chunk_wy.launch = capture
     try:
-        q = torch.randn(T, H, K, dtype=dtype)
-        k = torch.randn(T, H, K, dtype=dtype)
-        v = torch.randn(T, H, V, dtype=dtype)
-        beta = torch.rand(T, H, dtype=dtype)
-        tables = chunk._ChunkTables([0, T], cfg.chunk_size, torch.device("cpu"))
+        n = T * batch
+        q = torch.randn(n, H, K, dtype=dtype)
+        k = torch.randn(n, H, K, dtype=dtype)
+        v = torch.randn(n, H, V, dtype=dtype)
+        beta = torch.rand(n, H, dtype=dtype)
+        tables = chunk._ChunkTables([b * T for b in range(batch + 1)], cfg.chunk_size, torch.device("cpu"))
         o, ht, X, Hs, Vn, W = chunk._forward(q, k, v, beta, K ** -0.5, None, tables, cfg, True, save=True)
         chunk._backward(q, k, v, beta, K ** -0.5, X, Hs, Vn, W, torch.randn_like(o), None, tables, cfg, False)
     finally:
@@ -73,7 +98,8 @@ def _configs(name: str, K: int, V: int, dtype: str) -> list[ChunkConfig]:
 def _check(cfg: ChunkConfig, D: int, Vd: int, dtype: torch.dtype, a: argparse.Namespace, target) -> int:
     """Print each kernel's shared memory at the depth that fits; return the largest."""
     worst = 0
-    for kernel, args, nw, ns, least in captured_launches(cfg, D, Vd, dtype, a.seq_len, max(1, 2048 // Vd)):
+    for kernel, args, nw, ns, least in captured_launches(cfg, D, Vd, dtype, a.seq_len, max(1, 2048 // Vd),
+                                                         a.batch):
         fitted = ns
         shared = compile_like_a_launch(kernel, args, target, nw, ns).metadata.shared
         first = shared
@@ -83,6 +109,9 @@ def _check(cfg: ChunkConfig, D: int, Vd: int, dtype: torch.dtype, a: argparse.Na
         worst = max(worst, shared)
         flag = "ok" if shared <= a.limit else f"OVER at {least} stage(s), the fewest it may run at"
         note = "" if fitted == ns else f" (s{ns} needs {first} B: launch lowers it to s{fitted})"
+        if a.regs:
+            compiled = compile_like_a_launch(kernel, args, target, nw, fitted)
+            note += f" | {ptxas_usage(compiled, a.arch)}"
         print(f"D={D} {cfg.name} {kernel.fn.__name__:18s} w{nw} s{fitted}: {shared:7d} B {flag}{note}", flush=True)
     return worst
 
@@ -94,8 +123,11 @@ def main() -> None:
     ap.add_argument("--variants", default="default")
     ap.add_argument("--dtype", default="bf16", choices=["bf16", "fp16", "fp32"])
     ap.add_argument("--seq-len", type=int, default=4096, help="tokens of the one sequence (H = 2048 / D)")
+    ap.add_argument("--batch", type=int, default=1, help="sequences of --seq-len tokens (sets rec='auto' tilings)")
     ap.add_argument("--arch", type=int, default=90)
     ap.add_argument("--limit", type=int, default=232448)
+    ap.add_argument("--regs", action="store_true",
+                    help="also print each kernel's registers and spilled bytes (ptxas -v on its PTX)")
     a = ap.parse_args()
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[a.dtype]
     D = a.head_dim

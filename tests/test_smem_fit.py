@@ -30,3 +30,18 @@ def test_default_variants_fit_sm90_shared_memory(head_dim, n_kernels):
     assert len(kernels) == n_kernels, out.stdout
     assert not any("wy_apply_kernel" in line for line in kernels), out.stdout
     assert all(" ok" in line for line in kernels), out.stdout
+
+
+def test_registers_and_spills_are_reported_by_ptxas():
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    out = subprocess.run([sys.executable, str(SCRIPT), "--head-dim", "64", "--seq-len", "256", "--batch", "2",
+                          "--variants", "c64-bk64-bv64-w4-s2-hbf16-wyf-os-m16", "--regs"],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    kernels = [line for line in out.stdout.splitlines() if line.startswith("D=64 ")]
+    assert len(kernels) == 6, out.stdout
+    import re
+
+    for line in kernels:
+        m = re.search(r"\| (\d+) regs, (\d+) B spilled$", line)
+        assert m and 0 < int(m.group(1)) <= 255, line

@@ -55,6 +55,17 @@ def test_lowering_stops_at_min_stages():
     assert kernel.calls == [3, 2]  # never compiled at one stage
 
 
+def test_a_remembered_depth_never_goes_below_min_stages():
+    kernel = FakeKernel("shared_kernel", fits=1)
+    x = torch.zeros(1)
+    assert launch_mod.launch(kernel, (1,), x, 32, num_warps=4, num_stages=2) == 1  # lowered, remembered
+    with pytest.raises(OutOfResources):  # the same specialisation asked not to go below two stages
+        launch_mod.launch(kernel, (1,), x, 32, num_warps=4, num_stages=2, min_stages=2)
+    assert kernel.calls == [2, 1, 2]
+    with pytest.raises(ValueError, match="asked for 1 pipelining stage"):
+        launch_mod.launch(kernel, (1,), x, 32, num_warps=4, num_stages=1, min_stages=2)
+
+
 def test_other_errors_propagate_without_retry():
     kernel = FakeKernel("broken_kernel", fits=4, error=RuntimeError("illegal memory access"))
     with pytest.raises(RuntimeError, match="illegal"):

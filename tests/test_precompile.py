@@ -53,6 +53,13 @@ def test_one_task_per_variant_head_dim_and_mode_whatever_the_sequence_length():
     assert peer.resolved == []  # a peer is never resolved, let alone compiled
 
 
+def test_auto_tiled_variants_get_a_task_per_sequence_count():
+    """``rec="auto"`` picks the serial kernels' tiling from sequences x heads, so each batch compiles its own."""
+    chunk = _FakeProvider("dnprof-chunk", {"fwd": {"chunk_size": 64, "rec": "auto"}})
+    tasks = compile_tasks([chunk], _shapes((128, 4096), (128, 16384), (128, 8192)), ["fwd"])
+    assert [args[6] for _, args in tasks] == [8, 2, 4]  # B of each task
+
+
 def test_unavailable_cpu_and_unresolvable_providers_give_no_task():
     broken = _FakeProvider("dnprof-chunk-c128", {"fwd": {"chunk_size": 128}})  # fwdbwd raises in resolve
     missing = _FakeProvider("dnprof-recurrent", {"fwd": {"BV": 32}}, reason="not installed")

@@ -34,11 +34,11 @@ def test_space_sizes_and_reasons_add_up():
 def test_a100_gets_a_smaller_space_than_h100():
     h100 = generate_space(256, 256, "bf16", PROFILES["h100"], ("chunk",))
     a100 = generate_space(256, 256, "bf16", PROFILES["a100"], ("chunk",))
-    assert len(a100.kept) < len(h100.kept)
-    assert a100.reasons()["shared-memory"] > h100.reasons()["shared-memory"]
     faults_h100 = {p.candidate for p in h100.pruned if p.rule == "known-fault"}
-    assert faults_h100 and all(c.config.num_stages == 1 and c.config.BV <= 32 and c.config.rec == "main"
-                               and c.config.chunk_size <= 64 for c in faults_h100)
+    assert len(a100.kept) < len(h100.kept) + len(faults_h100)  # less shared memory, not counting sm_90's faults
+    assert a100.reasons()["shared-memory"] > h100.reasons()["shared-memory"]
+    assert faults_h100 and all(c.config.num_stages == 1 and c.config.BV <= 32 and c.config.chunk_size <= 64
+                               for c in faults_h100)
     assert set(a100.kept) <= set(h100.kept) | faults_h100  # sm_90's known faults are not cut on sm_80
     assert "known-fault" not in a100.reasons()
     assert "hopper-warps8" in h100.flags and "hopper-warps8" not in a100.flags  # a flag, not a cut

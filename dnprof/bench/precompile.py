@@ -67,7 +67,9 @@ def compile_tasks(providers: Sequence[Any], shapes: Sequence[Any], modes: Sequen
                     continue
                 if resolved.config is None:
                     continue
-                key = (family, json.dumps(resolved.config, sort_keys=True), shape.K, shape.V, dt, mode, shape.H)
+                # a rec="auto" variant tiles its serial kernels by sequences x heads: B matters there
+                batch = shape.B if resolved.config.get("rec") == "auto" else None
+                key = (family, json.dumps(resolved.config, sort_keys=True), shape.K, shape.V, dt, mode, batch, shape.H)
                 if key in seen:
                     continue
                 seen.add(key)

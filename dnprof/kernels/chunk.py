@@ -123,13 +123,15 @@ def _intermediate_dtype(dtype: torch.dtype, cfg: ChunkConfig) -> torch.dtype:
     return dtype if _dot_precision(dtype, cfg) in ("bf16", "fp16") else torch.float32
 
 
-def serial_tiling(cfg: ChunkConfig, kernel: str, q: Tensor, v: Tensor, tables: _ChunkTables) -> Tiling:
-    """The launch tiling of serial ``kernel`` (``fwd``/``bwd``) for these inputs (``cfg.rec``)."""
-    dev = q.device.index if q.is_cuda else None
-    if q.is_cuda and dev is None:
-        dev = torch.cuda.current_device()
-    tiling = recurrence_tiling(cfg, kernel, q.shape[-1], v.shape[-1], tables.n_seqs * q.shape[1], sm_count(dev))
-    check_pipelined(tiling, kernel, compute_major(dev))
+def serial_tiling(cfg: ChunkConfig, kernel: str, K: int, V: int, H: int, tables: _ChunkTables,
+                  device: torch.device) -> Tiling:
+    """The launch tiling of serial ``kernel`` (``fwd``/``bwd``) for this batch on ``device`` (``cfg.rec``);
+    a ValueError for a tiling that must not run there (see :func:`recurrence_tiling.check_pipelined`)."""
+    dev = None
+    if device.type == "cuda":
+        dev = device.index if device.index is not None else torch.cuda.current_device()
+    tiling = recurrence_tiling(cfg, kernel, K, V, tables.n_seqs * H, sm_count(dev), compute_major(dev))
+    check_pipelined(tiling, kernel)
     return tiling
 
 
@@ -190,7 +192,7 @@ def _forward(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, scale: float, h0: Te
     o = torch.empty(T, H, V, dtype=q.dtype, device=dev)
     ht = torch.empty(tables.n_seqs, H, K, V, dtype=torch.float32, device=dev) if output_final_state else None
     launch_state(q, k, W, U, h0, Hs, Vn, o, ht, tables, scale, cfg, store_h, store_vn,
-                 serial_tiling(cfg, "fwd", q, v, tables))
+                 serial_tiling(cfg, "fwd", K, V, H, tables, q.device))
     if not cfg.fuse_output:
         launch(
             fwd_output_kernel, (tables.n_chunks * triton.cdiv(V, BV), H),
@@ -217,7 +219,7 @@ def _backward(q, k, v, beta, scale, X, Hs, Vn, W, do, dht, tables: _ChunkTables,
     dHs = torch.empty(tables.n_chunks, H, K, V, dtype=_STATE_DTYPES[cfg.state_dtype], device=dev)
     dVn = torch.empty(T, H, V, dtype=inter, device=dev)
     dh0 = torch.empty(tables.n_seqs, H, K, V, dtype=torch.float32, device=dev) if need_dh0 else None
-    launch_dh(q, k, W, do, dht, dHs, dVn, dh0, tables, scale, cfg, serial_tiling(cfg, "bwd", q, v, tables))
+    launch_dh(q, k, W, do, dht, dHs, dVn, dh0, tables, scale, cfg, serial_tiling(cfg, "bwd", K, V, H, tables, q.device))
     # dq, dk and dv are written once, straight in the inputs' dtypes (the store rounds as a cast
     # would, without an extra pass); dbeta comes in fp32 parts, one per K tile plus the V part.
     dq = torch.empty(T, H, K, dtype=q.dtype, device=dev)
@@ -309,6 +311,8 @@ def chunk_delta_rule(
     else:
         bounds = [b * T for b in range(B + 1)]
     tables = _chunk_tables(tuple(bounds), config.chunk_size, q.device)
+    for which in ("fwd", "bwd"):  # a tiling that must not run is refused before any kernel launches
+        serial_tiling(config, which, K, V, H, tables, q.device)
     qf, kf, vf = (x.reshape(B * T, H, x.shape[-1]).contiguous() for x in (q, k, v))
     bf = beta.reshape(B * T, H).contiguous()
     h0 = None if initial_state is None else initial_state.contiguous()

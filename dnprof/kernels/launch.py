@@ -2,9 +2,10 @@
 
 A variant's ``num_stages`` multiplies the shared memory of every pipelined loop's tiles; at large
 chunk sizes or head dims the deepest setting can exceed the GPU's per-block limit (Triton raises
-``OutOfResources`` when it compiles). :func:`launch` then retries with one stage fewer, down to one
-(no pipelining), and remembers the depth that fit for that kernel specialisation, so the failing
-compile happens once per process, not once per call. Any other error propagates unchanged.
+``OutOfResources`` when it compiles). :func:`launch` then retries with one stage fewer, down to the
+launch's ``min_stages`` (one, no pipelining, unless the caller knows the kernel mis-compiles there),
+and remembers the depth that fit for that kernel specialisation, so the failing compile happens
+once per process, not once per call. Any other error propagates unchanged.
 """
 
 from __future__ import annotations
@@ -42,8 +43,9 @@ def noted_tilings() -> list[str]:
 
 
 def lowered_stages() -> list[str]:
-    """Launches since :func:`reset_lowered` that ran at fewer stages than their variant names,
-    e.g. ``["bwd_dh_kernel s2->s1"]``: a results file says so rather than implying the named depth."""
+    """Launches since :func:`reset_lowered` that ran at fewer stages than they asked for (the variant's
+    name, or its ``rec`` tiling for the serial kernels), e.g. ``["bwd_dh_kernel s2->s1"]``: a results
+    file says so rather than implying the asked depth."""
     return sorted(f"{name} s{asked}->s{ran}" for name, asked, ran in _LOWERED)
 
 
@@ -70,11 +72,13 @@ def launch(kernel: Any, grid: tuple, *args: Any, num_warps: int, num_stages: int
     The common case costs one set lookup: only a kernel that has overflowed before in this process
     has its specialisation looked up in the remembered depths.
     """
+    if num_stages < min_stages:
+        raise ValueError(f"{_name(kernel)}: asked for {num_stages} pipelining stage(s), needs at least {min_stages}")
     key = None
     stages = num_stages
     if kernel in _OVERFLOWED:
         key = _specialisation(kernel, args, num_warps, num_stages)
-        stages = _FITTED.get(key, num_stages)
+        stages = max(min_stages, _FITTED.get(key, num_stages))
     while True:
         try:
             kernel[grid](*args, num_warps=num_warps, num_stages=stages)

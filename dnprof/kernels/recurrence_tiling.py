@@ -17,9 +17,9 @@ measured on an H200 (bf16, C = 64, ``results/nvidia-h200/runs/lease3-call1-sweep
   against 2.25 ms).
 
 On sm_90 with Triton 3.6 these kernels fault or return wrong values at C = 64 and ``BV <= 32``
-without pipelining (one stage), so such launches require at least two stages. (At C = 128 the
-same kernels at ``BV = 32`` lowered to one stage verified on the GPU, and two stages do not fit
-at D = 256.)
+without pipelining (one stage), so there such launches require at least two stages. (At C = 128
+the same kernels at ``BV = 32`` lowered to one stage verified on the GPU, and two stages do not fit
+at D = 256; other architectures were not seen to fault and may still lower to one stage.)
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import triton
 
 from dnprof.variants.chunk_config import ChunkConfig, padded_dim, parse_rec_tiling
 
-#: Below this ``BV`` a serial kernel must pipeline (see the module docstring).
+#: At or below this ``BV`` a serial kernel must pipeline on sm_90 (see the module docstring).
 NARROW_BV = 32
 
 
@@ -54,9 +54,9 @@ def compute_major(device_index: int | None) -> int | None:
     return torch.cuda.get_device_capability(device_index)[0]
 
 
-def check_pipelined(tiling: Tiling, kernel: str, major: int | None) -> None:
-    """Refuse a tiling below its fewest stages on sm_90, where it faults or returns wrong values silently."""
-    if major == 9 and tiling.num_stages < tiling.min_stages:
+def check_pipelined(tiling: Tiling, kernel: str) -> None:
+    """Refuse a tiling asked to run below its fewest stages (sm_90: it faults or returns wrong values silently)."""
+    if tiling.num_stages < tiling.min_stages:
         raise ValueError(
             f"config: the {kernel} serial kernel at BV {tiling.BV} needs at least {tiling.min_stages} pipelining "
             f"stages on sm_90 (at one stage it faults or returns wrong values with Triton 3.6); "
@@ -74,25 +74,27 @@ def sm_count(device_index: int | None) -> int:
     return torch.cuda.get_device_properties(device_index).multi_processor_count
 
 
-def _tiling(bv: int, warps: int, stages: int, chunk_size: int) -> Tiling:
-    return Tiling(bv, warps, stages, 2 if bv <= NARROW_BV and chunk_size <= 64 else 1)
+def _tiling(bv: int, warps: int, stages: int, chunk_size: int, major: int | None) -> Tiling:
+    return Tiling(bv, warps, stages, 2 if major == 9 and bv <= NARROW_BV and chunk_size <= 64 else 1)
 
 
-def recurrence_tiling(cfg: ChunkConfig, kernel: str, K: int, V: int, n_streams: int, sms: int) -> Tiling:
+def recurrence_tiling(cfg: ChunkConfig, kernel: str, K: int, V: int, n_streams: int, sms: int,
+                      major: int | None = None) -> Tiling:
     """The tiling of ``kernel`` (``"fwd"``: state recurrence, ``"bwd"``: reverse) for ``cfg.rec``.
 
-    ``n_streams`` is sequences x heads; ``sms`` the device's SM count.
+    ``n_streams`` is sequences x heads; ``sms`` the device's SM count; ``major`` its compute
+    capability major (None off-GPU), which decides the fewest stages a narrow tile may run at.
     """
     if cfg.rec == "main":
-        return _tiling(cfg.BV, cfg.num_warps, cfg.num_stages, cfg.chunk_size)
+        return _tiling(cfg.BV, cfg.num_warps, cfg.num_stages, cfg.chunk_size, major)
     explicit = parse_rec_tiling(cfg.rec)
     if explicit is not None:
-        return _tiling(*explicit, cfg.chunk_size)
+        return _tiling(*explicit, cfg.chunk_size, major)
     Kp, Vp = padded_dim(K), padded_dim(V)
     wide = n_streams * triton.cdiv(V, min(64, Vp)) >= sms
     cannot_pipeline = Kp > 128 and (kernel == "bwd" or cfg.fuse_output)
     if not wide or cannot_pipeline:
-        return _tiling(min(NARROW_BV, Vp), 4, 3, cfg.chunk_size)
+        return _tiling(min(NARROW_BV, Vp), 4, 3, cfg.chunk_size, major)
     if kernel == "fwd":
-        return _tiling(min(64, Vp), 4, 3 if cfg.fuse_output else 2, cfg.chunk_size)
-    return _tiling(min(64, Vp), 8, 3, cfg.chunk_size)
+        return _tiling(min(64, Vp), 4, 3 if cfg.fuse_output else 2, cfg.chunk_size, major)
+    return _tiling(min(64, Vp), 8, 3, cfg.chunk_size, major)

@@ -115,7 +115,7 @@ class ChunkConfig:
         16-bit variant at C = 64 and head dims up to 128 also fuses the output (it then stores bf16
         states for the backward): fwd+bwd 1.00-1.05x the unfused variant at D = 64 and 128 on the
         H200. 16-bit variants at chunk
-        sizes up to 64 and head dims of 128 and more tile their serial kernels automatically
+        size 64 and head dims of 128 and more tile their serial kernels automatically
         (``rec="auto"``), where the H200 measured it (``benchmarks/recurrence_sweep.py``, ``dnprof
         compare``); smaller head dims keep the variant's own tiling until measured.
         """
@@ -129,11 +129,11 @@ class ChunkConfig:
         sixteen = is_16bit(dtype)
         small = max(Kp, Vp) <= 128
         fused_forward = sixteen and mode == "fwd" and small
-        fused = fused_forward or (sixteen and small and chunk_size <= 64)
+        fused = fused_forward or (sixteen and small and chunk_size == 64)
         cfg = cls(chunk_size=chunk_size, BK=BK, BV=BV, num_warps=num_warps, num_stages=2,
                   state_dtype="bf16" if sixteen and not fused_forward else "fp32",
                   fuse_output=fused, dot_operands="input" if sixteen else "fp32",
-                  rec="auto" if sixteen and chunk_size <= 64 and max(Kp, Vp) >= 128 else "main")
+                  rec="auto" if sixteen and chunk_size == 64 and max(Kp, Vp) >= 128 else "main")
         cfg.validate(K, V)
         return cfg
 

@@ -19,7 +19,9 @@ Pruning rules, applied in this order (the first that applies names the reason):
     serial kernels at chunk size 64, BV <= 32 and no pipelining (one stage) make illegal memory
     accesses or return wrong values, at 4 and 8 warps, in the forward and in the backward; the same
     code at two or more stages verifies (``benchmarks/recurrence_sweep.py``). Cut: chunk size <= 64
-    with a main tiling (or an explicit ``rec`` tiling) at BV <= 32 and one stage. Launches at BV <= 32 also refuse to be lowered to
+    with the main tiling or an explicit ``rec`` tiling at BV <= 32 and one stage (the main tiling
+    also sets the chunk-parallel kernels', never measured unpipelined at that width). On sm_90
+    such launches also refuse to be lowered to one stage when shared memory is short. Launches at BV <= 32 also refuse to be lowered to
     one stage when shared memory is short (:mod:`dnprof.kernels.recurrence_tiling`).
 ``duplicate``
     The variant computes exactly what another one does in this mode: in a forward-only run with the
@@ -294,12 +296,13 @@ def _prune_rule(cand: Candidate, K: int, V: int, dtype: str, mode: str, limits: 
 
 
 def _unpipelined_narrow(cfg: Any) -> bool:
-    """True when a serial kernel of ``cfg`` would run at C <= 64, BV <= 32, one stage (main or explicit ``rec``)."""
+    """True when ``cfg`` asks for C <= 64, BV <= 32 and one stage, in its main tiling or an explicit ``rec`` one."""
     from dnprof.variants.chunk_config import parse_rec_tiling
 
-    rec = getattr(cfg, "rec", "main")
-    tiling = (cfg.BV, cfg.num_warps, cfg.num_stages) if rec == "main" else parse_rec_tiling(rec)
-    return tiling is not None and tiling[0] <= 32 and tiling[2] == 1 and cfg.chunk_size <= 64
+    if cfg.chunk_size > 64:
+        return False
+    explicit = parse_rec_tiling(getattr(cfg, "rec", "main"))
+    return (cfg.BV <= 32 and cfg.num_stages == 1) or (explicit is not None and explicit[0] <= 32 and explicit[2] == 1)
 
 
 def _flags(cand: Candidate, limits: DeviceLimits) -> list[str]:

@@ -68,14 +68,15 @@ class TuneRequest:
     plan: RoundPlan | None = None
 
     def verify_shape(self) -> tuple[int, int, int]:
-        """(B, T, H) of verification: one sequence of min(T, 1024) tokens with the timing shape's heads.
+        """(B, T, H) of verification: the timing shape's sequences and heads, of min(T, 1024) tokens.
 
-        Same H as the timing shape: Triton specialises integer arguments (by divisibility), so
-        another H would compile the kernels again in the timing process.
+        Same B and H as the timing shape: a variant with ``rec="auto"`` tiles its serial kernels by
+        sequences x heads, so verification checks the tiling that is timed; and Triton specialises
+        integer arguments (by divisibility), so another H would compile again in the timing process.
         """
         if self.device == "cpu":
             return (self.verify_B or self.B, self.verify_T or self.T, self.verify_H or self.H)
-        return (self.verify_B or 1, self.verify_T or min(self.T, 1024), self.verify_H or self.H)
+        return (self.verify_B or self.B, self.verify_T or min(self.T, 1024), self.verify_H or self.H)
 
     def round_plan(self) -> RoundPlan:
         if self.plan is not None:

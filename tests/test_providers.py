@@ -127,6 +127,16 @@ def test_verify_shape_reductions():
     assert a.T == 4096 and a.B == 1 and a.B * a.H * a.T**2 <= max(VERIFY_SCORE_ELEMENTS, a.H * a.T**2)
 
 
+def test_dnprof_chunk_verifies_every_sequence_of_the_timed_batch():
+    """Its serial kernels tile by sequences x heads (rec="auto"), so verification shortens T, never B."""
+    p = get_provider("dnprof-chunk")
+    v = p.verify_shape(Shape(B=8, T=4096, H=16, K=128, V=128))
+    assert (v.B, v.T) == (8, VERIFY_TOKENS // 8)
+    v = p.verify_shape(Shape(B=2, T=16384, H=16, K=128, V=128))
+    assert (v.B, v.T) == (2, DEFAULT_VERIFY_SEQ_LEN)
+    assert p.verify_shape(Shape(B=4, T=512, H=16, K=128, V=128), max_T=256).T == 256
+
+
 def test_roofline_matches_the_guide_floor():
     shape = Shape(B=8, T=4096, H=16, K=128, V=128)
     assert deltanet_min_bytes(shape, "fwd") == pytest.approx(0.54e9, rel=0.02)

@@ -123,22 +123,24 @@ def _intermediate_dtype(dtype: torch.dtype, cfg: ChunkConfig) -> torch.dtype:
     return dtype if _dot_precision(dtype, cfg) in ("bf16", "fp16") else torch.float32
 
 
-def serial_tiling(cfg: ChunkConfig, kernel: str, K: int, V: int, H: int, tables: _ChunkTables,
-                  device: torch.device) -> Tiling:
-    """The launch tiling of serial ``kernel`` (``fwd``/``bwd``) for this batch on ``device`` (``cfg.rec``);
-    a ValueError for a tiling that must not run there (see :func:`recurrence_tiling.check_pipelined`)."""
+def serial_tilings(cfg: ChunkConfig, K: int, V: int, H: int, tables: _ChunkTables,
+                   device: torch.device) -> dict[str, Tiling]:
+    """The launch tilings of the two serial kernels (``fwd``, ``bwd``) for this batch on ``device``
+    (``cfg.rec``); a ValueError for a tiling that must not run there (``check_pipelined``)."""
     dev = None
     if device.type == "cuda":
         dev = device.index if device.index is not None else torch.cuda.current_device()
-    tiling = recurrence_tiling(cfg, kernel, K, V, tables.n_seqs * H, sm_count(dev), compute_major(dev))
-    check_pipelined(tiling, kernel)
-    return tiling
+    out = {}
+    for kernel in ("fwd", "bwd"):
+        out[kernel] = recurrence_tiling(cfg, kernel, K, V, tables.n_seqs * H, sm_count(dev), compute_major(dev))
+        check_pipelined(out[kernel], kernel)
+    return out
 
 
 def launch_state(q: Tensor, k: Tensor, W: Tensor, U: Tensor, h0: Tensor | None, Hs: Tensor, Vn: Tensor, o: Tensor,
                  ht: Tensor | None, tables: _ChunkTables, scale: float, cfg: ChunkConfig, store_h: bool,
                  store_vn: bool, tiling: Tiling) -> int:
-    """Launch the forward state recurrence at its own tiling (:func:`serial_tiling`); return the stages run.
+    """Launch the forward state recurrence at its own tiling (:func:`serial_tilings`); return the stages run.
 
     The recurrence's V tiling is independent of the chunk-parallel kernels': it only decides how
     many programs walk each sequence (``B * H * V / BV``) and what fits shared memory."""
@@ -152,7 +154,7 @@ def launch_state(q: Tensor, k: Tensor, W: Tensor, U: Tensor, h0: Tensor | None, 
         padded_dim(K) // cfg.BK, _dot_precision(q.dtype, cfg), h0 is not None, ht is not None, store_h, store_vn,
         cfg.fuse_output, num_warps=tiling.num_warps, num_stages=tiling.num_stages, min_stages=tiling.min_stages,
     )
-    note_tiling(f"fwd_state_kernel bv{BV} w{tiling.num_warps} s{ran}")
+    note_tiling("fwd_state_kernel", BV, tiling.num_warps, ran)
     return ran
 
 
@@ -169,15 +171,19 @@ def launch_dh(q: Tensor, k: Tensor, W: Tensor, do: Tensor, dht: Tensor | None, d
         padded_dim(K) // cfg.BK, _dot_precision(q.dtype, cfg), dht is not None, dh0 is not None,
         num_warps=tiling.num_warps, num_stages=tiling.num_stages, min_stages=tiling.min_stages,
     )
-    note_tiling(f"bwd_dh_kernel bv{BV} w{tiling.num_warps} s{ran}")
+    note_tiling("bwd_dh_kernel", BV, tiling.num_warps, ran)
     return ran
 
 
 def _forward(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, scale: float, h0: Tensor | None,
-             tables: _ChunkTables, cfg: ChunkConfig, output_final_state: bool, save: bool):
-    """Flattened ``[T, H, D]`` inputs -> (o, ht, X, Hs, Vn, W); Hs/Vn only when needed, W only when kept."""
+             tables: _ChunkTables, cfg: ChunkConfig, output_final_state: bool, save: bool,
+             tiling: Tiling | None = None):
+    """Flattened ``[T, H, D]`` inputs -> (o, ht, X, Hs, Vn, W); Hs/Vn only when needed, W only when kept.
+
+    ``tiling``: the state kernel's, when the caller has it already (else from :func:`serial_tilings`)."""
     T, H, K = q.shape
     V = v.shape[-1]
+    tiling = tiling or serial_tilings(cfg, K, V, H, tables, q.device)["fwd"]
     BT, BK, BV = cfg.chunk_size, cfg.BK, cfg.BV
     prec, dprec = _precision(q.dtype), _dot_precision(q.dtype, cfg)
     nw, ns = cfg.num_warps, cfg.num_stages
@@ -191,8 +197,7 @@ def _forward(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, scale: float, h0: Te
     Vn = torch.empty(T if store_vn else 1, H, V, dtype=inter, device=dev)
     o = torch.empty(T, H, V, dtype=q.dtype, device=dev)
     ht = torch.empty(tables.n_seqs, H, K, V, dtype=torch.float32, device=dev) if output_final_state else None
-    launch_state(q, k, W, U, h0, Hs, Vn, o, ht, tables, scale, cfg, store_h, store_vn,
-                 serial_tiling(cfg, "fwd", K, V, H, tables, q.device))
+    launch_state(q, k, W, U, h0, Hs, Vn, o, ht, tables, scale, cfg, store_h, store_vn, tiling)
     if not cfg.fuse_output:
         launch(
             fwd_output_kernel, (tables.n_chunks * triton.cdiv(V, BV), H),
@@ -203,12 +208,15 @@ def _forward(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, scale: float, h0: Te
     return o, ht, X, (Hs if save else None), (Vn if save else None), (W if keep_w else None)
 
 
-def _backward(q, k, v, beta, scale, X, Hs, Vn, W, do, dht, tables: _ChunkTables, cfg: ChunkConfig, need_dh0: bool):
+def _backward(q, k, v, beta, scale, X, Hs, Vn, W, do, dht, tables: _ChunkTables, cfg: ChunkConfig, need_dh0: bool,
+              tiling: Tiling | None = None):
     """Gradients (dq, dk, dv, dbeta, dh0) for flattened inputs, in the inputs' dtypes; dh0 fp32, None unless asked.
 
-    ``W`` is the forward's when it kept it, else None (recomputed here from ``X``)."""
+    ``W`` is the forward's when it kept it, else None (recomputed here from ``X``); ``tiling`` the
+    reverse recurrence's, when the caller has it (else from :func:`serial_tilings`)."""
     T, H, K = q.shape
     V = v.shape[-1]
+    tiling = tiling or serial_tilings(cfg, K, V, H, tables, q.device)["bwd"]
     BT, BK, BV = cfg.chunk_size, cfg.BK, cfg.BV
     prec, dprec = _precision(q.dtype), _dot_precision(q.dtype, cfg)
     nw, ns = cfg.num_warps, cfg.num_stages
@@ -219,7 +227,7 @@ def _backward(q, k, v, beta, scale, X, Hs, Vn, W, do, dht, tables: _ChunkTables,
     dHs = torch.empty(tables.n_chunks, H, K, V, dtype=_STATE_DTYPES[cfg.state_dtype], device=dev)
     dVn = torch.empty(T, H, V, dtype=inter, device=dev)
     dh0 = torch.empty(tables.n_seqs, H, K, V, dtype=torch.float32, device=dev) if need_dh0 else None
-    launch_dh(q, k, W, do, dht, dHs, dVn, dh0, tables, scale, cfg, serial_tiling(cfg, "bwd", K, V, H, tables, q.device))
+    launch_dh(q, k, W, do, dht, dHs, dVn, dh0, tables, scale, cfg, tiling)
     # dq, dk and dv are written once, straight in the inputs' dtypes (the store rounds as a cast
     # would, without an extra pass); dbeta comes in fp32 parts, one per K tile plus the V part.
     dq = torch.empty(T, H, K, dtype=q.dtype, device=dev)
@@ -246,10 +254,11 @@ class ChunkDeltaRuleFunction(torch.autograd.Function):
     """Autograd wrapper: inputs already flattened to ``[T_total, H, D]`` and contiguous."""
 
     @staticmethod
-    def forward(ctx, q, k, v, beta, initial_state, scale, tables, cfg, output_final_state):
-        o, ht, X, Hs, Vn, W = _forward(q, k, v, beta, scale, initial_state, tables, cfg, output_final_state, save=True)
+    def forward(ctx, q, k, v, beta, initial_state, scale, tables, cfg, output_final_state, tilings):
+        o, ht, X, Hs, Vn, W = _forward(q, k, v, beta, scale, initial_state, tables, cfg, output_final_state, save=True,
+                                       tiling=tilings["fwd"])
         ctx.save_for_backward(q, k, v, beta, X, Hs, Vn, W)
-        ctx.scale, ctx.tables, ctx.cfg = scale, tables, cfg
+        ctx.scale, ctx.tables, ctx.cfg, ctx.bwd_tiling = scale, tables, cfg, tilings["bwd"]
         ctx.h0_dtype = None if initial_state is None else initial_state.dtype
         if ht is not None:
             return o, ht
@@ -261,9 +270,10 @@ class ChunkDeltaRuleFunction(torch.autograd.Function):
         do = do.to(q.dtype).contiguous()
         dht = None if dht is None else dht.float().contiguous()
         need_dh0 = ctx.h0_dtype is not None and ctx.needs_input_grad[4]
-        dq, dk, dv, dbeta, dh0 = _backward(q, k, v, beta, ctx.scale, X, Hs, Vn, W, do, dht, ctx.tables, ctx.cfg, need_dh0)
+        dq, dk, dv, dbeta, dh0 = _backward(q, k, v, beta, ctx.scale, X, Hs, Vn, W, do, dht, ctx.tables, ctx.cfg, need_dh0,
+                                           tiling=ctx.bwd_tiling)
         return (dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), dbeta.to(beta.dtype),
-                None if dh0 is None else dh0.to(ctx.h0_dtype), None, None, None, None)
+                None if dh0 is None else dh0.to(ctx.h0_dtype), None, None, None, None, None)
 
 
 def chunk_delta_rule(
@@ -311,15 +321,15 @@ def chunk_delta_rule(
     else:
         bounds = [b * T for b in range(B + 1)]
     tables = _chunk_tables(tuple(bounds), config.chunk_size, q.device)
-    for which in ("fwd", "bwd"):  # a tiling that must not run is refused before any kernel launches
-        serial_tiling(config, which, K, V, H, tables, q.device)
+    tilings = serial_tilings(config, K, V, H, tables, q.device)  # refused here, before any launch, if it must not run
     qf, kf, vf = (x.reshape(B * T, H, x.shape[-1]).contiguous() for x in (q, k, v))
     bf = beta.reshape(B * T, H).contiguous()
     h0 = None if initial_state is None else initial_state.contiguous()
 
     leaves = (q, k, v, beta) + ((initial_state,) if initial_state is not None else ())
     if torch.is_grad_enabled() and any(t.requires_grad for t in leaves):
-        o, ht = ChunkDeltaRuleFunction.apply(qf, kf, vf, bf, h0, scale, tables, config, output_final_state)
+        o, ht = ChunkDeltaRuleFunction.apply(qf, kf, vf, bf, h0, scale, tables, config, output_final_state, tilings)
     else:
-        o, ht, *_ = _forward(qf, kf, vf, bf, scale, h0, tables, config, output_final_state, save=False)
+        o, ht, *_ = _forward(qf, kf, vf, bf, scale, h0, tables, config, output_final_state, save=False,
+                             tiling=tilings["fwd"])
     return o.reshape(B, T, H, V), ht

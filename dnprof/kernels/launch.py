@@ -21,8 +21,8 @@ _FITTED: dict[tuple, int] = {}
 _OVERFLOWED: set[Any] = set()
 #: (kernel name, requested stages, stages run) of every launch since :func:`reset_lowered`
 _LOWERED: set[tuple[str, int, int]] = set()
-#: launch tilings noted by :func:`note_tiling` since :func:`reset_lowered` (e.g. the serial kernels')
-_TILINGS: set[str] = set()
+#: (kernel name, BV, warps, stages run) noted by :func:`note_tiling` since :func:`reset_lowered`
+_TILINGS: set[tuple[str, int, int, int]] = set()
 
 
 def reset_lowered() -> None:
@@ -31,15 +31,22 @@ def reset_lowered() -> None:
     _TILINGS.clear()
 
 
-def note_tiling(text: str) -> None:
-    """Remember a launch's tiling, e.g. ``"bwd_dh_kernel bv32 w4 s2"``, for the results row being measured:
-    a variant whose tiling is chosen at launch (``rec="auto"``) then says what actually ran."""
-    _TILINGS.add(text)
+def note_tiling(kernel: str, BV: int, num_warps: int, stages: int) -> None:
+    """Remember a launch's tiling for the results row being measured: a variant whose tiling is
+    chosen at launch (``rec="auto"``) then says what actually ran."""
+    _TILINGS.add((kernel, BV, num_warps, stages))
 
 
 def noted_tilings() -> list[str]:
-    """The tilings noted since :func:`reset_lowered`, sorted."""
-    return sorted(_TILINGS)
+    """The tilings noted since :func:`reset_lowered`, e.g. ``["bwd_dh_kernel bv32 w4 s2"]``, sorted."""
+    return sorted(f"{name} bv{bv} w{w} s{s}" for name, bv, w, s in _TILINGS)
+
+
+def run_notes() -> dict[str, list[str]]:
+    """What a results row or tuning record says about its launches since :func:`reset_lowered`:
+    ``stages_lowered`` and ``serial_tilings``, each only when there is something to say."""
+    notes = {"stages_lowered": lowered_stages(), "serial_tilings": noted_tilings()}
+    return {k: v for k, v in notes.items() if v}
 
 
 def lowered_stages() -> list[str]:

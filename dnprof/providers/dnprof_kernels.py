@@ -15,7 +15,7 @@ import re
 from typing import Any, Callable
 
 from dnprof.kernels.validation import interpreter_enabled
-from dnprof.providers.base import Resolved, Shape
+from dnprof.providers.base import DEFAULT_VERIFY_SEQ_LEN, VERIFY_TOKENS, Resolved, Shape
 from dnprof.providers.deltanet import DeltaNetProvider
 
 CHUNK_PREFIX = "dnprof-chunk-"
@@ -109,6 +109,13 @@ class DnprofChunkProvider(DeltaNetProvider):
         value.validate(shape.K, shape.V)
         return value, "explicit"
 
+    def verify_shape(self, shape: Shape, max_T: int | None = None) -> Shape:
+        """The base's token budget, reached by shortening the sequences, not dropping them: with
+        ``rec="auto"`` the serial kernels tile by sequences x heads, so fewer sequences could
+        verify another tiling than the one that is timed."""
+        T = min(shape.T, max_T or DEFAULT_VERIFY_SEQ_LEN, max(1, VERIFY_TOKENS // shape.B))
+        return shape.replace(T=T)
+
     def begin_run(self) -> None:
         from dnprof.kernels.launch import reset_lowered
 
@@ -117,14 +124,9 @@ class DnprofChunkProvider(DeltaNetProvider):
     def run_notes(self) -> dict[str, Any]:
         """Kernels that ran at fewer pipeline stages than the variant names (shared memory did not fit),
         and the tiling each serial kernel ran at (chosen at launch under ``rec="auto"``)."""
-        from dnprof.kernels.launch import lowered_stages, noted_tilings
+        from dnprof.kernels.launch import run_notes
 
-        notes: dict[str, Any] = {}
-        if lowered_stages():
-            notes["stages_lowered"] = lowered_stages()
-        if noted_tilings():
-            notes["serial_tilings"] = noted_tilings()
-        return notes
+        return run_notes()
 
     def resolve(self, shape: Shape, mode: str) -> Resolved:
         """``chunk_delta_rule`` bound to the chosen config."""

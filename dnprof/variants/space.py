@@ -21,8 +21,8 @@ Pruning rules, applied in this order (the first that applies names the reason):
     code at two or more stages verifies (``benchmarks/recurrence_sweep.py``). Cut: chunk size <= 64
     with the main tiling or an explicit ``rec`` tiling at BV <= 32 and one stage (the main tiling
     also sets the chunk-parallel kernels', never measured unpipelined at that width). On sm_90
-    such launches also refuse to be lowered to one stage when shared memory is short. Launches at BV <= 32 also refuse to be lowered to
-    one stage when shared memory is short (:mod:`dnprof.kernels.recurrence_tiling`).
+    such serial launches also refuse to be lowered to one stage when shared memory is short
+    (:mod:`dnprof.kernels.recurrence_tiling`).
 ``duplicate``
     The variant computes exactly what another one does in this mode: in a forward-only run with the
     output fused into the state kernel no states are stored, so ``state_dtype`` has no effect and

@@ -478,15 +478,13 @@ class Tuner:
             except Exception as exc:
                 return None, exc
 
-        from dnprof.kernels.launch import lowered_stages, noted_tilings, reset_lowered
+        from dnprof.kernels.launch import reset_lowered, run_notes
 
         reset_lowered()
         timing, exc = self._guarded(key, cand, "time", run, round=round_)
-        # a record says when the candidate ran below the pipelining depth its name gives, and the
+        # a record says when the candidate ran below the pipelining depth it asked for, and the
         # tiling its serial kernels ran at when that is chosen at launch
-        notes: dict[str, Any] = {"stages_lowered": lowered_stages()} if lowered_stages() else {}
-        if noted_tilings():
-            notes["serial_tilings"] = noted_tilings()
+        notes = run_notes()
         if exc is not None:
             return self._record_time(key, cand, round_, rep_ms, {"status": classify_failure(exc), "message": _short(exc)},
                                      **notes)

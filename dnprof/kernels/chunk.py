@@ -6,8 +6,7 @@ forward
     1. ``wy_inverse_kernel`` (chunk_wy.py), parallel over (chunk, head): ``A``, ``X = (I + A)^-1``
        and, with ``fuse_wy``, ``W`` and ``U``; otherwise ``wy_apply_kernel`` makes ``W``/``U``.
     2. ``fwd_state_kernel`` (chunk_fwd.py), sequential over chunks per (sequence, head, V block):
-       ``Vn = U - W h``, ``h += K^T Vn``; with ``fuse_output`` it also writes ``O`` (with
-       ``fold_output`` as ``Q' h + U'``, ``Q'`` and ``U'`` made by the WY kernel). The two serial
+       ``Vn = U - W h``, ``h += K^T Vn``; with ``fuse_output`` it also writes ``O``. The two serial
        kernels (this one and ``bwd_dh_kernel``) launch at a tiling of their own, ``cfg.rec``
        (recurrence_tiling.py).
     3. without ``fuse_output``: ``fwd_output_kernel``, parallel over chunks.
@@ -53,7 +52,7 @@ import triton
 
 from dnprof.kernels.chunk_bwd import bwd_chunk_k_kernel, bwd_chunk_v_kernel, bwd_dh_kernel
 from dnprof.kernels.chunk_fwd import fwd_output_kernel, fwd_state_kernel
-from dnprof.kernels.chunk_wy import FoldedOutput, wy_forward, wy_recompute_w
+from dnprof.kernels.chunk_wy import wy_forward, wy_recompute_w
 from dnprof.kernels.launch import launch, note_tiling
 from dnprof.kernels.recurrence_tiling import Tiling, check_pipelined, compute_major, recurrence_tiling, sm_count
 from dnprof.kernels.validation import check_delta_inputs
@@ -140,21 +139,20 @@ def serial_tilings(cfg: ChunkConfig, K: int, V: int, H: int, tables: _ChunkTable
 
 def launch_state(q: Tensor, k: Tensor, W: Tensor, U: Tensor, h0: Tensor | None, Hs: Tensor, Vn: Tensor, o: Tensor,
                  ht: Tensor | None, tables: _ChunkTables, scale: float, cfg: ChunkConfig, store_h: bool,
-                 store_vn: bool, tiling: Tiling, folded: FoldedOutput | None = None) -> int:
+                 store_vn: bool, tiling: Tiling) -> int:
     """Launch the forward state recurrence at its own tiling (:func:`serial_tilings`); return the stages run.
 
     The recurrence's V tiling is independent of the chunk-parallel kernels': it only decides how
-    many programs walk each sequence (``B * H * V / BV``) and what fits shared memory. ``folded``:
-    the WY kernel's ``Q'``/``U'`` when ``cfg.fold_output`` (the output is then ``Q' h + U'``)."""
+    many programs walk each sequence (``B * H * V / BV``) and what fits shared memory."""
     T, H, K = q.shape
     V = U.shape[-1]
     BV = tiling.BV
     ran = launch(
         fwd_state_kernel, (tables.n_seqs * triton.cdiv(V, BV), H),
         q, k, W, U, h0 if h0 is not None else Hs, Hs, Vn, o, ht if ht is not None else Hs,
-        folded.Qp if folded is not None else W, folded.Up if folded is not None else U, tables.seq_start, tables.seq_chunk0, tables.max_chunks, scale, H, K, V, cfg.chunk_size, cfg.BK, BV,
+        tables.seq_start, tables.seq_chunk0, tables.max_chunks, scale, H, K, V, cfg.chunk_size, cfg.BK, BV,
         padded_dim(K) // cfg.BK, _dot_precision(q.dtype, cfg), h0 is not None, ht is not None, store_h, store_vn,
-        cfg.fuse_output, folded is not None, num_warps=tiling.num_warps, num_stages=tiling.num_stages, min_stages=tiling.min_stages,
+        cfg.fuse_output, num_warps=tiling.num_warps, num_stages=tiling.num_stages, min_stages=tiling.min_stages,
     )
     note_tiling("fwd_state_kernel", BV, tiling.num_warps, ran)
     return ran
@@ -190,12 +188,8 @@ def _forward(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, scale: float, h0: Te
     prec, dprec = _precision(q.dtype), _dot_precision(q.dtype, cfg)
     nw, ns = cfg.num_warps, cfg.num_stages
     inter = _intermediate_dtype(q.dtype, cfg)
-    folded = None
-    if cfg.fold_output:
-        folded = FoldedOutput(q, scale, torch.empty(T, H, K, dtype=inter, device=q.device),
-                              torch.empty(T, H, V, dtype=inter, device=q.device))
     X, W, U = wy_forward(k, v, beta, tables.chunk_start, tables.chunk_end, BT, BK, BV, cfg.fuse_wy, prec, nw, ns,
-                         inter, keep_x=save, fold=folded)
+                         inter, keep_x=save)
     store_h = save or not cfg.fuse_output
     store_vn = save or not cfg.fuse_output
     dev = q.device
@@ -203,7 +197,7 @@ def _forward(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, scale: float, h0: Te
     Vn = torch.empty(T if store_vn else 1, H, V, dtype=inter, device=dev)
     o = torch.empty(T, H, V, dtype=q.dtype, device=dev)
     ht = torch.empty(tables.n_seqs, H, K, V, dtype=torch.float32, device=dev) if output_final_state else None
-    launch_state(q, k, W, U, h0, Hs, Vn, o, ht, tables, scale, cfg, store_h, store_vn, tiling, folded)
+    launch_state(q, k, W, U, h0, Hs, Vn, o, ht, tables, scale, cfg, store_h, store_vn, tiling)
     if not cfg.fuse_output:
         launch(
             fwd_output_kernel, (tables.n_chunks * triton.cdiv(V, BV), H),

@@ -4,8 +4,7 @@
 V) walks the chunks holding its fp32 state slice ``h [K, BV]`` in registers, as up to
 four ``[BK, BV]`` slabs (so K = 256 needs BK >= 64). Per chunk it optionally stores ``h`` (for the
 output kernel and the backward), forms ``Vn = U - W h``, optionally the output
-``O = scale (Q h + tril(Q K^T) Vn)`` (``fuse_output``), or ``O = Q' h + U'`` from the WY kernel's
-folded ``Q'`` and ``U'`` (``FOLD``, chunk_wy.py), and updates ``h += K^T Vn``. Program ids run the
+``O = scale (Q h + tril(Q K^T) Vn)`` (``fuse_output``), and updates ``h += K^T Vn``. Program ids run the
 V blocks of one (sequence, head) side by side, so they read its ``W``, ``K`` and ``Q`` tiles at
 about the same time and share them through L2.
 ``fwd_output_kernel`` computes the output in parallel over chunks from the stored states instead.
@@ -26,10 +25,10 @@ from dnprof.kernels.chunk_common import (dot32, load_state_slabs, load_tile, loa
 
 
 @triton.jit
-def fwd_state_kernel(q, k, W, U, h0, Hs, Vn, o, ht, Qp, Up, seq_start, seq_chunk0, max_chunks, scale, H,
+def fwd_state_kernel(q, k, W, U, h0, Hs, Vn, o, ht, seq_start, seq_chunk0, max_chunks, scale, H,
                      K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
                      NKS: tl.constexpr, PREC: tl.constexpr, USE_H0: tl.constexpr, STORE_FINAL: tl.constexpr,
-                     STORE_H: tl.constexpr, STORE_VN: tl.constexpr, FUSE_OUTPUT: tl.constexpr, FOLD: tl.constexpr):
+                     STORE_H: tl.constexpr, STORE_VN: tl.constexpr, FUSE_OUTPUT: tl.constexpr):
     NVB: tl.constexpr = (V + BV - 1) // BV
     i_n = tl.program_id(0) // NVB
     i_h = tl.program_id(1)
@@ -70,16 +69,7 @@ def fwd_state_kernel(q, k, W, U, h0, Hs, Vn, o, ht, Qp, Up, seq_start, seq_chunk
         if NKS > 2:
             k3 = load_tile(k, t0, eos, i_h, H, K, 2 * BK, BT, BK)
             k4 = load_tile(k, t0, eos, i_h, H, K, 3 * BK, BT, BK)
-        if FOLD:
-            b_o = load_tile32(Up, t0, eos, i_h, H, V, v0, BT, BV)
-            b_o += dot32(load_tile(Qp, t0, eos, i_h, H, K, 0, BT, BK), h1, PREC)
-            if NKS > 1:
-                b_o += dot32(load_tile(Qp, t0, eos, i_h, H, K, BK, BT, BK), h2, PREC)
-            if NKS > 2:
-                b_o += dot32(load_tile(Qp, t0, eos, i_h, H, K, 2 * BK, BT, BK), h3, PREC)
-                b_o += dot32(load_tile(Qp, t0, eos, i_h, H, K, 3 * BK, BT, BK), h4, PREC)
-            store_tile(o, b_o, t0, eos, i_h, H, V, v0, BT, BV)
-        elif FUSE_OUTPUT:
+        if FUSE_OUTPUT:
             b_q = load_tile(q, t0, eos, i_h, H, K, 0, BT, BK)
             b_s = mm(b_q, tl.trans(k1), PREC)
             b_o = dot32(b_q, h1, PREC)

@@ -17,11 +17,6 @@ value and beta tiles (no load address depends on a computed value) and writes ``
 4. ``W = X diag(beta) K`` and ``U = X diag(beta) V`` from the register ``X`` in the same launch
    (``fuse_wy``), or in a second, tile-parallel launch reading the stored ``X``; the backward reuses
    that second kernel to recompute ``W``.
-5. With a folded output (``ChunkConfig.fold_output``) also ``P = scale tril(Q K^T) X diag(beta)``
-   (``Q K^T`` accumulated beside ``G``), ``Q' = scale Q - P K`` and ``U' = P V``: the output is then
-   ``O = Q' h + U'`` with ``h`` the state before the chunk, because
-   ``scale tril(Q K^T) (U - W h) = U' - P K h``. The serial state loop is left one product per
-   state slab for the output instead of ``Q K^T``, ``Q h`` and ``tril(Q K^T) Vn``.
 
 Layouts: tokens are flattened over the batch (``[T_total, H, D]``), ``X`` is chunk-major
 ``[n_chunks, H, C, C]`` (full ``C x C``, zeros above the diagonal, identity rows past the end
@@ -34,8 +29,6 @@ full rate, with ``X diag(beta)`` split in two 16-bit parts so that they stay as 
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import torch
 import triton
 import triton.language as tl
@@ -45,24 +38,17 @@ from dnprof.kernels.launch import launch
 
 
 @triton.jit
-def _gram(k, q, i_h, t0, eos, H, K: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, PREC: tl.constexpr,
-          WITH_QK: tl.constexpr):
-    """G = K K^T for one chunk ([BT, BT] fp32; zero rows/cols past ``eos``), one dot per key tile;
-    with ``WITH_QK`` also ``Q K^T`` from the same key tiles (else that result is zeros)."""
+def _gram(k, i_h, t0, eos, H, K: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, PREC: tl.constexpr):
+    """G = K K^T for one chunk ([BT, BT] fp32; zero rows/cols past ``eos``), one dot per key tile."""
     offs_t = t0 + tl.arange(0, BT)
     mask_t = offs_t < eos
     acc = tl.zeros([BT, BT], dtype=tl.float32)
-    qk = tl.zeros([BT, BT], dtype=tl.float32)
     for i_k in range(0, tl.cdiv(K, BK)):
         offs_k = i_k * BK + tl.arange(0, BK)
-        off = (offs_t[:, None] * H + i_h) * K + offs_k[None, :]
-        m = mask_t[:, None] & (offs_k[None, :] < K)
-        b_k = tl.load(k + off, mask=m, other=0.0)
+        ptr = k + (offs_t[:, None] * H + i_h) * K + offs_k[None, :]
+        b_k = tl.load(ptr, mask=mask_t[:, None] & (offs_k[None, :] < K), other=0.0)
         acc += tl.dot(b_k, tl.trans(b_k), input_precision=PREC)
-        if WITH_QK:
-            b_q = tl.load(q + off, mask=m, other=0.0)
-            qk += tl.dot(b_q, tl.trans(b_k), input_precision=PREC)
-    return acc, qk
+    return acc
 
 
 @triton.jit
@@ -172,62 +158,18 @@ def _wy_tile(src, dst, b_x, x_hi, x_lo, b_beta, offs_t, mask_t, i_h, H, D: tl.co
 
 
 @triton.jit
-def _fold_tile(src, q, dst, p, p_hi, p_lo, offs_t, mask_t, i_h, H, D: tl.constexpr, d0, BT: tl.constexpr,
-               BD: tl.constexpr, scale, WPREC: tl.constexpr, SPLIT: tl.constexpr, WITH_Q: tl.constexpr):
-    """One ``[BT, BD]`` tile of ``dst = scale Q - P src`` (``WITH_Q``, ``src`` the keys) or ``dst = P src``.
-
-    16-bit ``WPREC``: ``P`` enters as its 16-bit high part and remainder (``p_hi``, ``p_lo``), each
-    times the raw 16-bit ``src`` tile, as the ``W``/``U`` products do (:func:`_apply_wy`)."""
-    offs_d = d0 + tl.arange(0, BD)
-    m = mask_t[:, None] & (offs_d[None, :] < D)
-    off = (offs_t[:, None] * H + i_h) * D + offs_d[None, :]
-    b_s = tl.load(src + off, mask=m, other=0.0)
-    if SPLIT:
-        b_s = b_s.to(p_hi.dtype)
-        acc = tl.dot(p_lo, b_s, tl.dot(p_hi, b_s))
-    else:
-        acc = dot32(p, b_s.to(tl.float32), WPREC)
-    if WITH_Q:
-        acc = tl.load(q + off, mask=m, other=0.0).to(tl.float32) * scale - acc
-    tl.store(dst + off, acc, mask=m)
-
-
-@triton.jit
-def _fold_output(q, k, v, qk, b_x, b_beta, Qp, Up, i_h, t0, eos, H, K: tl.constexpr, V: tl.constexpr,
-                 BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, scale, PREC: tl.constexpr,
-                 WPREC: tl.constexpr):
-    """``Q' = scale Q - P K`` and ``U' = P V`` with ``P = scale tril(Q K^T) X diag(beta)`` (module docstring, 5)."""
-    rows = tl.arange(0, BT)
-    offs_t = t0 + rows
-    mask_t = offs_t < eos
-    s = tl.where(rows[:, None] >= rows[None, :], qk, 0.0) * scale
-    p = dot32(s, b_x * b_beta[None, :], PREC)
-    SPLIT: tl.constexpr = WPREC == "bf16" or WPREC == "fp16"
-    p_hi = p
-    p_lo = p
-    if SPLIT:
-        dt = tl.bfloat16 if WPREC == "bf16" else tl.float16
-        p_hi = p.to(dt)
-        p_lo = (p - p_hi.to(tl.float32)).to(dt)
-    for i_k in range(0, tl.cdiv(K, BK)):
-        _fold_tile(k, q, Qp, p, p_hi, p_lo, offs_t, mask_t, i_h, H, K, i_k * BK, BT, BK, scale, WPREC, SPLIT, True)
-    for i_v in range(0, tl.cdiv(V, BV)):
-        _fold_tile(v, q, Up, p, p_hi, p_lo, offs_t, mask_t, i_h, H, V, i_v * BV, BT, BV, scale, WPREC, SPLIT, False)
-
-
-@triton.jit
-def wy_inverse_kernel(k, v, beta, X, W, U, q, Qp, Up, scale, chunk_start, chunk_end, H, K: tl.constexpr,
-                      V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, PREC: tl.constexpr,
-                      WPREC: tl.constexpr, FUSE_WU: tl.constexpr, STORE_X: tl.constexpr, FOLD: tl.constexpr):
+def wy_inverse_kernel(k, v, beta, X, W, U, chunk_start, chunk_end, H, K: tl.constexpr, V: tl.constexpr,
+                      BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, PREC: tl.constexpr,
+                      WPREC: tl.constexpr, FUSE_WU: tl.constexpr, STORE_X: tl.constexpr):
     """One program per (chunk, head): A, its inverse X (stored once, when a backward or the split
-    ``wy_apply_kernel`` needs it), (when fused) W and U, and (``FOLD``) the folded output's Q' and U'."""
+    ``wy_apply_kernel`` needs it), and (when fused) W and U."""
     c = tl.program_id(0)
     i_h = tl.program_id(1)
     t0 = tl.load(chunk_start + c).to(tl.int64)
     eos = tl.load(chunk_end + c).to(tl.int64)
     offs_t = t0 + tl.arange(0, BT)
     b_beta = tl.load(beta + offs_t * H + i_h, mask=offs_t < eos, other=0.0).to(tl.float32)
-    G, qk = _gram(k, q, i_h, t0, eos, H, K, BT, BK, PREC, FOLD)
+    G = _gram(k, i_h, t0, eos, H, K, BT, BK, PREC)
     b_x = _inverse(G, b_beta, BT, PREC)
     rows = tl.arange(0, BT)
     if STORE_X:
@@ -235,8 +177,6 @@ def wy_inverse_kernel(k, v, beta, X, W, U, q, Qp, Up, scale, chunk_start, chunk_
         tl.store(x_base + rows[:, None] * BT + rows[None, :], b_x.to(X.dtype.element_ty))
     if FUSE_WU:
         _apply_wy(k, v, beta, b_x, W, U, i_h, t0, eos, H, K, V, BT, BK, BV, WPREC, True, True)
-    if FOLD:
-        _fold_output(q, k, v, qk, b_x, b_beta, Qp, Up, i_h, t0, eos, H, K, V, BT, BK, BV, scale, PREC, WPREC)
 
 
 @triton.jit
@@ -259,28 +199,17 @@ def _store_prec(prec: str, dtype: torch.dtype) -> str:
     return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, prec)
 
 
-class FoldedOutput(NamedTuple):
-    """What :func:`wy_forward` needs to fold the output (``ChunkConfig.fold_output``): the queries,
-    the output scale, and the ``Q'`` (``[T, H, K]``) and ``U'`` (``[T, H, V]``) buffers it fills."""
-
-    q: torch.Tensor
-    scale: float
-    Qp: torch.Tensor
-    Up: torch.Tensor
-
-
 def wy_forward(k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor, chunk_start: torch.Tensor,
                chunk_end: torch.Tensor, BT: int, BK: int, BV: int, fuse: bool, prec: str,
                num_warps: int, num_stages: int, wu_dtype: torch.dtype = torch.float32, keep_x: bool = True,
-               fold: FoldedOutput | None = None) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+               ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
     """X [n_chunks, H, C, C], W [T, H, K], U [T, H, V] for flattened ``[T, H, D]`` inputs.
 
     With a 16-bit ``wu_dtype`` the ``W``/``U`` products take 16-bit operands (split in two, see
     :func:`_apply_wy`) and, with ``fuse``, ``X`` is stored in that dtype too: only the backward reads
     it then, and its products round it to that dtype anyway. The split launch keeps ``X`` in fp32,
     as its ``W``/``U`` products read it. ``keep_x=False`` (a forward no backward follows) returns no X
-    and, with ``fuse``, never writes it. ``fold`` also fills its ``Q'`` and ``U'`` (stored in their
-    buffers' dtype, products at ``W``'s precision) in the same launch.
+    and, with ``fuse``, never writes it.
     """
     T, H, K = k.shape
     V = v.shape[-1]
@@ -291,9 +220,8 @@ def wy_forward(k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor, chunk_start
     X = torch.empty((NC, H, BT, BT) if store_x else (1,), dtype=x_dtype, device=k.device)
     W = torch.empty(T, H, K, dtype=wu_dtype, device=k.device)
     U = torch.empty(T, H, V, dtype=wu_dtype, device=k.device)
-    fq, fscale, Qp, Up = fold if fold is not None else (k, 1.0, W, U)
-    launch(wy_inverse_kernel, (NC, H), k, v, beta, X, W, U, fq, Qp, Up, fscale, chunk_start, chunk_end, H, K, V,
-           BT, BK, BV, prec, wprec, fuse, store_x, fold is not None, num_warps=num_warps, num_stages=num_stages)
+    launch(wy_inverse_kernel, (NC, H), k, v, beta, X, W, U, chunk_start, chunk_end, H, K, V, BT, BK, BV, prec,
+           wprec, fuse, store_x, num_warps=num_warps, num_stages=num_stages)
     if not fuse:
         launch(wy_apply_kernel, (NC, H), k, v, beta, X, W, U, chunk_start, chunk_end, H, K, V, BT, BK, BV, wprec,
                True, True, num_warps=num_warps, num_stages=num_stages)

@@ -9,10 +9,6 @@ the launch parameters, and the fusion/storage choices the kernels implement:
   inverse and the ``W``/``U`` products into two launches (False).
 - ``fuse_output``: compute the output inside the sequential state kernel (True; a forward without a
   backward then stores no states at all) or in a separate chunk-parallel kernel (False).
-- ``fold_output`` (with ``fuse_output`` only): the WY kernel also folds the output's intra-chunk
-  part into ``Q' = scale Q - P K`` and ``U' = P V`` with ``P = scale tril(Q K^T) X diag(beta)``,
-  so that the state loop forms ``O = Q' h + U'`` and does no ``C x C`` products on its serial path
-  (two more ``[T, H, D]`` intermediates written and read once). Name token ``-op``.
 - ``dot_operands``: operands of the tensor-core products outside the WY transform. ``fp32``: computed
   operands (states, Vn, P, ...) stay fp32 and multiply as tf32; ``input``: they are rounded to the
   input's 16-bit dtype first (twice the tensor-core rate, half the shared memory, a little more
@@ -84,7 +80,6 @@ class ChunkConfig:
     fuse_wy: bool = True
     fuse_output: bool = False
     dot_operands: str = "fp32"
-    fold_output: bool = False
     rec: str = "main"
 
     # ----------------------------------------------------------------------------------- space
@@ -101,7 +96,6 @@ class ChunkConfig:
             "fuse_wy": (True, False),
             "fuse_output": (False, True),
             "dot_operands": ("fp32", "input"),
-            "fold_output": (False, True),
             "rec": ("main", "auto"),
         }
 
@@ -153,7 +147,7 @@ class ChunkConfig:
         space = self.choices()
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if f.name in ("fuse_wy", "fuse_output", "fold_output"):
+            if f.name in ("fuse_wy", "fuse_output"):
                 if not isinstance(value, bool):
                     raise ConfigError(f"{f.name} must be True or False, got {value!r}")
                 continue
@@ -164,8 +158,6 @@ class ChunkConfig:
                 raise ConfigError(f"{f.name} must be a power of two, got {value!r}")
             if value not in space[f.name] or isinstance(value, bool):
                 raise ConfigError(f"{f.name} must be one of {space[f.name]}, got {value!r}")
-        if self.fold_output and not self.fuse_output:
-            raise ConfigError("fold_output needs fuse_output: the folded output is formed in the state loop")
         for name in ("BK", "BV"):
             if self.chunk_size * getattr(self, name) > MAX_CHUNK_TILE:
                 raise ConfigError(
@@ -208,13 +200,11 @@ class ChunkConfig:
     # ----------------------------------------------------------------------------------- names
     @property
     def name(self) -> str:
-        """Short printable name, e.g. ``c64-bk64-bv64-w4-s2-hfp32-wyf-os`` (``-op`` for a folded output,
-        ``-m16`` appended for 16-bit dot operands, ``-r<rec>`` for a serial-kernel tiling other than
-        ``main``); ``from_name`` inverts it."""
-        out = "p" if self.fold_output else ("f" if self.fuse_output else "s")
+        """Short printable name, e.g. ``c64-bk64-bv64-w4-s2-hfp32-wyf-os`` (``-m16`` appended for 16-bit
+        dot operands, ``-r<rec>`` for a serial-kernel tiling other than ``main``); ``from_name`` inverts it."""
         return (
             f"c{self.chunk_size}-bk{self.BK}-bv{self.BV}-w{self.num_warps}-s{self.num_stages}"
-            f"-h{self.state_dtype}-wy{'f' if self.fuse_wy else 's'}-o{out}"
+            f"-h{self.state_dtype}-wy{'f' if self.fuse_wy else 's'}-o{'f' if self.fuse_output else 's'}"
             + ("-m16" if self.dot_operands == "input" else "")
             + ("" if self.rec == "main" else f"-r{self.rec}")
         )
@@ -242,12 +232,10 @@ class ChunkConfig:
         except ValueError:
             raise ConfigError(f"not a chunk variant name: {name!r}") from None
         flags = {"f": True, "s": False}
-        outputs = {"f": (True, False), "s": (False, False), "p": (True, True)}
-        if vals[6] not in flags or vals[7] not in outputs:
-            raise ConfigError(f"not a chunk variant name: {name!r} (wy must end in 'f' or 's', o in 'f', 's' or 'p')")
-        fuse_output, fold_output = outputs[vals[7]]
-        cfg = cls(*ints, state_dtype=vals[5], fuse_wy=flags[vals[6]], fuse_output=fuse_output,
-                  dot_operands=dot_operands, fold_output=fold_output, rec=rec)
+        if vals[6] not in flags or vals[7] not in flags:
+            raise ConfigError(f"not a chunk variant name: {name!r} (wy/o must end in 'f' or 's')")
+        cfg = cls(*ints, state_dtype=vals[5], fuse_wy=flags[vals[6]], fuse_output=flags[vals[7]],
+                  dot_operands=dot_operands, rec=rec)
         return cfg.validate()
 
     # ----------------------------------------------------------------------------------- dicts

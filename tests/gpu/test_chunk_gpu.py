@@ -47,9 +47,7 @@ def test_bf16_t4096_against_float64_and_fla(D, chunk_size):
 
 
 FAST_16BIT = [ChunkConfig(chunk_size=64, BK=64, BV=64, state_dtype="bf16", dot_operands="input"),
-              ChunkConfig(chunk_size=128, BK=64, BV=64, num_warps=8, state_dtype="bf16", dot_operands="input"),
-              ChunkConfig(chunk_size=64, BK=64, BV=64, state_dtype="bf16", dot_operands="input", fuse_output=True,
-                          fold_output=True, rec="auto")]
+              ChunkConfig(chunk_size=128, BK=64, BV=64, num_warps=8, state_dtype="bf16", dot_operands="input")]
 
 
 @pytest.mark.parametrize("cfg", FAST_16BIT, ids=[c.name for c in FAST_16BIT])

@@ -218,3 +218,46 @@ def test_timing_records_say_when_a_kernel_ran_below_its_named_depth(tmp_path):
     for rec in times:
         expected = ["tight_kernel s2->s1"] if rec["candidate"] in timer.lowered else None
         assert rec.get("stages_lowered") == expected, rec
+
+
+def test_fla_is_compiled_beside_the_candidates_and_finished_before_anything_is_timed(tmp_path, monkeypatch):
+    """The peer's minutes-long first call overlaps the candidates' compile, never a measurement."""
+    events: list[str] = []
+
+    class FakePrewarm:
+        def wait(self, timeout: float = 900.0) -> None:
+            events.append("fla compiled")
+
+    class OrderTimer(FakeTimer):
+        def __call__(self, cand, rep_ms):
+            events.append("timed")
+            return super().__call__(cand, rep_ms)
+
+    monkeypatch.setattr(Tuner, "_start_fla_prewarm", lambda self: FakePrewarm())
+    with TuningDB(tmp_path / "db.jsonl", GPU, CC) as db:
+        Tuner(_req(budget=Budget(3)), db, PROFILES["h100"], _space(), verifier=_ok_verifier, timer=OrderTimer()).run()
+    assert events[0] == "fla compiled" and events.count("timed") >= 3
+
+
+def test_no_fla_prewarm_without_the_real_compiler_and_peer_timer(tmp_path):
+    with TuningDB(tmp_path / "db.jsonl", GPU, CC) as db:
+        tuner = Tuner(_req(fla=True, jobs=0), db, PROFILES["h100"], _space(), verifier=_ok_verifier, timer=FakeTimer())
+        assert tuner._start_fla_prewarm() is None  # no worker pool: nothing runs beside it to overlap
+
+
+@pytest.mark.skipif(not HAS_KERNELS, reason="dnprof.kernels.chunk is not there yet")
+def test_the_kernel_timer_draws_its_inputs_once(monkeypatch):
+    """Drawing the inputs at a real timing shape costs seconds; every candidate shares one draw."""
+    import dnprof.variants.tuner as tuner_mod
+    from dnprof.variants.chunk_config import ChunkConfig
+    from dnprof.variants.space import Candidate
+
+    drawn = []
+    real = tuner_mod.timing_inputs
+    monkeypatch.setattr(tuner_mod, "timing_inputs", lambda *a, **k: drawn.append(a[1:]) or real(*a, **k))
+    req = _req(K=16, V=16, T=16, B=1, H=1, dtype="fp32", mode="fwd", device="cpu")
+    timer = tuner_mod.KernelTimer(req)
+    for c in (16, 32):
+        t = timer(Candidate("chunk", ChunkConfig(chunk_size=c, BK=16, BV=16)), 1)
+        assert t.ms > 0
+    assert drawn == [(1, 16, 1, "cpu")]

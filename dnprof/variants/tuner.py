@@ -214,15 +214,13 @@ def default_verifier(cand: Candidate, req: TuneRequest):
                                device=req.device, mode=req.mode)
 
 
-def _make_call(kernel: Callable[..., Any], req: TuneRequest, B: int, T: int, H: int, device: str):
-    """A no-argument call running ``kernel`` forward (and backward for fwdbwd) on fresh inputs."""
+def _make_call(kernel: Callable[..., Any], req: TuneRequest, B: int, T: int, H: int, device: str, inputs: Any = None):
+    """A no-argument call running ``kernel`` forward (and backward for fwdbwd) on ``inputs``
+    (:func:`timing_inputs`; drawn here when not given)."""
     import torch
 
-    from dnprof.bench.inputs import make_delta_inputs
-
     grads = req.mode == "fwdbwd"
-    inp = make_delta_inputs(B, T, H, req.K, req.V, dtype=_torch_dtype(req.dtype), device=device,
-                            initial_state=False, requires_grad=grads)
+    inp = inputs if inputs is not None else timing_inputs(req, B, T, H, device)
     leaves = [inp.q, inp.k, inp.v, inp.beta]
 
     def call():
@@ -234,17 +232,33 @@ def _make_call(kernel: Callable[..., Any], req: TuneRequest, B: int, T: int, H: 
     return call
 
 
+def timing_inputs(req: TuneRequest, B: int, T: int, H: int, device: str) -> Any:
+    """Seeded inputs of one timing shape (q, k unit-norm, v, beta in (0, 1), upstream gradient)."""
+    from dnprof.bench.inputs import make_delta_inputs
+
+    return make_delta_inputs(B, T, H, req.K, req.V, dtype=_torch_dtype(req.dtype), device=device,
+                             initial_state=False, requires_grad=req.mode == "fwdbwd")
+
+
 class KernelTimer:
-    """Times candidates at the request's shape: do_bench on a GPU, wall clock under the interpreter."""
+    """Times candidates at the request's shape: do_bench on a GPU, wall clock under the interpreter.
+
+    The inputs are drawn once and shared by every candidate (they are seeded, so each candidate saw
+    the same values anyway): drawing them costs seconds at the timing shape, more than a round's
+    measurement of a candidate."""
 
     def __init__(self, req: TuneRequest):
         self.req = req
+        self._inputs: Any = None
 
     def __call__(self, cand: Candidate, rep_ms: float):
         from dnprof.bench.timing import time_call
 
         req = self.req
-        call = _make_call(functools.partial(kernel_for(cand.family), config=cand.config), req, req.B, req.T, req.H, req.device)
+        if self._inputs is None:
+            self._inputs = timing_inputs(req, req.B, req.T, req.H, req.device)
+        call = _make_call(functools.partial(kernel_for(cand.family), config=cand.config), req, req.B, req.T, req.H,
+                          req.device, self._inputs)
         if req.device == "cuda":
             return time_call(call, "cuda", warmup_ms=max(10.0, rep_ms / 4), rep_ms=rep_ms)
         return time_call(call, "cpu", repeats=max(1, int(rep_ms)), warmup=0)
@@ -274,6 +288,39 @@ def time_fla(req: TuneRequest) -> tuple[float | None, str | None, str | None]:
 
 
 # ------------------------------------------------------------------------------------- workers
+def fla_compile_worker(req: TuneRequest) -> None:
+    """In a worker process: run fla-core's chunk_delta_rule once at the request's shape, so that its
+    kernels are compiled (Triton's disk cache) while dnprof's candidates compile, not after them."""
+    try:
+        import torch
+        from fla.ops.delta_rule import chunk_delta_rule as fla_chunk
+
+        def fla_kernel(q, k, v, beta, **kw):
+            return fla_chunk(q=q, k=k, v=v, beta=beta, **kw)
+
+        _make_call(fla_kernel, req, req.B, req.T, req.H, "cuda")()
+        torch.cuda.synchronize()
+    except BaseException:  # noqa: BLE001 - a warm-up only: the timed call reports any failure itself
+        pass
+
+
+class FlaPrewarm:
+    """fla-core's first call at a shape compiles and autotunes for minutes (133 s at D = 256 on an H200);
+    this runs it in a spawned process beside the candidates' compile workers. ``wait`` joins it before
+    anything is timed, so its GPU work never overlaps a measurement."""
+
+    def __init__(self, req: TuneRequest):
+        ctx = multiprocessing.get_context("spawn")
+        self.process = ctx.Process(target=fla_compile_worker, args=(req,), daemon=True)
+        self.process.start()
+
+    def wait(self, timeout: float = 900.0) -> None:
+        self.process.join(timeout)
+        if self.process.is_alive():
+            self.process.terminate()
+            self.process.join()
+
+
 def compile_worker(family: str, config: dict[str, Any], K: int, V: int, dtype: str, mode: str,
                    B: int, T: int, H: int, verify: bool = False) -> tuple[str, float, str | None, dict | None]:
     """In a worker process: run the candidate once on the GPU at (B, T, H), filling Triton's disk cache,
@@ -328,7 +375,8 @@ class _RoundFound(Exception):
 
 
 def default_jobs() -> int:
-    """Default parallel compile workers: min(8, CPU count) when a GPU is present, else 0."""
+    """Default parallel compile workers: one per CPU core, at most 16, when a GPU is present, else 0
+    (compiling a candidate is single-threaded and dominates a cold run)."""
     try:
         import torch
 
@@ -336,7 +384,7 @@ def default_jobs() -> int:
             return 0
     except Exception:
         return 0
-    return min(8, os.cpu_count() or 1)
+    return min(16, os.cpu_count() or 1)
 
 
 class ParallelCompiler:
@@ -637,12 +685,32 @@ class Tuner:
 
         self.compiler.run(tasks, on_done, should_stop=deadline)
 
+    def _fla_version(self, key: TuneKey) -> str | None:
+        """fla-core's installed version when this run should time it at ``key`` (None: not installed or off)."""
+        if not self.req.fla or key.family != "chunk":
+            return None
+        try:
+            return importlib.metadata.version("fla-core")
+        except importlib.metadata.PackageNotFoundError:
+            return None
+
+    def _start_fla_prewarm(self) -> FlaPrewarm | None:
+        """Compile fla-core beside the candidates when it will be timed and is not in the database yet."""
+        if self.fla_timer is not time_fla or not isinstance(self.compiler, ParallelCompiler) or self.req.device != "cuda":
+            return None
+        if "chunk" not in self.req.families:
+            return None
+        key = self.key("chunk")
+        version = self._fla_version(key)
+        if version is None or self.db.baseline(key, "fla-core", version) is not None:
+            return None
+        return FlaPrewarm(self.req)
+
     def _baseline(self, key: TuneKey) -> tuple[float | None, str | None]:
         if not self.req.fla or key.family != "chunk":
             return None, None
-        try:
-            version = importlib.metadata.version("fla-core")
-        except importlib.metadata.PackageNotFoundError:
+        version = self._fla_version(key)
+        if version is None:
             return None, "fla-core is not installed"
         rec = self.db.baseline(key, "fla-core", version)
         if rec is not None:
@@ -660,31 +728,44 @@ class Tuner:
         deadline = Deadline(self.req.budget.seconds, start)
         outcomes = []
         stopped = None
-        for family in self.req.families:
-            key = self.key(family)
-            if self.req.force:
-                self.db.reset(key)
-            ordered = self.space.ordered(family, seed=self.req.seed)
-            default = self.space.defaults.get(family)
-            cands = initial_set(self.req.strategy, ordered, self.req.budget, default=default, seed=self.req.seed)
-            self.on_event("start", family=family, key=key, candidates=cands)
-            self._prepare(key, cands, deadline.fraction(0.7) if self.req.budget.seconds else deadline)
-            states = self.db.candidates(key)
-            verified = [c for c in cands if (st := states.get(config_id(c.to_dict()))) is not None and st.verified]
-            self.on_event("phase", family=family, phase="time",
-                          total=planned_measurements(self.req.strategy, len(verified)))
-            if self.executor is not None:
-                search = self._remote_rounds(key, verified, default, deadline)
-            else:
-                search = run_rounds(self.req.strategy, verified, functools.partial(self._measure, key),
-                                    default=default, plan=self.req.round_plan(), out_of_time=deadline)
-            stopped = stopped or search.stopped or ("time budget" if deadline() else None)
-            fla_ms, fla_msg = self._baseline(key) if search.measured else (None, None)
-            outcomes.append(FamilyOutcome(family, key, self._results(key, cands), default, search, fla_ms, fla_msg))
+        prewarm = self._start_fla_prewarm()
+        try:
+            for family in self.req.families:
+                stopped = self._run_family(family, deadline, prewarm, outcomes, stopped)
+        finally:
+            if prewarm is not None:
+                prewarm.wait(0)  # stops it if the run ended early (an error, Ctrl-C)
         from dnprof.variants import selection
 
         selection.clear_cache()
         return TuneOutcome(self.req, outcomes, self.space, self.new_steps, time.monotonic() - start, stopped)
+
+    def _run_family(self, family: str, deadline: Deadline, prewarm: FlaPrewarm | None, outcomes: list,
+                    stopped: str | None) -> str | None:
+        """Verify and time one family's candidates, appending its outcome; returns why the run stopped."""
+        key = self.key(family)
+        if self.req.force:
+            self.db.reset(key)
+        ordered = self.space.ordered(family, seed=self.req.seed)
+        default = self.space.defaults.get(family)
+        cands = initial_set(self.req.strategy, ordered, self.req.budget, default=default, seed=self.req.seed)
+        self.on_event("start", family=family, key=key, candidates=cands)
+        self._prepare(key, cands, deadline.fraction(0.7) if self.req.budget.seconds else deadline)
+        states = self.db.candidates(key)
+        verified = [c for c in cands if (st := states.get(config_id(c.to_dict()))) is not None and st.verified]
+        if prewarm is not None:
+            prewarm.wait()  # its GPU work must be over before anything is timed
+        self.on_event("phase", family=family, phase="time",
+                      total=planned_measurements(self.req.strategy, len(verified)))
+        if self.executor is not None:
+            search = self._remote_rounds(key, verified, default, deadline)
+        else:
+            search = run_rounds(self.req.strategy, verified, functools.partial(self._measure, key),
+                                default=default, plan=self.req.round_plan(), out_of_time=deadline)
+        stopped = stopped or search.stopped or ("time budget" if deadline() else None)
+        fla_ms, fla_msg = self._baseline(key) if search.measured else (None, None)
+        outcomes.append(FamilyOutcome(family, key, self._results(key, cands), default, search, fla_ms, fla_msg))
+        return stopped
 
     def _results(self, key: TuneKey, cands: list[Candidate]) -> list[CandidateResult]:
         states = self.db.candidates(key)

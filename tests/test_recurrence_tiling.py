@@ -38,12 +38,17 @@ def test_main_and_explicit_tilings():
         (256, 8 * 8, "fwd", True, Tiling(32, 4, 3, 2)),  # ... but not with the output fused in
         (256, 8 * 8, "bwd", False, Tiling(32, 4, 3, 2)),  # the reverse never does at 64
         (16, 1, "fwd", False, Tiling(16, 4, 3, 2)),  # never wider than the padded head dim
+        (256, 8 * 8, "fwd", "c32", Tiling(64, 8, 3, 1)),  # C = 32: half the tiles per stage, 64 pipelines
+        (256, 2 * 8, "fwd", "c32", Tiling(64, 8, 3, 1)),  # ... at few streams too (measured faster there)
+        (256, 8 * 8, "bwd", "c32", Tiling(32, 4, 3, 2)),  # the reverse keeps the measured rule
     ],
 )
 def test_auto_rule(D, streams, kernel, fused, want):
     import dataclasses
 
-    cfg = dataclasses.replace(AUTO, fuse_output=fused)
+    cfg = dataclasses.replace(AUTO, fuse_output=bool(fused))
+    if fused == "c32":
+        cfg = dataclasses.replace(cfg, chunk_size=32)
     assert recurrence_tiling(cfg, kernel, D, D, streams, H200_SMS, SM90) == want
 
 

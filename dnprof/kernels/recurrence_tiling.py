@@ -14,7 +14,11 @@ measured on an H200 (bf16, C = 64, ``results/nvidia-h200/runs/lease3-call1-sweep
   (D = 128, T = 16384: forward 0.30 against 0.53 ms, reverse 0.42 against 0.81 ms);
 - at padded head dims above 128, where the reverse recurrence (and the forward with the output
   fused) cannot pipeline at ``BV = 64``, ``BV = 32`` for those (D = 256, T = 4096: reverse 1.20
-  against 2.25 ms).
+  against 2.25 ms);
+- at C <= 32 a stage holds half the tiles, and the forward with the output fused pipelines at
+  ``BV = 64`` with 8 warps and 3 stages at D = 256 (``dnprof compare``, fourth lease,
+  ``results/nvidia-h200/runs/lease4/call2-explore-d256-fwd.json``: 0.965 against 1.296 ms at
+  ``BV = 32`` for T = 4096, 1.686 against 1.742 ms for T = 16384); 4 warps spill there.
 
 On sm_90 with Triton 3.6 these kernels fault or return wrong values at C = 64 and ``BV <= 32``
 without pipelining (one stage), so there such launches require at least two stages. (At C = 128
@@ -92,6 +96,8 @@ def recurrence_tiling(cfg: ChunkConfig, kernel: str, K: int, V: int, n_streams: 
         return _tiling(*explicit, cfg.chunk_size, major)
     Kp, Vp = padded_dim(K), padded_dim(V)
     wide = n_streams * triton.cdiv(V, min(64, Vp)) >= sms
+    if kernel == "fwd" and cfg.fuse_output and cfg.chunk_size <= 32 and Kp > 128:
+        return _tiling(min(64, Vp), 8, 3, cfg.chunk_size, major)
     cannot_pipeline = Kp > 128 and (kernel == "bwd" or cfg.fuse_output)
     if not wide or cannot_pipeline:
         return _tiling(min(NARROW_BV, Vp), 4, 3, cfg.chunk_size, major)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from dnprof.kernels.recurrence_tiling import Tiling, check_pipelined, recurrence_tiling
@@ -104,3 +106,36 @@ def test_chunk_delta_rule_refuses_it_before_launching_anything(monkeypatch):
         chunk.chunk_delta_rule(inp.q, inp.k, inp.v, inp.beta, config=ChunkConfig(chunk_size=16, BK=16, BV=16,
                                                                                  num_stages=1))
     assert launched == []
+
+
+def test_a_one_stage_wy_transform_at_chunk_128_is_refused_on_sm90_only(monkeypatch):
+    """C = 128 at one stage returned wrong values on an H200: refused there before anything launches."""
+    import torch
+
+    import dnprof.kernels.chunk as chunk
+    from dnprof.bench.inputs import make_delta_inputs
+
+    cfg = ChunkConfig(chunk_size=128, BK=32, BV=32, num_warps=8, num_stages=1)
+    inp = make_delta_inputs(1, 40, 2, 32, 32, dtype=torch.float32)
+    launched = []
+
+    class Launched(Exception):
+        """Raised by the stand-in WY launch: the call got past its checks."""
+
+    def fake_wy_forward(*args, **kwargs):
+        launched.append(kwargs)
+        raise Launched
+
+    monkeypatch.setattr(chunk, "wy_forward", fake_wy_forward)
+    monkeypatch.setattr(chunk, "compute_major", lambda dev: SM90)
+    with pytest.raises(ValueError, match="config: at chunk size 128 the WY transform needs at least 2"):
+        chunk.chunk_delta_rule(inp.q, inp.k, inp.v, inp.beta, config=cfg)
+    assert launched == []
+    # two stages pass the check, and the inverse launch is told it may not be lowered below two
+    with pytest.raises(Launched):
+        chunk.chunk_delta_rule(inp.q, inp.k, inp.v, inp.beta, config=dataclasses.replace(cfg, num_stages=2))
+    assert launched[-1]["min_stages"] == 2
+    monkeypatch.setattr(chunk, "compute_major", lambda dev: 8)  # not seen elsewhere: allowed
+    with pytest.raises(Launched):
+        chunk.chunk_delta_rule(inp.q, inp.k, inp.v, inp.beta, config=cfg)
+    assert launched[-1]["min_stages"] == 1

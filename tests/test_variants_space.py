@@ -37,8 +37,8 @@ def test_a100_gets_a_smaller_space_than_h100():
     faults_h100 = {p.candidate for p in h100.pruned if p.rule == "known-fault"}
     assert len(a100.kept) < len(h100.kept) + len(faults_h100)  # less shared memory, not counting sm_90's faults
     assert a100.reasons()["shared-memory"] > h100.reasons()["shared-memory"]
-    assert faults_h100 and all(c.config.num_stages == 1 and c.config.BV <= 32 and c.config.chunk_size <= 64
-                               for c in faults_h100)
+    assert faults_h100 and all(c.config.num_stages == 1 and (c.config.BV <= 32 and c.config.chunk_size <= 64
+                                                             or c.config.chunk_size == 128) for c in faults_h100)
     assert set(a100.kept) <= set(h100.kept) | faults_h100  # sm_90's known faults are not cut on sm_80
     assert "known-fault" not in a100.reasons()
     assert "hopper-warps8" in h100.flags and "hopper-warps8" not in a100.flags  # a flag, not a cut
@@ -144,3 +144,19 @@ def test_forward_space_keeps_and_leads_with_the_fused_forward_default():
     default = space.defaults["chunk"]
     assert default.config.fuse_output and default in space.kept
     assert space.ordered("chunk")[0] == default
+
+
+def test_chunk_128_at_one_stage_is_a_known_fault_on_sm90_only():
+    from dnprof.variants.limits import PROFILES
+    from dnprof.variants.space import generate_space
+
+    for profile, cut in (("h200", True), ("a100", False)):
+        space = generate_space(128, 128, "bf16", PROFILES[profile], ("chunk",), chunk_sizes=[128])
+        one_stage = [p for p in space.pruned if p.candidate is not None and p.candidate.config.num_stages == 1]
+        faults = [p for p in one_stage if p.rule == "known-fault"]
+        kept_one_stage = [c for c in space.kept if c.config.num_stages == 1]
+        if cut:
+            assert faults and not kept_one_stage
+            assert "WY transform at chunk size 128" in faults[0].detail
+        else:
+            assert not faults and kept_one_stage

@@ -123,18 +123,40 @@ def _intermediate_dtype(dtype: torch.dtype, cfg: ChunkConfig) -> torch.dtype:
     return dtype if _dot_precision(dtype, cfg) in ("bf16", "fp16") else torch.float32
 
 
+def _device_index(device: torch.device) -> int | None:
+    """The CUDA device's index (None off-GPU, where no architecture rule applies)."""
+    if device.type != "cuda":
+        return None
+    return device.index if device.index is not None else torch.cuda.current_device()
+
+
 def serial_tilings(cfg: ChunkConfig, K: int, V: int, H: int, tables: _ChunkTables,
                    device: torch.device) -> dict[str, Tiling]:
     """The launch tilings of the two serial kernels (``fwd``, ``bwd``) for this batch on ``device``
     (``cfg.rec``); a ValueError for a tiling that must not run there (``check_pipelined``)."""
-    dev = None
-    if device.type == "cuda":
-        dev = device.index if device.index is not None else torch.cuda.current_device()
+    dev = _device_index(device)
     out = {}
     for kernel in ("fwd", "bwd"):
         out[kernel] = recurrence_tiling(cfg, kernel, K, V, tables.n_seqs * H, sm_count(dev), compute_major(dev))
         check_pipelined(out[kernel], kernel)
     return out
+
+
+def wy_min_stages(cfg: ChunkConfig, device: torch.device) -> int:
+    """The fewest pipelining stages the WY inverse kernel may run at: 2 on sm_90 at C = 128, where
+    one stage (8 warps, D = 256) faulted once and returned wrong values once on an H200
+    (docs/performance.md, change 21); else 1."""
+    return 2 if cfg.chunk_size >= 128 and compute_major(_device_index(device)) == 9 else 1
+
+
+def check_wy_stages(cfg: ChunkConfig, device: torch.device) -> int:
+    """``wy_min_stages``, after refusing a config that asks for fewer (a ValueError naming ``config``)."""
+    need = wy_min_stages(cfg, device)
+    if cfg.num_stages < need:
+        raise ValueError(f"config: at chunk size {cfg.chunk_size} the WY transform needs at least {need} pipelining "
+                         f"stages on sm_90 (at one stage it faulted or returned wrong values with Triton 3.6); "
+                         f"got num_stages={cfg.num_stages}")
+    return need
 
 
 def launch_state(q: Tensor, k: Tensor, W: Tensor, U: Tensor, h0: Tensor | None, Hs: Tensor, Vn: Tensor, o: Tensor,
@@ -189,7 +211,7 @@ def _forward(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, scale: float, h0: Te
     nw, ns = cfg.num_warps, cfg.num_stages
     inter = _intermediate_dtype(q.dtype, cfg)
     X, W, U = wy_forward(k, v, beta, tables.chunk_start, tables.chunk_end, BT, BK, BV, cfg.fuse_wy, prec, nw, ns,
-                         inter, keep_x=save)
+                         inter, keep_x=save, min_stages=wy_min_stages(cfg, q.device))
     store_h = save or not cfg.fuse_output
     store_vn = save or not cfg.fuse_output
     dev = q.device
@@ -322,6 +344,7 @@ def chunk_delta_rule(
         bounds = [b * T for b in range(B + 1)]
     tables = _chunk_tables(tuple(bounds), config.chunk_size, q.device)
     tilings = serial_tilings(config, K, V, H, tables, q.device)  # refused here, before any launch, if it must not run
+    check_wy_stages(config, q.device)
     qf, kf, vf = (x.reshape(B * T, H, x.shape[-1]).contiguous() for x in (q, k, v))
     bf = beta.reshape(B * T, H).contiguous()
     h0 = None if initial_state is None else initial_state.contiguous()

@@ -202,14 +202,15 @@ def _store_prec(prec: str, dtype: torch.dtype) -> str:
 def wy_forward(k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor, chunk_start: torch.Tensor,
                chunk_end: torch.Tensor, BT: int, BK: int, BV: int, fuse: bool, prec: str,
                num_warps: int, num_stages: int, wu_dtype: torch.dtype = torch.float32, keep_x: bool = True,
-               ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+               min_stages: int = 1) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
     """X [n_chunks, H, C, C], W [T, H, K], U [T, H, V] for flattened ``[T, H, D]`` inputs.
 
     With a 16-bit ``wu_dtype`` the ``W``/``U`` products take 16-bit operands (split in two, see
     :func:`_apply_wy`) and, with ``fuse``, ``X`` is stored in that dtype too: only the backward reads
     it then, and its products round it to that dtype anyway. The split launch keeps ``X`` in fp32,
     as its ``W``/``U`` products read it. ``keep_x=False`` (a forward no backward follows) returns no X
-    and, with ``fuse``, never writes it.
+    and, with ``fuse``, never writes it. ``min_stages``: the fewest pipelining stages the inverse
+    kernel may run at (:func:`dnprof.kernels.chunk.wy_min_stages`).
     """
     T, H, K = k.shape
     V = v.shape[-1]
@@ -221,7 +222,7 @@ def wy_forward(k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor, chunk_start
     W = torch.empty(T, H, K, dtype=wu_dtype, device=k.device)
     U = torch.empty(T, H, V, dtype=wu_dtype, device=k.device)
     launch(wy_inverse_kernel, (NC, H), k, v, beta, X, W, U, chunk_start, chunk_end, H, K, V, BT, BK, BV, prec,
-           wprec, fuse, store_x, num_warps=num_warps, num_stages=num_stages)
+           wprec, fuse, store_x, num_warps=num_warps, num_stages=num_stages, min_stages=min_stages)
     if not fuse:
         launch(wy_apply_kernel, (NC, H), k, v, beta, X, W, U, chunk_start, chunk_end, H, K, V, BT, BK, BV, wprec,
                True, True, num_warps=num_warps, num_stages=num_stages)

@@ -22,7 +22,9 @@ Pruning rules, applied in this order (the first that applies names the reason):
     with the main tiling or an explicit ``rec`` tiling at BV <= 32 and one stage (the main tiling
     also sets the chunk-parallel kernels', never measured unpipelined at that width). On sm_90
     such serial launches also refuse to be lowered to one stage when shared memory is short
-    (:mod:`dnprof.kernels.recurrence_tiling`).
+    (:mod:`dnprof.kernels.recurrence_tiling`). Also cut: chunk size 128 at one stage, whose WY
+    transform faulted once and returned wrong values once on an H200 (8 warps, D = 256), while the
+    same variant at two stages verified (``dnprof.kernels.chunk.wy_min_stages``).
 ``duplicate``
     The variant computes exactly what another one does in this mode: in a forward-only run with the
     output fused into the state kernel no states are stored, so ``state_dtype`` has no effect and
@@ -288,6 +290,9 @@ def _prune_rule(cand: Candidate, K: int, V: int, dtype: str, mode: str, limits: 
     if cand.family == "chunk" and limits.major == 9 and _unpipelined_narrow(cfg):
         return "known-fault", (f"{cand.name}: the serial kernels at BV <= 32 and one stage make illegal memory "
                                "accesses or return wrong values at C <= 64 on sm_90 (seen with Triton 3.6 on the H100 and H200)")
+    if cand.family == "chunk" and limits.major == 9 and cfg.chunk_size >= 128 and cfg.num_stages == 1:
+        return "known-fault", (f"{cand.name}: the WY transform at chunk size 128 and one stage faulted or returned "
+                               "wrong values on sm_90 (seen with Triton 3.6 on the H200)")
     if cand.family == "chunk" and dtype == "fp32" and getattr(cfg, "dot_operands", "fp32") != "fp32":
         return "duplicate", f"{cand.name}: fp32 inputs always multiply in fp32, so dot_operands has no effect"
     if cand.family == "chunk" and mode == "fwd" and getattr(cfg, "fuse_output", False) and getattr(cfg, "state_dtype", "fp32") != "fp32":

@@ -113,3 +113,20 @@ def test_serial_kernel_tilings_bf16(D, rec):
     res = verify_delta_kernel(kernel, 2, 1000, 4, D, D, dtype=torch.bfloat16, device="cuda", reference="chunk")
     print(f"D={D} {cfg.name}: " + " ".join(f"{k}={v:.2e}" for k, v in res.errors.items()))
     assert res.passed, res.errors
+
+
+def test_auto_tiling_of_the_fused_forward_at_chunk_32_bf16():
+    """``rec="auto"`` at C = 32 and D = 256 runs the fused-output state loop at BV = 64, 8 warps,
+    3 stages (the tiling measured fastest there); it must agree with float64 like any other."""
+    import dataclasses
+
+    from dnprof.kernels import launch
+
+    cfg = dataclasses.replace(ChunkConfig.default_for(256, 256, 32, torch.bfloat16, "fwdbwd"), fuse_output=True,
+                              rec="auto")
+    launch.reset_lowered()
+    kernel = functools.partial(chunk_delta_rule, config=cfg)
+    res = verify_delta_kernel(kernel, 2, 1000, 4, 256, 256, dtype=torch.bfloat16, device="cuda", reference="chunk")
+    print(f"D=256 {cfg.name}: " + " ".join(f"{k}={v:.2e}" for k, v in res.errors.items()))
+    assert res.passed, res.errors
+    assert "fwd_state_kernel bv64 w8 s3" in launch.noted_tilings()

@@ -46,8 +46,6 @@ def test_main_and_explicit_tilings():
     ],
 )
 def test_auto_rule(D, streams, kernel, fused, want):
-    import dataclasses
-
     cfg = dataclasses.replace(AUTO, fuse_output=bool(fused))
     if fused == "c32":
         cfg = dataclasses.replace(cfg, chunk_size=32)

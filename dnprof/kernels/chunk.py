@@ -46,6 +46,7 @@ chunks never straddle sequences.
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import torch
 import triton
@@ -130,39 +131,38 @@ def _device_index(device: torch.device) -> int | None:
     return device.index if device.index is not None else torch.cuda.current_device()
 
 
-def serial_tilings(cfg: ChunkConfig, K: int, V: int, H: int, tables: _ChunkTables,
-                   device: torch.device) -> dict[str, Tiling]:
-    """The launch tilings of the two serial kernels (``fwd``, ``bwd``) for this batch on ``device``
-    (``cfg.rec``); a ValueError for a tiling that must not run there (``check_pipelined``)."""
+class LaunchPlan(NamedTuple):
+    """What one call's launches may run at, worked out (and checked) once before any kernel runs:
+    the two serial kernels' tilings and the fewest stages the WY inverse may be lowered to."""
+
+    fwd: Tiling
+    bwd: Tiling
+    wy_min_stages: int
+
+
+def launch_plan(cfg: ChunkConfig, K: int, V: int, H: int, tables: _ChunkTables, device: torch.device) -> LaunchPlan:
+    """The :class:`LaunchPlan` of ``cfg`` for this batch on ``device``; a ValueError naming ``config``
+    for a launch that must not run there (sm_90: an unpipelined narrow serial tiling, see
+    ``check_pipelined``, or a C = 128 WY transform at one stage, which faulted once and returned
+    wrong values once on an H200 at 8 warps, D = 256: docs/performance.md, change 21)."""
     dev = _device_index(device)
-    out = {}
+    major = compute_major(dev)
+    tilings = {}
     for kernel in ("fwd", "bwd"):
-        out[kernel] = recurrence_tiling(cfg, kernel, K, V, tables.n_seqs * H, sm_count(dev), compute_major(dev))
-        check_pipelined(out[kernel], kernel)
-    return out
-
-
-def wy_min_stages(cfg: ChunkConfig, device: torch.device) -> int:
-    """The fewest pipelining stages the WY inverse kernel may run at: 2 on sm_90 at C = 128, where
-    one stage (8 warps, D = 256) faulted once and returned wrong values once on an H200
-    (docs/performance.md, change 21); else 1."""
-    return 2 if cfg.chunk_size >= 128 and compute_major(_device_index(device)) == 9 else 1
-
-
-def check_wy_stages(cfg: ChunkConfig, device: torch.device) -> int:
-    """``wy_min_stages``, after refusing a config that asks for fewer (a ValueError naming ``config``)."""
-    need = wy_min_stages(cfg, device)
-    if cfg.num_stages < need:
-        raise ValueError(f"config: at chunk size {cfg.chunk_size} the WY transform needs at least {need} pipelining "
+        tilings[kernel] = recurrence_tiling(cfg, kernel, K, V, tables.n_seqs * H, sm_count(dev), major)
+        check_pipelined(tilings[kernel], kernel)
+    wy_min = 2 if cfg.chunk_size >= 128 and major == 9 else 1
+    if cfg.num_stages < wy_min:
+        raise ValueError(f"config: at chunk size {cfg.chunk_size} the WY transform needs at least {wy_min} pipelining "
                          f"stages on sm_90 (at one stage it faulted or returned wrong values with Triton 3.6); "
                          f"got num_stages={cfg.num_stages}")
-    return need
+    return LaunchPlan(tilings["fwd"], tilings["bwd"], wy_min)
 
 
 def launch_state(q: Tensor, k: Tensor, W: Tensor, U: Tensor, h0: Tensor | None, Hs: Tensor, Vn: Tensor, o: Tensor,
                  ht: Tensor | None, tables: _ChunkTables, scale: float, cfg: ChunkConfig, store_h: bool,
                  store_vn: bool, tiling: Tiling) -> int:
-    """Launch the forward state recurrence at its own tiling (:func:`serial_tilings`); return the stages run.
+    """Launch the forward state recurrence at its own tiling (:func:`launch_plan`); return the stages run.
 
     The recurrence's V tiling is independent of the chunk-parallel kernels': it only decides how
     many programs walk each sequence (``B * H * V / BV``) and what fits shared memory."""
@@ -199,19 +199,19 @@ def launch_dh(q: Tensor, k: Tensor, W: Tensor, do: Tensor, dht: Tensor | None, d
 
 def _forward(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, scale: float, h0: Tensor | None,
              tables: _ChunkTables, cfg: ChunkConfig, output_final_state: bool, save: bool,
-             tiling: Tiling | None = None):
+             plan: LaunchPlan | None = None):
     """Flattened ``[T, H, D]`` inputs -> (o, ht, X, Hs, Vn, W); Hs/Vn only when needed, W only when kept.
 
-    ``tiling``: the state kernel's, when the caller has it already (else from :func:`serial_tilings`)."""
+    ``plan``: the call's, when the caller has it already (else from :func:`launch_plan`)."""
     T, H, K = q.shape
     V = v.shape[-1]
-    tiling = tiling or serial_tilings(cfg, K, V, H, tables, q.device)["fwd"]
+    plan = plan or launch_plan(cfg, K, V, H, tables, q.device)
     BT, BK, BV = cfg.chunk_size, cfg.BK, cfg.BV
     prec, dprec = _precision(q.dtype), _dot_precision(q.dtype, cfg)
     nw, ns = cfg.num_warps, cfg.num_stages
     inter = _intermediate_dtype(q.dtype, cfg)
     X, W, U = wy_forward(k, v, beta, tables.chunk_start, tables.chunk_end, BT, BK, BV, cfg.fuse_wy, prec, nw, ns,
-                         inter, keep_x=save, min_stages=wy_min_stages(cfg, q.device))
+                         inter, keep_x=save, min_stages=plan.wy_min_stages)
     store_h = save or not cfg.fuse_output
     store_vn = save or not cfg.fuse_output
     dev = q.device
@@ -219,7 +219,7 @@ def _forward(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, scale: float, h0: Te
     Vn = torch.empty(T if store_vn else 1, H, V, dtype=inter, device=dev)
     o = torch.empty(T, H, V, dtype=q.dtype, device=dev)
     ht = torch.empty(tables.n_seqs, H, K, V, dtype=torch.float32, device=dev) if output_final_state else None
-    launch_state(q, k, W, U, h0, Hs, Vn, o, ht, tables, scale, cfg, store_h, store_vn, tiling)
+    launch_state(q, k, W, U, h0, Hs, Vn, o, ht, tables, scale, cfg, store_h, store_vn, plan.fwd)
     if not cfg.fuse_output:
         launch(
             fwd_output_kernel, (tables.n_chunks * triton.cdiv(V, BV), H),
@@ -235,10 +235,10 @@ def _backward(q, k, v, beta, scale, X, Hs, Vn, W, do, dht, tables: _ChunkTables,
     """Gradients (dq, dk, dv, dbeta, dh0) for flattened inputs, in the inputs' dtypes; dh0 fp32, None unless asked.
 
     ``W`` is the forward's when it kept it, else None (recomputed here from ``X``); ``tiling`` the
-    reverse recurrence's, when the caller has it (else from :func:`serial_tilings`)."""
+    reverse recurrence's, when the caller has it (else from :func:`launch_plan`)."""
     T, H, K = q.shape
     V = v.shape[-1]
-    tiling = tiling or serial_tilings(cfg, K, V, H, tables, q.device)["bwd"]
+    tiling = tiling or launch_plan(cfg, K, V, H, tables, q.device).bwd
     BT, BK, BV = cfg.chunk_size, cfg.BK, cfg.BV
     prec, dprec = _precision(q.dtype), _dot_precision(q.dtype, cfg)
     nw, ns = cfg.num_warps, cfg.num_stages
@@ -276,11 +276,11 @@ class ChunkDeltaRuleFunction(torch.autograd.Function):
     """Autograd wrapper: inputs already flattened to ``[T_total, H, D]`` and contiguous."""
 
     @staticmethod
-    def forward(ctx, q, k, v, beta, initial_state, scale, tables, cfg, output_final_state, tilings):
+    def forward(ctx, q, k, v, beta, initial_state, scale, tables, cfg, output_final_state, plan):
         o, ht, X, Hs, Vn, W = _forward(q, k, v, beta, scale, initial_state, tables, cfg, output_final_state, save=True,
-                                       tiling=tilings["fwd"])
+                                       plan=plan)
         ctx.save_for_backward(q, k, v, beta, X, Hs, Vn, W)
-        ctx.scale, ctx.tables, ctx.cfg, ctx.bwd_tiling = scale, tables, cfg, tilings["bwd"]
+        ctx.scale, ctx.tables, ctx.cfg, ctx.bwd_tiling = scale, tables, cfg, plan.bwd
         ctx.h0_dtype = None if initial_state is None else initial_state.dtype
         if ht is not None:
             return o, ht
@@ -343,16 +343,15 @@ def chunk_delta_rule(
     else:
         bounds = [b * T for b in range(B + 1)]
     tables = _chunk_tables(tuple(bounds), config.chunk_size, q.device)
-    tilings = serial_tilings(config, K, V, H, tables, q.device)  # refused here, before any launch, if it must not run
-    check_wy_stages(config, q.device)
+    plan = launch_plan(config, K, V, H, tables, q.device)  # refused here, before any launch, if it must not run
     qf, kf, vf = (x.reshape(B * T, H, x.shape[-1]).contiguous() for x in (q, k, v))
     bf = beta.reshape(B * T, H).contiguous()
     h0 = None if initial_state is None else initial_state.contiguous()
 
     leaves = (q, k, v, beta) + ((initial_state,) if initial_state is not None else ())
     if torch.is_grad_enabled() and any(t.requires_grad for t in leaves):
-        o, ht = ChunkDeltaRuleFunction.apply(qf, kf, vf, bf, h0, scale, tables, config, output_final_state, tilings)
+        o, ht = ChunkDeltaRuleFunction.apply(qf, kf, vf, bf, h0, scale, tables, config, output_final_state, plan)
     else:
         o, ht, *_ = _forward(qf, kf, vf, bf, scale, h0, tables, config, output_final_state, save=False,
-                             tiling=tilings["fwd"])
+                             plan=plan)
     return o.reshape(B, T, H, V), ht

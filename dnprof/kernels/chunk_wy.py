@@ -210,7 +210,7 @@ def wy_forward(k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor, chunk_start
     it then, and its products round it to that dtype anyway. The split launch keeps ``X`` in fp32,
     as its ``W``/``U`` products read it. ``keep_x=False`` (a forward no backward follows) returns no X
     and, with ``fuse``, never writes it. ``min_stages``: the fewest pipelining stages the inverse
-    kernel may run at (:func:`dnprof.kernels.chunk.wy_min_stages`).
+    kernel may run at (:func:`dnprof.kernels.chunk.launch_plan`).
     """
     T, H, K = k.shape
     V = v.shape[-1]

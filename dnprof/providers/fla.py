@@ -19,6 +19,8 @@ from dnprof.providers.gla import GLAProvider
 INSTALL_HINT = "fla-core is not installed: pip install 'dnprof[baselines]'"
 #: fla's chunk size for the delta rule (it supports 16/32/64 only and uses 64).
 FLA_CHUNK_SIZE = 64
+#: fla-core's delta-rule module.
+DELTA_MODULE = "fla.ops.delta_rule"
 
 
 def fla_requirement(module: str) -> Callable[[str], str | None]:
@@ -70,13 +72,18 @@ def _keyword_gla_kernel(fn: Callable) -> Callable:
     return call
 
 
+def fla_chunk_delta_rule() -> Callable:
+    """fla-core's chunk_delta_rule taking dnprof's calling convention (imports fla-core: GPU only)."""
+    return _keyword_delta_kernel(_loader(DELTA_MODULE, "chunk_delta_rule")())
+
+
 def fla_providers() -> list:
     """fla-deltanet, fla-recurrent and fla-gla."""
-    delta = "fla.ops.delta_rule"
+    delta = DELTA_MODULE
     return [
         DeltaNetProvider(
             "fla-deltanet", "fla-core chunk_delta_rule",
-            loader=lambda: _keyword_delta_kernel(_loader(delta, "chunk_delta_rule")()),
+            loader=fla_chunk_delta_rule,
             chunk_size=FLA_CHUNK_SIZE, requirement=fla_requirement(delta),
         ),
         DeltaNetProvider(

@@ -24,7 +24,7 @@ Pruning rules, applied in this order (the first that applies names the reason):
     such serial launches also refuse to be lowered to one stage when shared memory is short
     (:mod:`dnprof.kernels.recurrence_tiling`). Also cut: chunk size 128 at one stage, whose WY
     transform faulted once and returned wrong values once on an H200 (8 warps, D = 256), while the
-    same variant at two stages verified (``dnprof.kernels.chunk.wy_min_stages``).
+    same variant at two stages verified (``dnprof.kernels.chunk.launch_plan``).
 ``duplicate``
     The variant computes exactly what another one does in this mode: in a forward-only run with the
     output fused into the state kernel no states are stored, so ``state_dtype`` has no effect and

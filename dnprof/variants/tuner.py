@@ -273,14 +273,10 @@ def time_fla(req: TuneRequest) -> tuple[float | None, str | None, str | None]:
     if req.device != "cuda":
         return None, version, "fla-core needs a GPU"
     try:
-        from fla.ops.delta_rule import chunk_delta_rule as fla_chunk
-
         from dnprof.bench.timing import time_call
+        from dnprof.providers.fla import fla_chunk_delta_rule
 
-        def fla_kernel(q, k, v, beta, **kw):
-            return fla_chunk(q=q, k=k, v=v, beta=beta, **kw)
-
-        call = _make_call(fla_kernel, req, req.B, req.T, req.H, "cuda")
+        call = _make_call(fla_chunk_delta_rule(), req, req.B, req.T, req.H, "cuda")
         call()  # its own autotuning happens here
         return time_call(call, "cuda", rep_ms=200).ms, version, None
     except Exception as exc:  # any failure of the peer is reported, never fatal
@@ -293,12 +289,10 @@ def fla_compile_worker(req: TuneRequest) -> None:
     kernels are compiled (Triton's disk cache) while dnprof's candidates compile, not after them."""
     try:
         import torch
-        from fla.ops.delta_rule import chunk_delta_rule as fla_chunk
 
-        def fla_kernel(q, k, v, beta, **kw):
-            return fla_chunk(q=q, k=k, v=v, beta=beta, **kw)
+        from dnprof.providers.fla import fla_chunk_delta_rule
 
-        _make_call(fla_kernel, req, req.B, req.T, req.H, "cuda")()
+        _make_call(fla_chunk_delta_rule(), req, req.B, req.T, req.H, "cuda")()
         torch.cuda.synchronize()
     except BaseException:  # noqa: BLE001 - a warm-up only: the timed call reports any failure itself
         pass
@@ -731,7 +725,9 @@ class Tuner:
         prewarm = self._start_fla_prewarm()
         try:
             for family in self.req.families:
-                stopped = self._run_family(family, deadline, prewarm, outcomes, stopped)
+                outcome, reason = self._run_family(family, deadline, prewarm)
+                outcomes.append(outcome)
+                stopped = stopped or reason
         finally:
             if prewarm is not None:
                 prewarm.wait(0)  # stops it if the run ended early (an error, Ctrl-C)
@@ -740,9 +736,9 @@ class Tuner:
         selection.clear_cache()
         return TuneOutcome(self.req, outcomes, self.space, self.new_steps, time.monotonic() - start, stopped)
 
-    def _run_family(self, family: str, deadline: Deadline, prewarm: FlaPrewarm | None, outcomes: list,
-                    stopped: str | None) -> str | None:
-        """Verify and time one family's candidates, appending its outcome; returns why the run stopped."""
+    def _run_family(self, family: str, deadline: Deadline,
+                    prewarm: FlaPrewarm | None) -> tuple[FamilyOutcome, str | None]:
+        """Verify and time one family's candidates: its outcome, and why its search stopped early (None: it did not)."""
         key = self.key(family)
         if self.req.force:
             self.db.reset(key)
@@ -762,10 +758,9 @@ class Tuner:
         else:
             search = run_rounds(self.req.strategy, verified, functools.partial(self._measure, key),
                                 default=default, plan=self.req.round_plan(), out_of_time=deadline)
-        stopped = stopped or search.stopped or ("time budget" if deadline() else None)
+        stopped = search.stopped or ("time budget" if deadline() else None)
         fla_ms, fla_msg = self._baseline(key) if search.measured else (None, None)
-        outcomes.append(FamilyOutcome(family, key, self._results(key, cands), default, search, fla_ms, fla_msg))
-        return stopped
+        return FamilyOutcome(family, key, self._results(key, cands), default, search, fla_ms, fla_msg), stopped
 
     def _results(self, key: TuneKey, cands: list[Candidate]) -> list[CandidateResult]:
         states = self.db.candidates(key)

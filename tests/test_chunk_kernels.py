@@ -38,6 +38,7 @@ VARIANTS = [
     (_cfg(chunk_size=64, BK=16, BV=16, fuse_wy=False, fuse_output=True), 2, 1, 2, 16, 16, 1e-5),  # T = 1
     (_cfg(chunk_size=32, BK=16, BV=16, rec="bv32w4s2"), 2, 45, 2, 32, 32, 1e-5),  # serial kernels at their own BV
     (_cfg(chunk_size=64, BK=32, BV=16, rec="auto"), 2, 70, 2, 32, 48, 1e-5),  # auto, V = 48 padded to 64
+    (_cfg(chunk_size=32, BK=16, BV=16, rec="bk64bv16w4s2"), 1, 70, 2, 64, 32, 1e-5),  # serial state in one slab
 ]
 
 

@@ -8,6 +8,7 @@ import pytest
 
 from dnprof.kernels.recurrence_tiling import Tiling, check_pipelined, recurrence_tiling
 from dnprof.variants.chunk_config import ChunkConfig
+from dnprof.variants.errors import ConfigError
 
 AUTO = ChunkConfig.default_for(128, 128, 64, "bf16", "fwdbwd")
 H200_SMS = 132
@@ -16,13 +17,13 @@ SM90 = 9
 
 def test_main_and_explicit_tilings():
     main = ChunkConfig(BV=32, num_warps=8, num_stages=3)
-    assert recurrence_tiling(main, "fwd", 128, 128, 4, H200_SMS, SM90) == Tiling(32, 8, 3, 2)
-    assert recurrence_tiling(ChunkConfig(), "bwd", 128, 128, 4, H200_SMS, SM90) == Tiling(64, 4, 2, 1)
+    assert recurrence_tiling(main, "fwd", 128, 128, 4, H200_SMS, SM90) == Tiling(32, 8, 3, 2, 64)
+    assert recurrence_tiling(ChunkConfig(), "bwd", 128, 128, 4, H200_SMS, SM90) == Tiling(64, 4, 2, 1, 64)
     explicit = ChunkConfig(rec="bv16w2s4")
-    assert recurrence_tiling(explicit, "bwd", 128, 128, 4, H200_SMS, SM90) == Tiling(16, 2, 4, 2)
+    assert recurrence_tiling(explicit, "bwd", 128, 128, 4, H200_SMS, SM90) == Tiling(16, 2, 4, 2, 64)
     # at C = 128 a narrow tile may still be lowered to one stage (it verified there; two do not fit at D = 256)
     c128 = ChunkConfig(chunk_size=128, BV=32, num_warps=8)
-    assert recurrence_tiling(c128, "bwd", 256, 256, 4, H200_SMS, SM90) == Tiling(32, 8, 2, 1)
+    assert recurrence_tiling(c128, "bwd", 256, 256, 4, H200_SMS, SM90) == Tiling(32, 8, 2, 1, 64)
     # only sm_90 was seen to mis-compile unpipelined narrow tiles: elsewhere (and off-GPU) they may lower
     assert recurrence_tiling(main, "fwd", 128, 128, 4, H200_SMS, 8).min_stages == 1
     assert recurrence_tiling(main, "fwd", 128, 128, 4, H200_SMS, None).min_stages == 1
@@ -31,18 +32,18 @@ def test_main_and_explicit_tilings():
 @pytest.mark.parametrize(
     "D,streams,kernel,fused,want",
     [
-        (128, 8 * 16, "fwd", False, Tiling(64, 4, 2, 1)),  # T = 4096: 256 programs at BV = 64
-        (128, 8 * 16, "fwd", True, Tiling(64, 4, 3, 1)),
-        (128, 8 * 16, "bwd", False, Tiling(64, 8, 3, 1)),
-        (128, 2 * 16, "fwd", False, Tiling(32, 4, 3, 2)),  # T = 16384: 64 programs for 132 SMs
-        (128, 2 * 16, "bwd", False, Tiling(32, 4, 3, 2)),
-        (256, 8 * 8, "fwd", False, Tiling(64, 4, 2, 1)),  # D = 256: the forward state kernel pipelines at 64
-        (256, 8 * 8, "fwd", True, Tiling(32, 4, 3, 2)),  # ... but not with the output fused in
-        (256, 8 * 8, "bwd", False, Tiling(32, 4, 3, 2)),  # the reverse never does at 64
-        (16, 1, "fwd", False, Tiling(16, 4, 3, 2)),  # never wider than the padded head dim
-        (256, 8 * 8, "fwd", "c32", Tiling(64, 8, 3, 1)),  # C = 32: half the tiles per stage, 64 pipelines
-        (256, 2 * 8, "fwd", "c32", Tiling(64, 8, 3, 1)),  # ... at few streams too (measured faster there)
-        (256, 8 * 8, "bwd", "c32", Tiling(32, 4, 3, 2)),  # the reverse keeps the measured rule
+        (128, 8 * 16, "fwd", False, Tiling(64, 4, 2, 1, 128)),  # T = 4096: 256 programs at BV = 64, one slab
+        (128, 8 * 16, "fwd", True, Tiling(64, 4, 3, 1, 128)),
+        (128, 8 * 16, "bwd", False, Tiling(64, 4, 3, 1, 128)),  # one slab: 4 warps
+        (128, 2 * 16, "fwd", False, Tiling(32, 4, 3, 2, 128)),  # T = 16384: 64 programs for 132 SMs
+        (128, 2 * 16, "bwd", False, Tiling(32, 4, 3, 2, 128)),
+        (256, 8 * 8, "fwd", False, Tiling(64, 4, 2, 1, 128)),  # slabs of 128 rows  # D = 256: the forward state kernel pipelines at 64
+        (256, 8 * 8, "fwd", True, Tiling(32, 4, 3, 2, 128)),  # ... but not with the output fused in
+        (256, 8 * 8, "bwd", False, Tiling(32, 4, 3, 2, 256)),  # the reverse never does at 64
+        (16, 1, "fwd", False, Tiling(16, 4, 3, 2, 64)),  # never wider than the padded head dim
+        (256, 8 * 8, "fwd", "c32", Tiling(64, 8, 3, 1, 64)),  # C = 32: half the tiles per stage, 64 pipelines
+        (256, 2 * 8, "fwd", "c32", Tiling(64, 8, 3, 1, 64)),  # ... at few streams too (measured faster there)
+        (256, 8 * 8, "bwd", "c32", Tiling(32, 4, 3, 2, 256)),  # the reverse keeps the measured rule
     ],
 )
 def test_auto_rule(D, streams, kernel, fused, want):
@@ -50,6 +51,28 @@ def test_auto_rule(D, streams, kernel, fused, want):
     if fused == "c32":
         cfg = dataclasses.replace(cfg, chunk_size=32)
     assert recurrence_tiling(cfg, kernel, D, D, streams, H200_SMS, SM90) == want
+
+
+def test_auto_keeps_the_variants_slabs_where_it_was_not_measured():
+    c128 = dataclasses.replace(AUTO, chunk_size=128, BV=32, num_warps=8)
+    assert recurrence_tiling(c128, "bwd", 256, 256, 64, H200_SMS, SM90).BK == AUTO.BK  # C = 128: one slab is 32K elements
+    d64 = dataclasses.replace(AUTO, rec="auto")
+    assert recurrence_tiling(d64, "bwd", 64, 64, 64, H200_SMS, SM90).BK == 64
+
+
+def test_explicit_tilings_may_set_the_slab_height():
+    cfg = dataclasses.replace(AUTO, rec="bk256bv32w4s2")
+    assert cfg.name.endswith("-rbk256bv32w4s2") and ChunkConfig.from_name(cfg.name) == cfg
+    cfg.validate(256, 256)
+    assert recurrence_tiling(cfg, "fwd", 256, 256, 64, H200_SMS, SM90) == Tiling(32, 4, 2, 2, 256)
+    with pytest.raises(ConfigError, match="slab height BK 256"):
+        cfg.validate(128, 128)  # taller than the padded key head dim
+    with pytest.raises(ConfigError, match="slab height BK 32"):
+        dataclasses.replace(AUTO, rec="bk32bv32w4s2").validate(256, 256)  # more than four slabs
+    with pytest.raises(ConfigError, match="x BK 256"):
+        dataclasses.replace(AUTO, chunk_size=128, rec="bk256bv32w4s2").validate()
+    with pytest.raises(ConfigError, match="BK \\(when given\\)"):
+        dataclasses.replace(AUTO, rec="bk48bv32w4s2").validate()
 
 
 def test_auto_counts_programs_against_this_gpus_sms():
@@ -75,7 +98,7 @@ def test_a_run_notes_the_serial_tilings_it_launched():
     o, _ = chunk_delta_rule(inp.q, inp.k, inp.v, inp.beta, config=ChunkConfig(chunk_size=16, BK=16, BV=16,
                                                                               rec="bv32w4s2"))
     o.backward(inp.do)
-    assert provider.run_notes()["serial_tilings"] == ["bwd_dh_kernel bv32 w4 s2", "fwd_state_kernel bv32 w4 s2"]
+    assert provider.run_notes()["serial_tilings"] == ["bwd_dh_kernel bk16 bv32 w4 s2", "fwd_state_kernel bk16 bv32 w4 s2"]
     provider.begin_run()
     assert "serial_tilings" not in provider.run_notes()
 

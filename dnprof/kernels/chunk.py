@@ -172,11 +172,11 @@ def launch_state(q: Tensor, k: Tensor, W: Tensor, U: Tensor, h0: Tensor | None, 
     ran = launch(
         fwd_state_kernel, (tables.n_seqs * triton.cdiv(V, BV), H),
         q, k, W, U, h0 if h0 is not None else Hs, Hs, Vn, o, ht if ht is not None else Hs,
-        tables.seq_start, tables.seq_chunk0, tables.max_chunks, scale, H, K, V, cfg.chunk_size, cfg.BK, BV,
-        padded_dim(K) // cfg.BK, _dot_precision(q.dtype, cfg), h0 is not None, ht is not None, store_h, store_vn,
+        tables.seq_start, tables.seq_chunk0, tables.max_chunks, scale, H, K, V, cfg.chunk_size, tiling.BK, BV,
+        padded_dim(K) // tiling.BK, _dot_precision(q.dtype, cfg), h0 is not None, ht is not None, store_h, store_vn,
         cfg.fuse_output, num_warps=tiling.num_warps, num_stages=tiling.num_stages, min_stages=tiling.min_stages,
     )
-    note_tiling("fwd_state_kernel", BV, tiling.num_warps, ran)
+    note_tiling("fwd_state_kernel", tiling.BK, BV, tiling.num_warps, ran)
     return ran
 
 
@@ -189,11 +189,11 @@ def launch_dh(q: Tensor, k: Tensor, W: Tensor, do: Tensor, dht: Tensor | None, d
     ran = launch(
         bwd_dh_kernel, (tables.n_seqs * triton.cdiv(V, BV), H),
         q, k, W, do, dht if dht is not None else dHs, dHs, dVn, dh0 if dh0 is not None else dHs,
-        tables.seq_start, tables.seq_chunk0, tables.max_chunks, scale, H, K, V, cfg.chunk_size, cfg.BK, BV,
-        padded_dim(K) // cfg.BK, _dot_precision(q.dtype, cfg), dht is not None, dh0 is not None,
+        tables.seq_start, tables.seq_chunk0, tables.max_chunks, scale, H, K, V, cfg.chunk_size, tiling.BK, BV,
+        padded_dim(K) // tiling.BK, _dot_precision(q.dtype, cfg), dht is not None, dh0 is not None,
         num_warps=tiling.num_warps, num_stages=tiling.num_stages, min_stages=tiling.min_stages,
     )
-    note_tiling("bwd_dh_kernel", BV, tiling.num_warps, ran)
+    note_tiling("bwd_dh_kernel", tiling.BK, BV, tiling.num_warps, ran)
     return ran
 
 

@@ -21,8 +21,8 @@ _FITTED: dict[tuple, int] = {}
 _OVERFLOWED: set[Any] = set()
 #: (kernel name, requested stages, stages run) of every launch since :func:`reset_lowered`
 _LOWERED: set[tuple[str, int, int]] = set()
-#: (kernel name, BV, warps, stages run) noted by :func:`note_tiling` since :func:`reset_lowered`
-_TILINGS: set[tuple[str, int, int, int]] = set()
+#: (kernel name, BK, BV, warps, stages run) noted by :func:`note_tiling` since :func:`reset_lowered`
+_TILINGS: set[tuple[str, int, int, int, int]] = set()
 
 
 def reset_lowered() -> None:
@@ -31,15 +31,15 @@ def reset_lowered() -> None:
     _TILINGS.clear()
 
 
-def note_tiling(kernel: str, BV: int, num_warps: int, stages: int) -> None:
+def note_tiling(kernel: str, BK: int, BV: int, num_warps: int, stages: int) -> None:
     """Remember a launch's tiling for the results row being measured: a variant whose tiling is
     chosen at launch (``rec="auto"``) then says what actually ran."""
-    _TILINGS.add((kernel, BV, num_warps, stages))
+    _TILINGS.add((kernel, BK, BV, num_warps, stages))
 
 
 def noted_tilings() -> list[str]:
-    """The tilings noted since :func:`reset_lowered`, e.g. ``["bwd_dh_kernel bv32 w4 s2"]``, sorted."""
-    return sorted(f"{name} bv{bv} w{w} s{s}" for name, bv, w, s in _TILINGS)
+    """The tilings noted since :func:`reset_lowered`, e.g. ``["bwd_dh_kernel bk64 bv32 w4 s2"]``, sorted."""
+    return sorted(f"{name} bk{bk} bv{bv} w{w} s{s}" for name, bk, bv, w, s in _TILINGS)
 
 
 def run_notes() -> dict[str, list[str]]:

@@ -1,4 +1,4 @@
-"""Launch tiling of the two serial kernels (``BV``, warps, stages), and the ``rec="auto"`` rule.
+"""Launch tiling of the two serial kernels (``BV``, warps, stages, state slabs), and the ``rec="auto"`` rule.
 
 The forward state recurrence and the backward's reverse recurrence run one program per
 (sequence, head, ``BV`` block of V); each walks every chunk of its sequence. Their tiling is
@@ -18,7 +18,13 @@ measured on an H200 (bf16, C = 64, ``results/nvidia-h200/runs/lease3-call1-sweep
 - at C <= 32 a stage holds half the tiles, and the forward with the output fused pipelines at
   ``BV = 64`` with 8 warps and 3 stages at D = 256 (``dnprof compare``, fourth lease,
   ``results/nvidia-h200/runs/lease4/call2-explore-d256-fwd.json``: 0.965 against 1.296 ms at
-  ``BV = 32`` for T = 4096, 1.686 against 1.742 ms for T = 16384); 4 warps spill there.
+  ``BV = 32`` for T = 4096, 1.686 against 1.742 ms for T = 16384); 4 warps spill there;
+- the state's slab height (fifth lease, ``runs/lease5/call2-sweep-*.jsonl``): each slab of ``BK``
+  rows costs the loop a tensor-core product and a wait per chunk, so at C <= 64 the reverse
+  recurrence holds its state in one slab of ``Kp`` rows (D = 256, BV = 32: 0.86 against 0.95 ms
+  at T = 4096; D = 128, BV = 64 at 4 warps: 0.31 against 0.39 ms at 8 warps with two slabs) and the
+  forward in slabs of 128 rows (D = 256, storing states, BV = 64: 0.41 against 0.53 ms; D = 128,
+  output fused: 0.26 against 0.31 ms).
 
 On sm_90 with Triton 3.6 these kernels fault or return wrong values at C = 64 and ``BV <= 32``
 without pipelining (one stage), so there such launches require at least two stages. (At C = 128
@@ -40,12 +46,14 @@ NARROW_BV = 32
 
 
 class Tiling(NamedTuple):
-    """One serial kernel's launch: V tile, warps, requested stages and the fewest stages allowed."""
+    """One serial kernel's launch: V tile, warps, requested stages, the fewest stages allowed, and the
+    height of the slabs its fp32 state is held in (``Kp // BK`` slabs, one to four)."""
 
     BV: int
     num_warps: int
     num_stages: int
     min_stages: int
+    BK: int
 
 
 @functools.lru_cache(maxsize=8)
@@ -78,8 +86,8 @@ def sm_count(device_index: int | None) -> int:
     return torch.cuda.get_device_properties(device_index).multi_processor_count
 
 
-def _tiling(bv: int, warps: int, stages: int, chunk_size: int, major: int | None) -> Tiling:
-    return Tiling(bv, warps, stages, 2 if major == 9 and bv <= NARROW_BV and chunk_size <= 64 else 1)
+def _tiling(bv: int, warps: int, stages: int, bk: int, chunk_size: int, major: int | None) -> Tiling:
+    return Tiling(bv, warps, stages, 2 if major == 9 and bv <= NARROW_BV and chunk_size <= 64 else 1, bk)
 
 
 def recurrence_tiling(cfg: ChunkConfig, kernel: str, K: int, V: int, n_streams: int, sms: int,
@@ -89,18 +97,28 @@ def recurrence_tiling(cfg: ChunkConfig, kernel: str, K: int, V: int, n_streams: 
     ``n_streams`` is sequences x heads; ``sms`` the device's SM count; ``major`` its compute
     capability major (None off-GPU), which decides the fewest stages a narrow tile may run at.
     """
+    C = cfg.chunk_size
     if cfg.rec == "main":
-        return _tiling(cfg.BV, cfg.num_warps, cfg.num_stages, cfg.chunk_size, major)
+        return _tiling(cfg.BV, cfg.num_warps, cfg.num_stages, cfg.BK, C, major)
     explicit = parse_rec_tiling(cfg.rec)
     if explicit is not None:
-        return _tiling(*explicit, cfg.chunk_size, major)
+        return _tiling(explicit.BV, explicit.warps, explicit.stages, explicit.BK or cfg.BK, C, major)
     Kp, Vp = padded_dim(K), padded_dim(V)
     wide = n_streams * triton.cdiv(V, min(64, Vp)) >= sms
-    if kernel == "fwd" and cfg.fuse_output and cfg.chunk_size <= 32 and Kp > 128:
-        return _tiling(min(64, Vp), 8, 3, cfg.chunk_size, major)
+    if kernel == "fwd" and cfg.fuse_output and C <= 32 and Kp > 128:
+        return _tiling(min(64, Vp), 8, 3, cfg.BK, C, major)
+    bk = _slab_height(kernel, Kp, C, cfg.BK)
     cannot_pipeline = Kp > 128 and (kernel == "bwd" or cfg.fuse_output)
     if not wide or cannot_pipeline:
-        return _tiling(min(NARROW_BV, Vp), 4, 3, cfg.chunk_size, major)
+        return _tiling(min(NARROW_BV, Vp), 4, 3, bk, C, major)
     if kernel == "fwd":
-        return _tiling(min(64, Vp), 4, 3 if cfg.fuse_output else 2, cfg.chunk_size, major)
-    return _tiling(min(64, Vp), 8, 3, cfg.chunk_size, major)
+        return _tiling(min(64, Vp), 4, 3 if cfg.fuse_output else 2, bk, C, major)
+    return _tiling(min(64, Vp), 4 if bk == Kp else 8, 3, bk, C, major)
+
+
+def _slab_height(kernel: str, Kp: int, chunk_size: int, variant_bk: int) -> int:
+    """``auto``'s state slab height at C <= 64: one slab for the reverse recurrence, slabs of 128 rows
+    for the forward (fewer, taller slabs mean fewer tensor-core waits per chunk; lease 5 sweep)."""
+    if chunk_size > 64 or Kp < 128:
+        return variant_bk
+    return Kp if kernel == "bwd" else 128

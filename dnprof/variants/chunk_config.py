@@ -20,7 +20,8 @@ the launch parameters, and the fusion/storage choices the kernels implement:
   ``BV``, warps and stages. ``auto``: chosen per kernel at launch from the program count and the
   head dim (:func:`dnprof.kernels.recurrence_tiling.recurrence_tiling`): a narrower ``BV`` where
   ``BV = 64`` leaves SMs idle or cannot pipeline. ``bv<BV>w<warps>s<stages>`` (e.g. ``bv32w4s3``):
-  that tiling for both.
+  that tiling for both, with the state held in slabs of the variant's ``BK`` rows; a ``bk<BK>``
+  prefix (``bk256bv32w4s2``) sets the slab height (the padded key head dim: one slab).
 
 The tuner builds its search space from :meth:`ChunkConfig.choices` and checks each candidate with
 :meth:`ChunkConfig.validate`.
@@ -31,7 +32,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from dnprof.variants.errors import ConfigError
 
@@ -40,14 +41,25 @@ from dnprof.variants.errors import ConfigError
 MAX_CHUNK_TILE = 128 * 128
 
 
-#: An explicit launch tiling of the serial kernels: ``bv32w4s3``.
-_REC_TILING = re.compile(r"bv(\d+)w(\d+)s(\d+)")
+#: An explicit launch tiling of the serial kernels: ``bv32w4s3``, or ``bk256bv32w4s3`` with the slab height.
+_REC_TILING = re.compile(r"(?:bk(\d+))?bv(\d+)w(\d+)s(\d+)")
 
 
-def parse_rec_tiling(rec: str) -> tuple[int, int, int] | None:
-    """``(BV, warps, stages)`` of an explicit ``rec`` value like ``bv32w4s3``; None for ``main``/``auto``."""
+class RecTiling(NamedTuple):
+    """An explicit ``rec`` tiling: V tile, warps, stages, and the state's slab height (0: the variant's BK)."""
+
+    BV: int
+    warps: int
+    stages: int
+    BK: int = 0
+
+
+def parse_rec_tiling(rec: str) -> RecTiling | None:
+    """The :class:`RecTiling` of an explicit ``rec`` value like ``bv32w4s3``; None for ``main``/``auto``."""
     m = _REC_TILING.fullmatch(rec) if isinstance(rec, str) else None
-    return None if m is None else (int(m.group(1)), int(m.group(2)), int(m.group(3)))
+    if m is None:
+        return None
+    return RecTiling(int(m.group(2)), int(m.group(3)), int(m.group(4)), int(m.group(1) or 0))
 
 
 def _is_pow2(x: int) -> bool:
@@ -178,8 +190,13 @@ class ChunkConfig:
             if self.BV > Vp:
                 raise ConfigError(f"BV {self.BV} is larger than the padded value head dim {Vp} (V = {V})")
             tiling = parse_rec_tiling(self.rec)
-            if tiling is not None and tiling[0] > Vp:
-                raise ConfigError(f"rec {self.rec}: BV {tiling[0]} is larger than the padded value head dim {Vp} (V = {V})")
+            if tiling is not None and tiling.BV > Vp:
+                raise ConfigError(f"rec {self.rec}: BV {tiling.BV} is larger than the padded value head dim {Vp} (V = {V})")
+        if K is not None:
+            tiling = parse_rec_tiling(self.rec)
+            if tiling is not None and tiling.BK and not tiling.BK <= Kp <= 4 * tiling.BK:
+                raise ConfigError(f"rec {self.rec}: the state's slab height BK {tiling.BK} must be between a quarter of "
+                                  f"the padded key head dim and all of it ({Kp // 4}..{Kp}; K = {K})")
         return self
 
     def _validate_rec(self, named: tuple[str, ...]) -> None:
@@ -190,12 +207,15 @@ class ChunkConfig:
         space = self.choices()
         if tiling is None:
             raise ConfigError(f"rec must be one of {named} or like 'bv32w4s3', got {self.rec!r}")
-        bv, warps, stages = tiling
-        if bv not in space["BV"] or warps not in space["num_warps"] or stages not in space["num_stages"]:
+        bv, warps, stages, bk = tiling
+        if (bv not in space["BV"] or warps not in space["num_warps"] or stages not in space["num_stages"]
+                or (bk and bk not in space["BK"])):
             raise ConfigError(f"rec {self.rec}: BV must be one of {space['BV']}, warps one of {space['num_warps']}, "
-                              f"stages one of {space['num_stages']}")
-        if self.chunk_size * bv > MAX_CHUNK_TILE:
-            raise ConfigError(f"rec {self.rec}: chunk_size {self.chunk_size} x BV {bv} exceeds {MAX_CHUNK_TILE} elements")
+                              f"stages one of {space['num_stages']}, BK (when given) one of {space['BK']}")
+        for name, tile in (("BV", bv), ("BK", bk)):
+            if self.chunk_size * tile > MAX_CHUNK_TILE:
+                raise ConfigError(f"rec {self.rec}: chunk_size {self.chunk_size} x {name} {tile} exceeds "
+                                  f"{MAX_CHUNK_TILE} elements")
 
     # ----------------------------------------------------------------------------------- names
     @property

@@ -307,7 +307,7 @@ def _unpipelined_narrow(cfg: Any) -> bool:
     if cfg.chunk_size > 64:
         return False
     explicit = parse_rec_tiling(getattr(cfg, "rec", "main"))
-    return (cfg.BV <= 32 and cfg.num_stages == 1) or (explicit is not None and explicit[0] <= 32 and explicit[2] == 1)
+    return (cfg.BV <= 32 and cfg.num_stages == 1) or (explicit is not None and explicit.BV <= 32 and explicit.stages == 1)
 
 
 def _flags(cand: Candidate, limits: DeviceLimits) -> list[str]:

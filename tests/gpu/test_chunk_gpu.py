@@ -98,7 +98,7 @@ def test_fp16_and_fp32_on_gpu():
         assert res.passed, (dtype, res.errors)
 
 
-SERIAL_TILINGS = ["bv64w8s3", "bv64w4s3", "bv32w4s3", "bv32w4s2"]
+SERIAL_TILINGS = ["bv64w8s3", "bv64w4s3", "bv32w4s3", "bv32w4s2", "bk128bv64w4s3", "bk128bv32w4s3"]
 
 
 @pytest.mark.parametrize("rec", SERIAL_TILINGS)
@@ -129,4 +129,19 @@ def test_auto_tiling_of_the_fused_forward_at_chunk_32_bf16():
     res = verify_delta_kernel(kernel, 2, 1000, 4, 256, 256, dtype=torch.bfloat16, device="cuda", reference="chunk")
     print(f"D=256 {cfg.name}: " + " ".join(f"{k}={v:.2e}" for k, v in res.errors.items()))
     assert res.passed, res.errors
-    assert "fwd_state_kernel bv64 w8 s3" in launch.noted_tilings()
+    assert "fwd_state_kernel bk64 bv64 w8 s3" in launch.noted_tilings()
+
+
+def test_chunk_128_wy_at_one_stage_is_refused_on_sm90():
+    """On sm_90 a C = 128 config at one stage is refused with a ``config:`` error before any launch
+    (its WY transform faulted once and returned wrong values once on an H200); elsewhere it runs."""
+    cfg = ChunkConfig.from_name("c128-bk64-bv32-w8-s1-hbf16-wyf-os-m16")
+    q, k, v = (torch.randn(1, 256, 2, 256, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+    k = torch.nn.functional.normalize(k.float(), dim=-1).bfloat16()
+    beta = torch.rand(1, 256, 2, device="cuda", dtype=torch.bfloat16)
+    if torch.cuda.get_device_capability()[0] != 9:
+        o, _ = chunk_delta_rule(q, k, v, beta, config=cfg)
+        assert torch.isfinite(o).all()
+        return
+    with pytest.raises(ValueError, match="config: at chunk size 128"):
+        chunk_delta_rule(q, k, v, beta, config=cfg)

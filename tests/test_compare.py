@@ -135,6 +135,34 @@ def test_speedup_column_and_best_row():
     assert len(json.loads(format_rows(rows, "json", "base"))) == 6
 
 
+def test_off_a_terminal_each_start_and_row_is_logged_as_it_happens():
+    """A log cut short (a time limit) still says what ran and what it measured."""
+    import io
+
+    from rich.console import Console
+
+    out = io.StringIO()
+    table = CompareTable("base", console=Console(file=out, width=200, force_terminal=False))
+
+    class _P:
+        name = "fla-deltanet"
+
+    class _S:
+        @staticmethod
+        def label() -> str:
+            return "B=8 T=4096 H=8 D=256 bf16"
+
+    with table:
+        table.start(_P(), _S(), "fwd")
+        logged_start = out.getvalue()
+        table.add(_row("fla-deltanet", 1.088))
+        logged_row = out.getvalue()
+        table.add(_row("broken", None, status="error"))
+    assert "running fla-deltanet fwd at B=8 T=4096 H=8 D=256 bf16" in logged_start and " s] " in logged_start
+    assert "fla-deltanet fwd" in logged_row and ": ok 1.088 ms" in logged_row
+    assert "broken" in out.getvalue() and ": error" in out.getvalue()
+
+
 def test_default_output_path():
     import datetime as dt
 

@@ -10,6 +10,7 @@ import csv
 import io
 import json
 import math
+import time
 from typing import Any, Sequence
 
 from rich.console import Console, Group
@@ -72,8 +73,10 @@ class CompareTable:
         self.rows: list[ResultRow] = []
         self.running: str | None = None
         self._live: Live | None = None
+        self._t0 = time.monotonic()
 
     def __enter__(self) -> "CompareTable":
+        self._t0 = time.monotonic()
         self._live = Live(self.render(), console=self.console, refresh_per_second=4, auto_refresh=False)
         self._live.__enter__()
         return self
@@ -86,15 +89,23 @@ class CompareTable:
             self._live = None
 
     def add(self, row: ResultRow) -> None:
-        """Add a row and redraw."""
+        """Add a row and redraw (off a terminal, also log it on a line of its own)."""
         self.rows.append(row)
         self.running = None
+        self._log(row_line(row))
         self._redraw()
 
     def start(self, provider: Any, shape: Any, mode: str) -> None:
         """Show what is being measured now (checks and first compiles can take minutes)."""
         self.running = f"running {provider.name} {mode} at {shape.label()}: float64 check, then timing"
+        self._log(self.running)
         self._redraw()
+
+    def _log(self, message: str) -> None:
+        """Off a terminal the live table only prints when it closes, so a log cut short would hold
+        nothing: there each start and row is also a time-stamped line as it happens."""
+        if self._live is not None and not self.console.is_terminal:
+            self.console.print(Text(f"[{time.monotonic() - self._t0:7.1f} s] {message}"), soft_wrap=True)
 
     def _redraw(self) -> None:
         if self._live is not None:
@@ -153,6 +164,20 @@ class CompareTable:
         return [provider, r.mode, status, ms, _tokens(r.tokens_per_s), _num(r.tflops, ".1f" if (r.tflops or 0) >= 1 else ".2g"),
                 _num(r.peak_mem_mb, ".0f"), _num(r.roofline_ms, ".3f"), err_text,
                 "-" if speedup is None else f"{speedup:.2f}x"]
+
+
+def row_line(r: ResultRow) -> str:
+    """One line for a finished row: ``fla-deltanet fwd B=8 T=4096 H=8 D=256 bf16: ok 1.088 ms, max err 4.3e-03``."""
+    dims = f"D={r.K}" if r.K == r.V else f"K={r.K} V={r.V}"
+    what = f"{r.provider} {r.mode} B={r.B} T={r.T} H={r.H} {dims} {r.dtype}: {r.status}"
+    if r.ms is not None:
+        what += f" {r.ms:.3f} ms"
+    err = _max_err(r)
+    if err is not None:
+        what += f", max err {err:.1e}"
+    if r.status != "ok" and r.message:
+        what += f" ({r.message.splitlines()[0][:160]})"
+    return what
 
 
 def flat_row(r: ResultRow) -> dict[str, Any]:

@@ -14,6 +14,7 @@ worker that meets one records that setting as ``fault`` and exits; the rest of i
 in a fresh worker. The workers compile in parallel first.
 
 Usage (GPU): python benchmarks/recurrence_sweep.py --head-dim 128,256 --seq-len 4096,16384 --json out.jsonl
+(``--bk 128,256`` for taller state slabs, ``--layout slabs,t`` for the transposed-state kernels too)
 """
 
 from __future__ import annotations
@@ -59,16 +60,17 @@ def _prepare(D: int, T: int, tokens: int, model_dim: int, device: str) -> dict[s
                 do=inp.do.reshape(B * T, H, D).contiguous(), dht=inp.dht.float().contiguous(), scale=D ** -0.5)
 
 
-def _runner(p: dict[str, Any], kernel: str, BV: int, warps: int, stages: int, BK: int = 0):
+def _runner(p: dict[str, Any], kernel: str, BV: int, warps: int, stages: int, BK: int = 0, transposed: bool = False):
     """A zero-argument launch of ``kernel`` at this tiling (``BK``: the state's slab height, 0 for the
-    variant's own), and a function returning its outputs."""
+    variant's own; ``transposed``: the transposed-state form, one tile), and a function returning its outputs."""
     import torch
 
     from dnprof.kernels import chunk as ck
     from dnprof.kernels.recurrence_tiling import Tiling
 
     q, k, tables, cfg = p["q"], p["k"], p["tables"], p["cfg"]
-    tiling = Tiling(BV, warps, stages, 1, BK or cfg.BK)  # min 1: the sweep measures the unpipelined settings too
+    # min 1: the sweep measures the unpipelined settings too
+    tiling = Tiling(BV, warps, stages, 1, q.shape[-1] if transposed else BK or cfg.BK, transposed)
     T, H, D = q.shape
     n_states = tables.n_seqs
     f32 = dict(dtype=torch.float32, device=q.device)
@@ -121,7 +123,8 @@ def worker(items: list[dict[str, Any]], compile_only: bool) -> None:
             run, outs = _runner(p, it["kernel"], cfg.BV, cfg.num_warps, cfg.num_stages)
             run()
             refs[rkey] = [o.clone() for o in outs()]
-        run, outs = _runner(p, it["kernel"], it["BV"], it["warps"], it["stages"], it.get("BK", 0))
+        run, outs = _runner(p, it["kernel"], it["BV"], it["warps"], it["stages"], it.get("BK", 0),
+                            it.get("layout") == "t")
         rec = dict(it)
         try:
             rec["stages_ran"] = run()
@@ -129,7 +132,8 @@ def worker(items: list[dict[str, Any]], compile_only: bool) -> None:
                 torch.cuda.synchronize()
             if not compile_only:
                 rec["rel_err"] = _rel_err(outs(), refs[rkey])
-                tol = MATCH_TOL if it.get("BK", 0) in (0, p["cfg"].BK) else REORDERED_TOL
+                same = it.get("BK", 0) in (0, p["cfg"].BK) and it.get("layout", "slabs") == "slabs"
+                tol = MATCH_TOL if same else REORDERED_TOL
                 if not rec["rel_err"] <= tol:  # NaN fails too: a wrong result is never timed
                     rec["status"] = "mismatch"
                     print("DONE " + json.dumps(rec), flush=True)
@@ -181,6 +185,7 @@ def main() -> None:
     ap.add_argument("--kernels", default=",".join(KERNELS))
     ap.add_argument("--bv", default="32,64")
     ap.add_argument("--bk", default="0", help="height of the state's slabs (0: the variant's BK; the head dim: one slab)")
+    ap.add_argument("--layout", default="slabs", help="slabs (the state as [BK, BV] slabs) and/or t (transposed, one tile)")
     ap.add_argument("--warps", default="2,4,8")
     ap.add_argument("--stages", default="1,2,3")
     ap.add_argument("--tokens", type=int, default=32768, help="B * T")
@@ -196,11 +201,18 @@ def main() -> None:
         return
     ints = lambda s: [int(x) for x in s.split(",")]  # noqa: E731
     groups: dict[tuple, list[dict[str, Any]]] = {}
-    for D, BK, BV, w, T, kern, s in itertools.product(ints(a.head_dim), ints(a.bk), ints(a.bv), ints(a.warps),
-                                                      ints(a.seq_len), a.kernels.split(","), ints(a.stages)):
+    layouts = a.layout.split(",")
+    for D, lay, BK, BV, w, T, kern, s in itertools.product(ints(a.head_dim), layouts, ints(a.bk), ints(a.bv),
+                                                           ints(a.warps), ints(a.seq_len), a.kernels.split(","),
+                                                           ints(a.stages)):
+        if lay == "t":
+            BK = 0  # one tile of the head dim
         if BV <= D and BK <= D and (BK == 0 or 4 * BK >= D):
-            groups.setdefault((D, BK, BV, w), []).append(dict(D=D, T=T, kernel=kern, BK=BK, BV=BV, warps=w, stages=s,
-                                                              tokens=a.tokens, model_dim=a.model_dim, device=a.device))
+            item = dict(D=D, T=T, kernel=kern, layout=lay, BK=BK, BV=BV, warps=w, stages=s, tokens=a.tokens,
+                        model_dim=a.model_dim, device=a.device)
+            group = groups.setdefault((D, lay, BK, BV, w), [])
+            if item not in group:
+                group.append(item)
     with ThreadPoolExecutor(max_workers=a.jobs) as pool:  # compile every group side by side
         list(pool.map(lambda g: _run_group(g, True), groups.values()))
     if a.json:
@@ -211,7 +223,8 @@ def main() -> None:
     for group in groups.values():  # then time one group at a time
         for rec in _run_group(group, False):
             ms = f"{rec['ms']:.3f} ms" if "ms" in rec else ""
-            print(f"D={rec['D']} T={rec['T']} {rec['kernel']:13s} bk{rec.get('BK', 0)} bv{rec['BV']} w{rec['warps']} s{rec['stages']}"
+            lay = "t" if rec.get("layout") == "t" else f"bk{rec.get('BK', 0)}"
+            print(f"D={rec['D']} T={rec['T']} {rec['kernel']:13s} {lay} bv{rec['BV']} w{rec['warps']} s{rec['stages']}"
                   f" (ran s{rec.get('stages_ran', '?')}) {ms} err={rec.get('rel_err', float('nan')):.1e} "
                   f"{rec['status']}", flush=True)
             if a.json:

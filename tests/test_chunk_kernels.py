@@ -39,6 +39,8 @@ VARIANTS = [
     (_cfg(chunk_size=32, BK=16, BV=16, rec="bv32w4s2"), 2, 45, 2, 32, 32, 1e-5),  # serial kernels at their own BV
     (_cfg(chunk_size=64, BK=32, BV=16, rec="auto"), 2, 70, 2, 32, 48, 1e-5),  # auto, V = 48 padded to 64
     (_cfg(chunk_size=32, BK=16, BV=16, rec="bk64bv16w4s2"), 1, 70, 2, 64, 32, 1e-5),  # serial state in one slab
+    (_cfg(chunk_size=32, BK=16, BV=16, rec="tbv16w4s2"), 2, 45, 2, 32, 48, 1e-5),  # transposed state, V padded
+    (_cfg(chunk_size=16, BK=16, BV=16, fuse_output=True, rec="tbv32w4s2"), 1, 37, 2, 16, 32, 1e-5),  # ... output fused
 ]
 
 
@@ -59,7 +61,8 @@ def test_fp16_against_float64(device, chunk_size):
 
 
 @pytest.mark.parametrize("cfg", [_cfg(chunk_size=32, BK=16, BV=16, dot_operands="input"),
-                                 _cfg(chunk_size=64, BK=32, BV=16, dot_operands="input", fuse_output=True)],
+                                 _cfg(chunk_size=64, BK=32, BV=16, dot_operands="input", fuse_output=True),
+                                 _cfg(chunk_size=32, BK=16, BV=16, dot_operands="input", rec="tbv16w4s2")],
                          ids=lambda c: c.name)
 def test_16bit_dot_operands_fp16_against_float64(device, cfg):
     """Rounding the computed operands to fp16 stays within fp16's tolerance, and does change the result."""

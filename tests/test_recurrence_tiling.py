@@ -75,6 +75,19 @@ def test_explicit_tilings_may_set_the_slab_height():
         dataclasses.replace(AUTO, rec="bk48bv32w4s2").validate()
 
 
+def test_explicit_tilings_may_hold_the_state_transposed():
+    cfg = dataclasses.replace(AUTO, rec="tbv64w8s2")
+    assert ChunkConfig.from_name(cfg.name) == cfg
+    cfg.validate(256, 256)
+    assert recurrence_tiling(cfg, "bwd", 256, 256, 64, H200_SMS, SM90) == Tiling(64, 8, 2, 1, 256, True)
+    assert recurrence_tiling(cfg, "fwd", 100, 100, 64, H200_SMS, SM90).BK == 128  # one tile of the padded head dim
+    assert not recurrence_tiling(AUTO, "fwd", 256, 256, 64, H200_SMS, SM90).transposed  # auto never picks it yet
+    with pytest.raises(ConfigError, match="transposed state"):
+        dataclasses.replace(AUTO, chunk_size=128, rec="tbv32w8s2").validate(256, 256)
+    with pytest.raises(ConfigError, match="rec must be one of"):
+        dataclasses.replace(AUTO, rec="tbk128bv32w4s2").validate()  # one tile: no slab height to choose
+
+
 def test_auto_counts_programs_against_this_gpus_sms():
     # 8 x 16 streams at BV = 64 are 256 programs: enough for 132 SMs, not for 300
     assert recurrence_tiling(AUTO, "fwd", 128, 128, 8 * 16, 300).BV == 32

@@ -8,7 +8,8 @@ forward
     2. ``fwd_state_kernel`` (chunk_fwd.py), sequential over chunks per (sequence, head, V block):
        ``Vn = U - W h``, ``h += K^T Vn``; with ``fuse_output`` it also writes ``O``. The two serial
        kernels (this one and ``bwd_dh_kernel``) launch at a tiling of their own, ``cfg.rec``
-       (recurrence_tiling.py).
+       (recurrence_tiling.py); a ``t`` tiling runs their transposed-state forms instead
+       (chunk_serial_t.py).
     3. without ``fuse_output``: ``fwd_output_kernel``, parallel over chunks.
 backward
     1. ``wy_apply_kernel`` recomputes ``W`` from the saved ``X``, unless the forward kept ``W``
@@ -53,6 +54,7 @@ import triton
 
 from dnprof.kernels.chunk_bwd import bwd_chunk_k_kernel, bwd_chunk_v_kernel, bwd_dh_kernel
 from dnprof.kernels.chunk_fwd import fwd_output_kernel, fwd_state_kernel
+from dnprof.kernels.chunk_serial_t import bwd_dh_t_kernel, fwd_state_t_kernel
 from dnprof.kernels.chunk_wy import wy_forward, wy_recompute_w
 from dnprof.kernels.launch import launch, note_tiling
 from dnprof.kernels.recurrence_tiling import Tiling, check_pipelined, compute_major, recurrence_tiling, sm_count
@@ -169,14 +171,16 @@ def launch_state(q: Tensor, k: Tensor, W: Tensor, U: Tensor, h0: Tensor | None, 
     T, H, K = q.shape
     V = U.shape[-1]
     BV = tiling.BV
+    kernel = fwd_state_t_kernel if tiling.transposed else fwd_state_kernel
     ran = launch(
-        fwd_state_kernel, (tables.n_seqs * triton.cdiv(V, BV), H),
+        kernel, (tables.n_seqs * triton.cdiv(V, BV), H),
         q, k, W, U, h0 if h0 is not None else Hs, Hs, Vn, o, ht if ht is not None else Hs,
         tables.seq_start, tables.seq_chunk0, tables.max_chunks, scale, H, K, V, cfg.chunk_size, tiling.BK, BV,
         padded_dim(K) // tiling.BK, _dot_precision(q.dtype, cfg), h0 is not None, ht is not None, store_h, store_vn,
         cfg.fuse_output, num_warps=tiling.num_warps, num_stages=tiling.num_stages, min_stages=tiling.min_stages,
     )
-    note_tiling("fwd_state_kernel", tiling.BK, BV, tiling.num_warps, ran)
+    note_tiling("fwd_state_t_kernel" if tiling.transposed else "fwd_state_kernel", tiling.BK, BV, tiling.num_warps,
+                ran)
     return ran
 
 
@@ -186,14 +190,15 @@ def launch_dh(q: Tensor, k: Tensor, W: Tensor, do: Tensor, dht: Tensor | None, d
     T, H, K = q.shape
     V = do.shape[-1]
     BV = tiling.BV
+    kernel = bwd_dh_t_kernel if tiling.transposed else bwd_dh_kernel
     ran = launch(
-        bwd_dh_kernel, (tables.n_seqs * triton.cdiv(V, BV), H),
+        kernel, (tables.n_seqs * triton.cdiv(V, BV), H),
         q, k, W, do, dht if dht is not None else dHs, dHs, dVn, dh0 if dh0 is not None else dHs,
         tables.seq_start, tables.seq_chunk0, tables.max_chunks, scale, H, K, V, cfg.chunk_size, tiling.BK, BV,
         padded_dim(K) // tiling.BK, _dot_precision(q.dtype, cfg), dht is not None, dh0 is not None,
         num_warps=tiling.num_warps, num_stages=tiling.num_stages, min_stages=tiling.min_stages,
     )
-    note_tiling("bwd_dh_kernel", tiling.BK, BV, tiling.num_warps, ran)
+    note_tiling("bwd_dh_t_kernel" if tiling.transposed else "bwd_dh_kernel", tiling.BK, BV, tiling.num_warps, ran)
     return ran
 
 

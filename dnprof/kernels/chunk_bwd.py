@@ -21,8 +21,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from dnprof.kernels.chunk_common import (dot32, load_state_slabs, load_tile, mm, state_ptrs, store_state_slabs,
-                                         store_tile)
+from dnprof.kernels.chunk_common import (dot32, load_state_slabs, load_tile, mm, serial_program, state_ptrs,
+                                         store_state_slabs, store_tile)
 
 
 @triton.jit
@@ -37,13 +37,7 @@ def _dh_step(W, b_q, b_do, b_dvn, dh, t0, eos, i_h, H, K: tl.constexpr, k0, scal
 def bwd_dh_kernel(q, k, W, do, dht, dHs, dVn, dh0, seq_start, seq_chunk0, max_chunks, scale, H,
                   K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
                   NKS: tl.constexpr, PREC: tl.constexpr, USE_DHT: tl.constexpr, STORE_DH0: tl.constexpr):
-    NVB: tl.constexpr = (V + BV - 1) // BV
-    i_n = tl.program_id(0) // NVB
-    i_h = tl.program_id(1)
-    v0 = (tl.program_id(0) % NVB) * BV
-    bos = tl.load(seq_start + i_n).to(tl.int64)
-    eos = tl.load(seq_start + i_n + 1).to(tl.int64)
-    c0 = tl.load(seq_chunk0 + i_n)
+    i_n, i_h, v0, bos, eos, c0 = serial_program(seq_start, seq_chunk0, V, BV)
     h1 = tl.zeros([BK, BV], dtype=tl.float32)
     h2 = h1
     h3 = h1

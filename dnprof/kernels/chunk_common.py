@@ -35,6 +35,22 @@ def store_tile(ptr, val, t0, eos, i_h, H, D: tl.constexpr, d0, BT: tl.constexpr,
 
 
 @triton.jit
+def serial_program(seq_start, seq_chunk0, V: tl.constexpr, BV: tl.constexpr):
+    """Where a serial kernel's program works: ``(sequence, head, v0, bos, eos, first chunk)``.
+
+    Program ids run the ``V / BV`` blocks of one (sequence, head) side by side, so they read the
+    chunk's tiles at about the same time and share them through L2."""
+    NVB: tl.constexpr = (V + BV - 1) // BV
+    i_n = tl.program_id(0) // NVB
+    i_h = tl.program_id(1)
+    v0 = (tl.program_id(0) % NVB) * BV
+    bos = tl.load(seq_start + i_n).to(tl.int64)
+    eos = tl.load(seq_start + i_n + 1).to(tl.int64)
+    c0 = tl.load(seq_chunk0 + i_n)
+    return i_n, i_h, v0, bos, eos, c0
+
+
+@triton.jit
 def state_ptrs(ptr, c, i_h, H, K: tl.constexpr, V: tl.constexpr, k0, v0, BK: tl.constexpr, BV: tl.constexpr):
     """Pointers and mask of the ``[BK, BV]`` tile at ``(k0, v0)`` of state ``c`` (``[n, H, K, V]`` layout)."""
     offs_k = k0 + tl.arange(0, BK)

@@ -46,14 +46,16 @@ NARROW_BV = 32
 
 
 class Tiling(NamedTuple):
-    """One serial kernel's launch: V tile, warps, requested stages, the fewest stages allowed, and the
-    height of the slabs its fp32 state is held in (``Kp // BK`` slabs, one to four)."""
+    """One serial kernel's launch: V tile, warps, requested stages, the fewest stages allowed, the
+    height of the slabs its fp32 state is held in (``Kp // BK`` slabs, one to four), and whether the
+    state is held transposed (:mod:`dnprof.kernels.chunk_serial_t`, one ``[BV, Kp]`` tile)."""
 
     BV: int
     num_warps: int
     num_stages: int
     min_stages: int
     BK: int
+    transposed: bool = False
 
 
 @functools.lru_cache(maxsize=8)
@@ -101,6 +103,8 @@ def recurrence_tiling(cfg: ChunkConfig, kernel: str, K: int, V: int, n_streams: 
     if cfg.rec == "main":
         return _tiling(cfg.BV, cfg.num_warps, cfg.num_stages, cfg.BK, C, major)
     explicit = parse_rec_tiling(cfg.rec)
+    if explicit is not None and explicit.transposed:
+        return _tiling(explicit.BV, explicit.warps, explicit.stages, padded_dim(K), C, major)._replace(transposed=True)
     if explicit is not None:
         return _tiling(explicit.BV, explicit.warps, explicit.stages, explicit.BK or cfg.BK, C, major)
     Kp, Vp = padded_dim(K), padded_dim(V)

@@ -21,7 +21,9 @@ the launch parameters, and the fusion/storage choices the kernels implement:
   head dim (:func:`dnprof.kernels.recurrence_tiling.recurrence_tiling`): a narrower ``BV`` where
   ``BV = 64`` leaves SMs idle or cannot pipeline. ``bv<BV>w<warps>s<stages>`` (e.g. ``bv32w4s3``):
   that tiling for both, with the state held in slabs of the variant's ``BK`` rows; a ``bk<BK>``
-  prefix (``bk256bv32w4s2``) sets the slab height (the padded key head dim: one slab).
+  prefix (``bk256bv32w4s2``) sets the slab height (the padded key head dim: one slab), and a ``t``
+  prefix (``tbv64w8s2``) holds the state transposed, ``h^T [BV, K]`` in one tile
+  (:mod:`dnprof.kernels.chunk_serial_t`).
 
 The tuner builds its search space from :meth:`ChunkConfig.choices` and checks each candidate with
 :meth:`ChunkConfig.validate`.
@@ -41,17 +43,20 @@ from dnprof.variants.errors import ConfigError
 MAX_CHUNK_TILE = 128 * 128
 
 
-#: An explicit launch tiling of the serial kernels: ``bv32w4s3``, or ``bk256bv32w4s3`` with the slab height.
-_REC_TILING = re.compile(r"(?:bk(\d+))?bv(\d+)w(\d+)s(\d+)")
+#: An explicit launch tiling of the serial kernels: ``bv32w4s3``, ``bk256bv32w4s3`` with the slab height,
+#: or ``tbv64w8s2`` with the state transposed.
+_REC_TILING = re.compile(r"(?:(t)|bk(\d+))?bv(\d+)w(\d+)s(\d+)")
 
 
 class RecTiling(NamedTuple):
-    """An explicit ``rec`` tiling: V tile, warps, stages, and the state's slab height (0: the variant's BK)."""
+    """An explicit ``rec`` tiling: V tile, warps, stages, the state's slab height (0: the variant's BK),
+    and whether the state is held transposed (then in one tile)."""
 
     BV: int
     warps: int
     stages: int
     BK: int = 0
+    transposed: bool = False
 
 
 def parse_rec_tiling(rec: str) -> RecTiling | None:
@@ -59,7 +64,7 @@ def parse_rec_tiling(rec: str) -> RecTiling | None:
     m = _REC_TILING.fullmatch(rec) if isinstance(rec, str) else None
     if m is None:
         return None
-    return RecTiling(int(m.group(2)), int(m.group(3)), int(m.group(4)), int(m.group(1) or 0))
+    return RecTiling(int(m.group(3)), int(m.group(4)), int(m.group(5)), int(m.group(2) or 0), m.group(1) == "t")
 
 
 def _is_pow2(x: int) -> bool:
@@ -197,6 +202,9 @@ class ChunkConfig:
             if tiling is not None and tiling.BK and not tiling.BK <= Kp <= 4 * tiling.BK:
                 raise ConfigError(f"rec {self.rec}: the state's slab height BK {tiling.BK} must be between a quarter of "
                                   f"the padded key head dim and all of it ({Kp // 4}..{Kp}; K = {K})")
+            if tiling is not None and tiling.transposed and self.chunk_size * Kp > MAX_CHUNK_TILE:
+                raise ConfigError(f"rec {self.rec}: a transposed state takes whole [chunk, K] tiles, and chunk_size "
+                                  f"{self.chunk_size} x the padded key head dim {Kp} exceeds {MAX_CHUNK_TILE} elements")
         return self
 
     def _validate_rec(self, named: tuple[str, ...]) -> None:
@@ -207,7 +215,7 @@ class ChunkConfig:
         space = self.choices()
         if tiling is None:
             raise ConfigError(f"rec must be one of {named} or like 'bv32w4s3', got {self.rec!r}")
-        bv, warps, stages, bk = tiling
+        bv, warps, stages, bk, _ = tiling
         if (bv not in space["BV"] or warps not in space["num_warps"] or stages not in space["num_stages"]
                 or (bk and bk not in space["BK"])):
             raise ConfigError(f"rec {self.rec}: BV must be one of {space['BV']}, warps one of {space['num_warps']}, "

@@ -98,7 +98,8 @@ def test_fp16_and_fp32_on_gpu():
         assert res.passed, (dtype, res.errors)
 
 
-SERIAL_TILINGS = ["bv64w8s3", "bv64w4s3", "bv32w4s3", "bv32w4s2", "bk128bv64w4s3", "bk128bv32w4s3"]
+SERIAL_TILINGS = ["bv64w8s3", "bv64w4s3", "bv32w4s3", "bv32w4s2", "bk128bv64w4s3", "bk128bv32w4s3", "tbv64w8s2",
+                  "tbv32w4s2"]
 
 
 @pytest.mark.parametrize("rec", SERIAL_TILINGS)

@@ -1,0 +1,124 @@
+"""The two serial kernels with the state held transposed: ``h^T [BV, K]`` in one tile (``rec="tbv..."``).
+
+Same arguments, launch grid and results as ``fwd_state_kernel`` and ``bwd_dh_kernel`` (the per-chunk
+states are stored in the same ``[n, H, K, V]`` layout); only the orientation of the products differs.
+With the state as ``[BV, K]`` the chunk's products put the computed operand first:
+
+- forward: ``Vn^T = U^T - h^T W^T`` and ``h^T += Vn^T K``;
+- reverse: ``dVn^T = dh^T K^T + dO^T S`` and ``dh^T += scale dO^T Q - dVn^T W``.
+
+On Hopper the first operand of a tensor-core product may come from registers, so the running state
+and ``Vn`` feed the products without a trip through shared memory, and the state update is one
+product as wide as the key head dim instead of one per key slab. These kernels are a tiling choice of
+the tuner (``-rtbv64w8s2``); ``rec="auto"`` does not pick them until the GPU has measured them.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from dnprof.kernels.chunk_common import dot32, load_tile, mm, serial_program
+
+
+@triton.jit
+def _tile_t(ptr, t0, eos, i_h, H, D: tl.constexpr, d0, BT: tl.constexpr, BD: tl.constexpr):
+    """The ``[BD, BT]`` transpose of :func:`load_tile`'s tile (zero past ``eos`` and past ``D``)."""
+    offs_t = t0 + tl.arange(0, BT)
+    offs_d = d0 + tl.arange(0, BD)
+    m = (offs_d < D)[:, None] & (offs_t < eos)[None, :]
+    return tl.load(ptr + (offs_t[None, :] * H + i_h) * D + offs_d[:, None], mask=m, other=0.0)
+
+
+@triton.jit
+def _store_t(ptr, val, t0, eos, i_h, H, D: tl.constexpr, d0, BT: tl.constexpr, BD: tl.constexpr):
+    """Store a ``[BD, BT]`` tile as the ``[BT, BD]`` token-major tile it is the transpose of."""
+    offs_t = t0 + tl.arange(0, BT)
+    offs_d = d0 + tl.arange(0, BD)
+    m = (offs_d < D)[:, None] & (offs_t < eos)[None, :]
+    tl.store(ptr + (offs_t[None, :] * H + i_h) * D + offs_d[:, None], val, mask=m)
+
+
+@triton.jit
+def _state_t_ptrs(ptr, c, i_h, H, K: tl.constexpr, V: tl.constexpr, v0, BK: tl.constexpr, BV: tl.constexpr):
+    """Pointers and mask of state ``c``'s ``[K, BV]`` slice at ``v0``, as its ``[BV, BK]`` transpose."""
+    offs_v = v0 + tl.arange(0, BV)
+    offs_k = tl.arange(0, BK)
+    base = ptr + (c * H + i_h).to(tl.int64) * K * V
+    return base + offs_k[None, :] * V + offs_v[:, None], (offs_v < V)[:, None] & (offs_k < K)[None, :]
+
+
+@triton.jit
+def _load_state_t(ptr, c, i_h, H, K: tl.constexpr, V: tl.constexpr, v0, BK: tl.constexpr, BV: tl.constexpr,
+                  USE: tl.constexpr):
+    """State ``c``'s ``[BV, BK]`` transposed slice at ``v0`` in fp32 (zeros when ``USE`` is false)."""
+    s_t = tl.zeros([BV, BK], dtype=tl.float32)
+    if USE:
+        p0, m0 = _state_t_ptrs(ptr, c, i_h, H, K, V, v0, BK, BV)
+        s_t = tl.load(p0, mask=m0, other=0.0).to(tl.float32)
+    return s_t
+
+
+@triton.jit
+def fwd_state_t_kernel(q, k, W, U, h0, Hs, Vn, o, ht, seq_start, seq_chunk0, max_chunks, scale, H,
+                       K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+                       NKS: tl.constexpr, PREC: tl.constexpr, USE_H0: tl.constexpr, STORE_FINAL: tl.constexpr,
+                       STORE_H: tl.constexpr, STORE_VN: tl.constexpr, FUSE_OUTPUT: tl.constexpr):
+    """``fwd_state_kernel`` with ``h^T [BV, BK]`` (``BK`` the padded key head dim; ``NKS`` is 1)."""
+    i_n, i_h, v0, bos, eos, c0 = serial_program(seq_start, seq_chunk0, V, BV)
+    h_t = _load_state_t(h0, i_n, i_h, H, K, V, v0, BK, BV, USE_H0)
+    rows = tl.arange(0, BT)
+    n_chunks = tl.cdiv(eos - bos, BT)
+    for i in range(0, max_chunks):
+        c = c0 + i
+        t0 = bos + i * BT
+        if STORE_H:
+            ps, ms = _state_t_ptrs(Hs, c, i_h, H, K, V, v0, BK, BV)
+            tl.store(ps, h_t, mask=ms & (i < n_chunks))
+        # Vn^T = U^T - h^T W^T
+        b_w = load_tile(W, t0, eos, i_h, H, K, 0, BT, BK)
+        vn_t = _tile_t(U, t0, eos, i_h, H, V, v0, BT, BV).to(tl.float32) - dot32(h_t, tl.trans(b_w), PREC)
+        if STORE_VN:
+            _store_t(Vn, vn_t, t0, eos, i_h, H, V, v0, BT, BV)
+        b_k = load_tile(k, t0, eos, i_h, H, K, 0, BT, BK)
+        if FUSE_OUTPUT:
+            # O^T = scale (h^T Q^T + Vn^T S^T), S^T[j, i] = k_j . q_i for j <= i
+            b_q = load_tile(q, t0, eos, i_h, H, K, 0, BT, BK)
+            s_t = tl.where(rows[:, None] <= rows[None, :], mm(b_k, tl.trans(b_q), PREC), 0.0)
+            o_t = (dot32(h_t, tl.trans(b_q), PREC) + dot32(vn_t, s_t, PREC)) * scale
+            _store_t(o, o_t, t0, eos, i_h, H, V, v0, BT, BV)
+        # h^T += Vn^T K
+        h_t += dot32(vn_t, b_k, PREC)
+    if STORE_FINAL:
+        pf, mf = _state_t_ptrs(ht, i_n, i_h, H, K, V, v0, BK, BV)
+        tl.store(pf, h_t, mask=mf)
+
+
+@triton.jit
+def bwd_dh_t_kernel(q, k, W, do, dht, dHs, dVn, dh0, seq_start, seq_chunk0, max_chunks, scale, H,
+                    K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+                    NKS: tl.constexpr, PREC: tl.constexpr, USE_DHT: tl.constexpr, STORE_DH0: tl.constexpr):
+    """``bwd_dh_kernel`` with ``dh^T [BV, BK]`` (``BK`` the padded key head dim; ``NKS`` is 1)."""
+    i_n, i_h, v0, bos, eos, c0 = serial_program(seq_start, seq_chunk0, V, BV)
+    dh_t = _load_state_t(dht, i_n, i_h, H, K, V, v0, BK, BV, USE_DHT)
+    rows = tl.arange(0, BT)
+    n_chunks = tl.cdiv(eos - bos, BT)
+    for j in range(0, max_chunks):  # pipelined; steps past a short sequence's end are masked no-ops
+        i = max_chunks - 1 - j
+        c = c0 + i
+        t0 = bos + i * BT
+        ps, ms = _state_t_ptrs(dHs, c, i_h, H, K, V, v0, BK, BV)
+        tl.store(ps, dh_t, mask=ms & (i < n_chunks))
+        b_q = load_tile(q, t0, eos, i_h, H, K, 0, BT, BK)
+        b_k = load_tile(k, t0, eos, i_h, H, K, 0, BT, BK)
+        b_s = tl.where(rows[:, None] >= rows[None, :], mm(b_q, tl.trans(b_k), PREC), 0.0) * scale
+        do_t = _tile_t(do, t0, eos, i_h, H, V, v0, BT, BV)
+        # dVn^T = dh'^T K^T + dO^T S (S = scale tril(Q K^T))
+        dvn_t = dot32(dh_t, tl.trans(b_k), PREC) + dot32(do_t, b_s, PREC)
+        _store_t(dVn, dvn_t, t0, eos, i_h, H, V, v0, BT, BV)
+        # dh^T = dh'^T + scale dO^T Q - dVn^T W
+        b_w = load_tile(W, t0, eos, i_h, H, K, 0, BT, BK)
+        dh_t += mm(do_t, b_q, PREC) * scale - dot32(dvn_t, b_w, PREC)
+    if STORE_DH0:
+        pf, mf = _state_t_ptrs(dh0, i_n, i_h, H, K, V, v0, BK, BV)
+        tl.store(pf, dh_t, mask=mf)

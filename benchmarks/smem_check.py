@@ -8,7 +8,9 @@ launch with those arguments would be, and prints the shared memory each kernel n
 pipelining depth ``dnprof.kernels.launch`` settles on, against the limit (232448 bytes per block
 on Hopper). Exit code 1 if a kernel does not fit even at the fewest stages its launch allows (one,
 or two for the serial kernels at BV <= 32). ``--regs`` adds each kernel's registers per thread and
-spilled bytes from ptxas's own report. Nothing runs on a device.
+spilled bytes from ptxas's own report, ``--products`` the tensor-core products in each kernel's TTGIR
+and the waits for them (the serial loops' count per chunk, docs/performance.md change 22). Nothing
+runs on a device.
 """
 
 from __future__ import annotations
@@ -63,6 +65,18 @@ def ptxas_usage(compiled, arch: int) -> str:
     return f"{regs.group(1)} regs, {spill.group(1) if spill else '?'} B spilled"
 
 
+def product_counts(compiled) -> str:
+    """``"4 products, 4 waits"``: the tensor-core products in a kernel's TTGIR (Hopper's warp-group
+    ``warp_group_dot`` or the older ``tt.dot``) and the waits for them, as compiled (loop bodies
+    count once)."""
+    import re
+
+    ttgir = compiled.asm["ttgir"]
+    products = len(re.findall(r"= ttng\.warp_group_dot |= tt\.dot ", ttgir))
+    waits = len(re.findall(r"ttng\.warp_group_dot_wait ", ttgir))
+    return f"{products} products, {waits} waits"
+
+
 def captured_launches(cfg: ChunkConfig, K: int, V: int, dtype: torch.dtype, T: int, H: int, batch: int = 1):
     """(kernel, args, num_warps, num_stages, min_stages) of one forward + backward over ``batch`` sequences of
     ``T`` tokens, captured instead of run (the batch sets the serial kernels' ``rec="auto"`` tiling)."""
@@ -109,9 +123,12 @@ def _check(cfg: ChunkConfig, D: int, Vd: int, dtype: torch.dtype, a: argparse.Na
         worst = max(worst, shared)
         flag = "ok" if shared <= a.limit else f"OVER at {least} stage(s), the fewest it may run at"
         note = "" if fitted == ns else f" (s{ns} needs {first} B: launch lowers it to s{fitted})"
-        if a.regs:
+        if a.regs or a.products:
             compiled = compile_like_a_launch(kernel, args, target, nw, fitted)
-            note += f" | {ptxas_usage(compiled, a.arch)}"
+            if a.regs:
+                note += f" | {ptxas_usage(compiled, a.arch)}"
+            if a.products:
+                note += f" | {product_counts(compiled)}"
         print(f"D={D} {cfg.name} {kernel.fn.__name__:18s} w{nw} s{fitted}: {shared:7d} B {flag}{note}", flush=True)
     return worst
 
@@ -128,6 +145,8 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=232448)
     ap.add_argument("--regs", action="store_true",
                     help="also print each kernel's registers and spilled bytes (ptxas -v on its PTX)")
+    ap.add_argument("--products", action="store_true",
+                    help="also print each kernel's tensor-core products and the waits for them (from its TTGIR)")
     a = ap.parse_args()
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[a.dtype]
     D = a.head_dim

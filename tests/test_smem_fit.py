@@ -45,3 +45,16 @@ def test_registers_and_spills_are_reported_by_ptxas():
     for line in kernels:
         m = re.search(r"\| (\d+) regs, (\d+) B spilled$", line)
         assert m and 0 < int(m.group(1)) <= 255, line
+
+
+def test_transposed_state_loop_issues_two_products_per_chunk():
+    """The transposed forward state loop (change 23) compiles for sm_90 to two tensor-core products per
+    chunk, against four for ``auto``'s 128-row slabs; ``--products`` reads them from the TTGIR."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    names = "c64-bk64-bv64-w4-s2-hbf16-wyf-os-m16-rauto,c64-bk64-bv64-w4-s2-hbf16-wyf-os-m16-rtbv64w8s2"
+    out = subprocess.run([sys.executable, str(SCRIPT), "--head-dim", "256", "--batch", "8", "--variants", names,
+                          "--products"], capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    lines = {line.split()[2]: line for line in out.stdout.splitlines() if "state" in line}
+    assert "| 4 products, 4 waits" in lines["fwd_state_kernel"]
+    assert "| 2 products, 2 waits" in lines["fwd_state_t_kernel"]

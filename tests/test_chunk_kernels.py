@@ -102,15 +102,18 @@ def test_l2norm_in_kernel(device):
     assert res.passed, res.errors
 
 
-def test_varlen_against_float64(device):
-    kernel = functools.partial(chunk_delta_rule, config=_cfg(chunk_size=16, BK=16, BV=16))
+@pytest.mark.parametrize("rec", ["main", "tbv16w4s2"], ids=["slabs", "transposed"])
+def test_varlen_against_float64(device, rec):
+    kernel = functools.partial(chunk_delta_rule, config=_cfg(chunk_size=16, BK=16, BV=16, rec=rec))
     res = verify_delta_kernel(kernel, 1, 67, 2, 16, 16, dtype=torch.float32, device=device,
                               cu_seqlens=[0, 13, 50, 67], tolerance=1e-5, reference="recurrent")
     assert res.passed, res.errors
 
 
-def test_head_dim_100_is_padded(device):
-    kernel = functools.partial(chunk_delta_rule, chunk_size=16)
+@pytest.mark.parametrize("config", [None, ChunkConfig(chunk_size=16, BK=32, BV=16, rec="tbv16w4s2")],
+                         ids=["default", "transposed"])
+def test_head_dim_100_is_padded(device, config):
+    kernel = functools.partial(chunk_delta_rule, chunk_size=16, config=config)
     res = verify_delta_kernel(kernel, 1, 20, 1, 100, 48, dtype=torch.float32, device=device, tolerance=1e-5,
                               reference="recurrent")
     assert res.passed, res.errors

@@ -67,10 +67,11 @@ def _runner(p: dict[str, Any], kernel: str, BV: int, warps: int, stages: int, BK
 
     from dnprof.kernels import chunk as ck
     from dnprof.kernels.recurrence_tiling import Tiling
+    from dnprof.variants.chunk_config import padded_dim
 
     q, k, tables, cfg = p["q"], p["k"], p["tables"], p["cfg"]
     # min 1: the sweep measures the unpipelined settings too
-    tiling = Tiling(BV, warps, stages, 1, q.shape[-1] if transposed else BK or cfg.BK, transposed)
+    tiling = Tiling(BV, warps, stages, 1, padded_dim(q.shape[-1]) if transposed else BK or cfg.BK, transposed)
     T, H, D = q.shape
     n_states = tables.n_seqs
     f32 = dict(dtype=torch.float32, device=q.device)

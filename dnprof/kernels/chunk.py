@@ -161,6 +161,21 @@ def launch_plan(cfg: ChunkConfig, K: int, V: int, H: int, tables: _ChunkTables, 
     return LaunchPlan(tilings["fwd"], tilings["bwd"], wy_min)
 
 
+def _launch_serial(kernel, tiling: Tiling, tables: _ChunkTables, scale: float, cfg: ChunkConfig, q: Tensor,
+                   V: int, tensors: tuple, flags: tuple) -> int:
+    """Launch one serial kernel (slab or transposed form) at ``tiling``: one program per (sequence, V block,
+    head), the arguments both forms share around ``tensors`` and ``flags``; note the tiling, return the stages."""
+    H, K = q.shape[1], q.shape[2]
+    ran = launch(
+        kernel, (tables.n_seqs * triton.cdiv(V, tiling.BV), H), *tensors,
+        tables.seq_start, tables.seq_chunk0, tables.max_chunks, scale, H, K, V, cfg.chunk_size, tiling.BK, tiling.BV,
+        padded_dim(K) // tiling.BK, _dot_precision(q.dtype, cfg), *flags,
+        num_warps=tiling.num_warps, num_stages=tiling.num_stages, min_stages=tiling.min_stages,
+    )
+    note_tiling(kernel, tiling.BK, tiling.BV, tiling.num_warps, ran)
+    return ran
+
+
 def launch_state(q: Tensor, k: Tensor, W: Tensor, U: Tensor, h0: Tensor | None, Hs: Tensor, Vn: Tensor, o: Tensor,
                  ht: Tensor | None, tables: _ChunkTables, scale: float, cfg: ChunkConfig, store_h: bool,
                  store_vn: bool, tiling: Tiling) -> int:
@@ -168,38 +183,19 @@ def launch_state(q: Tensor, k: Tensor, W: Tensor, U: Tensor, h0: Tensor | None, 
 
     The recurrence's V tiling is independent of the chunk-parallel kernels': it only decides how
     many programs walk each sequence (``B * H * V / BV``) and what fits shared memory."""
-    T, H, K = q.shape
-    V = U.shape[-1]
-    BV = tiling.BV
-    kernel = fwd_state_t_kernel if tiling.transposed else fwd_state_kernel
-    ran = launch(
-        kernel, (tables.n_seqs * triton.cdiv(V, BV), H),
-        q, k, W, U, h0 if h0 is not None else Hs, Hs, Vn, o, ht if ht is not None else Hs,
-        tables.seq_start, tables.seq_chunk0, tables.max_chunks, scale, H, K, V, cfg.chunk_size, tiling.BK, BV,
-        padded_dim(K) // tiling.BK, _dot_precision(q.dtype, cfg), h0 is not None, ht is not None, store_h, store_vn,
-        cfg.fuse_output, num_warps=tiling.num_warps, num_stages=tiling.num_stages, min_stages=tiling.min_stages,
-    )
-    note_tiling("fwd_state_t_kernel" if tiling.transposed else "fwd_state_kernel", tiling.BK, BV, tiling.num_warps,
-                ran)
-    return ran
+    return _launch_serial(
+        fwd_state_t_kernel if tiling.transposed else fwd_state_kernel, tiling, tables, scale, cfg, q, U.shape[-1],
+        (q, k, W, U, h0 if h0 is not None else Hs, Hs, Vn, o, ht if ht is not None else Hs),
+        (h0 is not None, ht is not None, store_h, store_vn, cfg.fuse_output))
 
 
 def launch_dh(q: Tensor, k: Tensor, W: Tensor, do: Tensor, dht: Tensor | None, dHs: Tensor, dVn: Tensor,
               dh0: Tensor | None, tables: _ChunkTables, scale: float, cfg: ChunkConfig, tiling: Tiling) -> int:
     """Launch the backward's reverse recurrence (dh', dVn, dh0) at its own tiling; return the stages run."""
-    T, H, K = q.shape
-    V = do.shape[-1]
-    BV = tiling.BV
-    kernel = bwd_dh_t_kernel if tiling.transposed else bwd_dh_kernel
-    ran = launch(
-        kernel, (tables.n_seqs * triton.cdiv(V, BV), H),
-        q, k, W, do, dht if dht is not None else dHs, dHs, dVn, dh0 if dh0 is not None else dHs,
-        tables.seq_start, tables.seq_chunk0, tables.max_chunks, scale, H, K, V, cfg.chunk_size, tiling.BK, BV,
-        padded_dim(K) // tiling.BK, _dot_precision(q.dtype, cfg), dht is not None, dh0 is not None,
-        num_warps=tiling.num_warps, num_stages=tiling.num_stages, min_stages=tiling.min_stages,
-    )
-    note_tiling("bwd_dh_t_kernel" if tiling.transposed else "bwd_dh_kernel", tiling.BK, BV, tiling.num_warps, ran)
-    return ran
+    return _launch_serial(
+        bwd_dh_t_kernel if tiling.transposed else bwd_dh_kernel, tiling, tables, scale, cfg, q, do.shape[-1],
+        (q, k, W, do, dht if dht is not None else dHs, dHs, dVn, dh0 if dh0 is not None else dHs),
+        (dht is not None, dh0 is not None))
 
 
 def _forward(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, scale: float, h0: Tensor | None,

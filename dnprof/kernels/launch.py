@@ -31,10 +31,10 @@ def reset_lowered() -> None:
     _TILINGS.clear()
 
 
-def note_tiling(kernel: str, BK: int, BV: int, num_warps: int, stages: int) -> None:
-    """Remember a launch's tiling for the results row being measured: a variant whose tiling is
-    chosen at launch (``rec="auto"``) then says what actually ran."""
-    _TILINGS.add((kernel, BK, BV, num_warps, stages))
+def note_tiling(kernel: Any, BK: int, BV: int, num_warps: int, stages: int) -> None:
+    """Remember a launch of ``kernel`` (a Triton kernel) and its tiling for the results row being measured:
+    a variant whose tiling is chosen at launch (``rec="auto"``) then says what actually ran."""
+    _TILINGS.add((_name(kernel), BK, BV, num_warps, stages))
 
 
 def noted_tilings() -> list[str]:

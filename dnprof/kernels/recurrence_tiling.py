@@ -88,8 +88,9 @@ def sm_count(device_index: int | None) -> int:
     return torch.cuda.get_device_properties(device_index).multi_processor_count
 
 
-def _tiling(bv: int, warps: int, stages: int, bk: int, chunk_size: int, major: int | None) -> Tiling:
-    return Tiling(bv, warps, stages, 2 if major == 9 and bv <= NARROW_BV and chunk_size <= 64 else 1, bk)
+def _tiling(bv: int, warps: int, stages: int, bk: int, chunk_size: int, major: int | None,
+            transposed: bool = False) -> Tiling:
+    return Tiling(bv, warps, stages, 2 if major == 9 and bv <= NARROW_BV and chunk_size <= 64 else 1, bk, transposed)
 
 
 def recurrence_tiling(cfg: ChunkConfig, kernel: str, K: int, V: int, n_streams: int, sms: int,
@@ -103,10 +104,9 @@ def recurrence_tiling(cfg: ChunkConfig, kernel: str, K: int, V: int, n_streams: 
     if cfg.rec == "main":
         return _tiling(cfg.BV, cfg.num_warps, cfg.num_stages, cfg.BK, C, major)
     explicit = parse_rec_tiling(cfg.rec)
-    if explicit is not None and explicit.transposed:
-        return _tiling(explicit.BV, explicit.warps, explicit.stages, padded_dim(K), C, major)._replace(transposed=True)
     if explicit is not None:
-        return _tiling(explicit.BV, explicit.warps, explicit.stages, explicit.BK or cfg.BK, C, major)
+        bk = padded_dim(K) if explicit.transposed else explicit.BK or cfg.BK
+        return _tiling(explicit.BV, explicit.warps, explicit.stages, bk, C, major, explicit.transposed)
     Kp, Vp = padded_dim(K), padded_dim(V)
     wide = n_streams * triton.cdiv(V, min(64, Vp)) >= sms
     if kernel == "fwd" and cfg.fuse_output and C <= 32 and Kp > 128:

@@ -181,6 +181,7 @@ class ChunkConfig:
                     f"chunk_size {self.chunk_size} x {name} {getattr(self, name)} exceeds {MAX_CHUNK_TILE} elements "
                     f"per tile (too much shared memory); use {name} <= {max(16, MAX_CHUNK_TILE // self.chunk_size)}"
                 )
+        tiling = parse_rec_tiling(self.rec)
         if K is not None:
             Kp = padded_dim(K)
             if self.BK > Kp:
@@ -190,21 +191,18 @@ class ChunkConfig:
                     f"BK {self.BK} is too small for K = {K}: the state kernels hold the state in at most 4 slabs "
                     f"of BK rows, so BK must be >= {Kp // 4}"
                 )
-        if V is not None:
-            Vp = padded_dim(V)
-            if self.BV > Vp:
-                raise ConfigError(f"BV {self.BV} is larger than the padded value head dim {Vp} (V = {V})")
-            tiling = parse_rec_tiling(self.rec)
-            if tiling is not None and tiling.BV > Vp:
-                raise ConfigError(f"rec {self.rec}: BV {tiling.BV} is larger than the padded value head dim {Vp} (V = {V})")
-        if K is not None:
-            tiling = parse_rec_tiling(self.rec)
             if tiling is not None and tiling.BK and not tiling.BK <= Kp <= 4 * tiling.BK:
                 raise ConfigError(f"rec {self.rec}: the state's slab height BK {tiling.BK} must be between a quarter of "
                                   f"the padded key head dim and all of it ({Kp // 4}..{Kp}; K = {K})")
             if tiling is not None and tiling.transposed and self.chunk_size * Kp > MAX_CHUNK_TILE:
                 raise ConfigError(f"rec {self.rec}: a transposed state takes whole [chunk, K] tiles, and chunk_size "
                                   f"{self.chunk_size} x the padded key head dim {Kp} exceeds {MAX_CHUNK_TILE} elements")
+        if V is not None:
+            Vp = padded_dim(V)
+            if self.BV > Vp:
+                raise ConfigError(f"BV {self.BV} is larger than the padded value head dim {Vp} (V = {V})")
+            if tiling is not None and tiling.BV > Vp:
+                raise ConfigError(f"rec {self.rec}: BV {tiling.BV} is larger than the padded value head dim {Vp} (V = {V})")
         return self
 
     def _validate_rec(self, named: tuple[str, ...]) -> None:

@@ -146,6 +146,29 @@ def test_fused_output_no_grad_matches_grad_path(device):
     assert torch.equal(o1, o2.detach()) and torch.equal(ht1, ht2.detach())
 
 
+def test_auto_holds_a_fused_forwards_state_transposed_only_without_a_backward(device, monkeypatch):
+    """``rec="auto"`` with programs enough (one SM here) runs the transposed loop for a no-grad fused forward,
+    and the slab loop when the forward stores states for a backward; both match float64."""
+    import dnprof.kernels.chunk as ck
+    from dnprof.providers.dnprof_kernels import DnprofChunkProvider
+
+    monkeypatch.setattr(ck, "sm_count", lambda dev: 1)
+    inp = make_delta_inputs(1, 70, 1, 128, 128, dtype=torch.float32, device=device, seed=8)
+    ref_o, ref_ht = recurrent_delta_rule(inp.q.double(), inp.k.double(), inp.v.double(), inp.beta.double(),
+                                         initial_state=inp.initial_state.double(), output_final_state=True)
+    cfg = ChunkConfig(chunk_size=64, BK=64, BV=64, fuse_output=True, rec="auto")
+    provider = DnprofChunkProvider()
+    provider.begin_run()
+    o, ht = _fwd(inp, config=cfg)
+    assert provider.run_notes()["serial_tilings"] == ["fwd_state_t_kernel bk128 bv64 w4 s2"]
+    assert relative_error(o, ref_o) < 1e-5 and relative_error(ht, ref_ht) < 1e-5
+    provider.begin_run()
+    q = inp.q.clone().requires_grad_(True)
+    o2, _ = chunk_delta_rule(q, inp.k, inp.v, inp.beta, initial_state=inp.initial_state, config=cfg)
+    assert provider.run_notes()["serial_tilings"] == ["fwd_state_kernel bk128 bv64 w4 s3"]
+    assert relative_error(o2.detach(), ref_o) < 1e-5
+
+
 def test_state_passing_two_halves_equal_one_run(device):
     inp = make_delta_inputs(2, 64, 2, 16, 16, dtype=torch.float32, device=device, seed=5)
     o, ht = _fwd(inp, chunk_size=16)

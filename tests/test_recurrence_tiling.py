@@ -81,11 +81,32 @@ def test_explicit_tilings_may_hold_the_state_transposed():
     cfg.validate(256, 256)
     assert recurrence_tiling(cfg, "bwd", 256, 256, 64, H200_SMS, SM90) == Tiling(64, 8, 2, 1, 256, True)
     assert recurrence_tiling(cfg, "fwd", 100, 100, 64, H200_SMS, SM90).BK == 128  # one tile of the padded head dim
-    assert not recurrence_tiling(AUTO, "fwd", 256, 256, 64, H200_SMS, SM90).transposed  # auto never picks it yet
+    assert not recurrence_tiling(AUTO, "fwd", 256, 256, 64, H200_SMS, SM90).transposed  # states stored: slabs
     with pytest.raises(ConfigError, match="transposed state"):
         dataclasses.replace(AUTO, chunk_size=128, rec="tbv32w8s2").validate(256, 256)
     with pytest.raises(ConfigError, match="rec must be one of"):
         dataclasses.replace(AUTO, rec="tbk128bv32w4s2").validate()  # one tile: no slab height to choose
+
+
+@pytest.mark.parametrize(
+    "D,streams,stores,want",
+    [
+        (256, 8 * 8, False, Tiling(128, 8, 2, 1, 256, True)),  # T = 4096: 128 programs at BV = 128
+        (128, 8 * 16, False, Tiling(64, 4, 2, 1, 128, True)),  # T = 4096: 256 programs at BV = 64
+        (128, 2 * 16, False, Tiling(32, 4, 3, 2, 128)),  # T = 16384: 64 programs, too few; the slabs
+        (256, 2 * 8, False, Tiling(32, 4, 3, 2, 128)),  # T = 16384 at D = 256 likewise
+        (256, 8 * 8, True, Tiling(32, 4, 3, 2, 128)),  # storing states for a backward: the slabs
+        (64, 32 * 32, False, Tiling(64, 4, 3, 1, 64)),  # D = 64 was not measured transposed
+    ],
+)
+def test_auto_holds_the_state_transposed_for_a_fused_forward_with_programs_enough(D, streams, stores, want):
+    cfg = dataclasses.replace(AUTO, fuse_output=True)
+    assert recurrence_tiling(cfg, "fwd", D, D, streams, H200_SMS, SM90, stores_states=stores) == want
+    assert not recurrence_tiling(cfg, "bwd", D, D, streams, H200_SMS, SM90, stores_states=stores).transposed
+    c32 = dataclasses.replace(cfg, chunk_size=32)
+    assert not recurrence_tiling(c32, "fwd", D, D, streams, H200_SMS, SM90, stores_states=stores).transposed
+    unfused = dataclasses.replace(AUTO, fuse_output=False)
+    assert not recurrence_tiling(unfused, "fwd", D, D, streams, H200_SMS, SM90, stores_states=False).transposed
 
 
 def test_auto_counts_programs_against_this_gpus_sms():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -160,3 +161,15 @@ def test_chunk_128_at_one_stage_is_a_known_fault_on_sm90_only():
             assert "WY transform at chunk size 128" in faults[0].detail
         else:
             assert not faults and kept_one_stage
+
+
+def test_fusing_the_output_is_one_knob_from_the_default_in_a_forward_search():
+    """In a forward-only space the fused-output variants keep one state dtype (the other is a duplicate), so
+    the default's fused twin differs in two fields; the search still explores it among the first neighbours."""
+    space = generate_space(256, 256, "bf16", PROFILES["h200"], ("chunk",), mode="fwd", chunk_sizes=[64])
+    default = ChunkConfig.default_for(256, 256, 64, "bf16", "fwd")
+    assert not default.fuse_output and default.state_dtype == "bf16"
+    names = [c.config.name for c in space.ordered("chunk")]
+    twin = dataclasses.replace(default, fuse_output=True, state_dtype="fp32").name
+    assert names[0] == default.name
+    assert twin in names[:16]

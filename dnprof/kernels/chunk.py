@@ -9,7 +9,8 @@ forward
        ``Vn = U - W h``, ``h += K^T Vn``; with ``fuse_output`` it also writes ``O``. The two serial
        kernels (this one and ``bwd_dh_kernel``) launch at a tiling of their own, ``cfg.rec``
        (recurrence_tiling.py); a ``t`` tiling runs their transposed-state forms instead
-       (chunk_serial_t.py).
+       (chunk_serial_t.py), which ``auto`` picks for a forward with the output fused that no backward
+       follows, when there are programs enough.
     3. without ``fuse_output``: ``fwd_output_kernel``, parallel over chunks.
 backward
     1. ``wy_apply_kernel`` recomputes ``W`` from the saved ``X``, unless the forward kept ``W``
@@ -142,8 +143,10 @@ class LaunchPlan(NamedTuple):
     wy_min_stages: int
 
 
-def launch_plan(cfg: ChunkConfig, K: int, V: int, H: int, tables: _ChunkTables, device: torch.device) -> LaunchPlan:
-    """The :class:`LaunchPlan` of ``cfg`` for this batch on ``device``; a ValueError naming ``config``
+def launch_plan(cfg: ChunkConfig, K: int, V: int, H: int, tables: _ChunkTables, device: torch.device,
+                save: bool = True) -> LaunchPlan:
+    """The :class:`LaunchPlan` of ``cfg`` for this batch on ``device`` (``save``: a backward will follow, so
+    the forward stores its states); a ValueError naming ``config``
     for a launch that must not run there (sm_90: an unpipelined narrow serial tiling, see
     ``check_pipelined``, or a C = 128 WY transform at one stage, which faulted once and returned
     wrong values once on an H200 at 8 warps, D = 256: docs/performance.md, change 21)."""
@@ -151,7 +154,8 @@ def launch_plan(cfg: ChunkConfig, K: int, V: int, H: int, tables: _ChunkTables, 
     major = compute_major(dev)
     tilings = {}
     for kernel in ("fwd", "bwd"):
-        tilings[kernel] = recurrence_tiling(cfg, kernel, K, V, tables.n_seqs * H, sm_count(dev), major)
+        tilings[kernel] = recurrence_tiling(cfg, kernel, K, V, tables.n_seqs * H, sm_count(dev), major,
+                                            stores_states=save or not cfg.fuse_output)
         check_pipelined(tilings[kernel], kernel)
     wy_min = 2 if cfg.chunk_size >= 128 and major == 9 else 1
     if cfg.num_stages < wy_min:
@@ -206,7 +210,7 @@ def _forward(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, scale: float, h0: Te
     ``plan``: the call's, when the caller has it already (else from :func:`launch_plan`)."""
     T, H, K = q.shape
     V = v.shape[-1]
-    plan = plan or launch_plan(cfg, K, V, H, tables, q.device)
+    plan = plan or launch_plan(cfg, K, V, H, tables, q.device, save)
     BT, BK, BV = cfg.chunk_size, cfg.BK, cfg.BV
     prec, dprec = _precision(q.dtype), _dot_precision(q.dtype, cfg)
     nw, ns = cfg.num_warps, cfg.num_stages
@@ -344,13 +348,15 @@ def chunk_delta_rule(
     else:
         bounds = [b * T for b in range(B + 1)]
     tables = _chunk_tables(tuple(bounds), config.chunk_size, q.device)
-    plan = launch_plan(config, K, V, H, tables, q.device)  # refused here, before any launch, if it must not run
+    leaves = (q, k, v, beta) + ((initial_state,) if initial_state is not None else ())
+    differentiable = torch.is_grad_enabled() and any(t.requires_grad for t in leaves)
+    # refused here, before any launch, if it must not run
+    plan = launch_plan(config, K, V, H, tables, q.device, save=differentiable)
     qf, kf, vf = (x.reshape(B * T, H, x.shape[-1]).contiguous() for x in (q, k, v))
     bf = beta.reshape(B * T, H).contiguous()
     h0 = None if initial_state is None else initial_state.contiguous()
 
-    leaves = (q, k, v, beta) + ((initial_state,) if initial_state is not None else ())
-    if torch.is_grad_enabled() and any(t.requires_grad for t in leaves):
+    if differentiable:
         o, ht = ChunkDeltaRuleFunction.apply(qf, kf, vf, bf, h0, scale, tables, config, output_final_state, plan)
     else:
         o, ht, *_ = _forward(qf, kf, vf, bf, scale, h0, tables, config, output_final_state, save=False,

@@ -24,7 +24,12 @@ measured on an H200 (bf16, C = 64, ``results/nvidia-h200/runs/lease3-call1-sweep
   recurrence holds its state in one slab of ``Kp`` rows (D = 256, BV = 32: 0.86 against 0.95 ms
   at T = 4096; D = 128, BV = 64 at 4 warps: 0.31 against 0.39 ms at 8 warps with two slabs) and the
   forward in slabs of 128 rows (D = 256, storing states, BV = 64: 0.41 against 0.53 ms; D = 128,
-  output fused: 0.26 against 0.31 ms).
+  output fused: 0.26 against 0.31 ms);
+- the state held transposed (sixth lease, ``runs/lease6/call1-sweep-*.jsonl``): a forward that
+  computes its output and stores no states (no backward follows) holds ``h^T`` in one tile at
+  ``BV = Kp / 2`` when that still gives about one program per SM (D = 256, T = 4096: 0.55 against
+  0.82 ms; D = 128, T = 4096: 0.23 against 0.26 ms). It lost wherever the programs were fewer, and
+  wherever states are stored or the recurrence runs in reverse, so those keep their slabs.
 
 On sm_90 with Triton 3.6 these kernels fault or return wrong values at C = 64 and ``BV <= 32``
 without pipelining (one stage), so there such launches require at least two stages. (At C = 128
@@ -94,11 +99,13 @@ def _tiling(bv: int, warps: int, stages: int, bk: int, chunk_size: int, major: i
 
 
 def recurrence_tiling(cfg: ChunkConfig, kernel: str, K: int, V: int, n_streams: int, sms: int,
-                      major: int | None = None) -> Tiling:
+                      major: int | None = None, stores_states: bool = True) -> Tiling:
     """The tiling of ``kernel`` (``"fwd"``: state recurrence, ``"bwd"``: reverse) for ``cfg.rec``.
 
     ``n_streams`` is sequences x heads; ``sms`` the device's SM count; ``major`` its compute
-    capability major (None off-GPU), which decides the fewest stages a narrow tile may run at.
+    capability major (None off-GPU), which decides the fewest stages a narrow tile may run at;
+    ``stores_states``: whether the forward writes per-chunk states (False: a forward with the output
+    fused and no backward to follow).
     """
     C = cfg.chunk_size
     if cfg.rec == "main":
@@ -108,6 +115,10 @@ def recurrence_tiling(cfg: ChunkConfig, kernel: str, K: int, V: int, n_streams: 
         bk = padded_dim(K) if explicit.transposed else explicit.BK or cfg.BK
         return _tiling(explicit.BV, explicit.warps, explicit.stages, bk, C, major, explicit.transposed)
     Kp, Vp = padded_dim(K), padded_dim(V)
+    if kernel == "fwd" and cfg.fuse_output and not stores_states and C == 64 and Kp >= 128:
+        transposed = _transposed_forward(Kp, Vp, V, n_streams, sms, major)
+        if transposed is not None:
+            return transposed
     wide = n_streams * triton.cdiv(V, min(64, Vp)) >= sms
     if kernel == "fwd" and cfg.fuse_output and C <= 32 and Kp > 128:
         return _tiling(min(64, Vp), 8, 3, cfg.BK, C, major)
@@ -118,6 +129,20 @@ def recurrence_tiling(cfg: ChunkConfig, kernel: str, K: int, V: int, n_streams: 
     if kernel == "fwd":
         return _tiling(min(64, Vp), 4, 3 if cfg.fuse_output else 2, bk, C, major)
     return _tiling(min(64, Vp), 4 if bk == Kp else 8, 3, bk, C, major)
+
+
+def _transposed_forward(Kp: int, Vp: int, V: int, n_streams: int, sms: int, major: int | None) -> Tiling | None:
+    """``auto``'s transposed state for a forward that computes its output and stores no states, when
+    ``BV = Kp / 2`` still gives about one program per SM (at least three quarters of the SMs); else None.
+
+    Sixth lease sweep (``runs/lease6/call1-sweep-*.jsonl``, C = 64): D = 256, T = 4096, ``tbv128w8s2``
+    0.553 against 0.819 ms for one-slab ``BV = 32``; D = 128, T = 4096, ``tbv64w4s2`` 0.230 against
+    0.264 ms. With fewer programs (T = 16384, B = 2) the slabs at ``BV = 32`` won (0.38 against 0.63 ms
+    at D = 128), so they stay there."""
+    bv = min(Kp // 2, Vp)
+    if 4 * n_streams * triton.cdiv(V, bv) < 3 * sms:
+        return None
+    return _tiling(bv, 8 if Kp > 128 else 4, 2, Kp, 64, major, transposed=True)
 
 
 def _slab_height(kernel: str, Kp: int, chunk_size: int, variant_bk: int) -> int:

@@ -190,10 +190,8 @@ class Space:
                     anchors.append(cand)
         rng = random.Random(seed)
         neighbours: list[list[Candidate]] = []
-        values = {c: tuple(c.to_dict().values()) for c in kept}
         for a in anchors:
-            base = tuple(a.to_dict().values())
-            near = [c for c in kept if c not in anchors and sum(x != y for x, y in zip(values[c], base)) == 1]
+            near = [c for c in kept if c not in anchors and self._knobs_apart(a, c) == 1]
             rng.shuffle(near)
             neighbours.append(near)
         first = list(anchors)
@@ -209,6 +207,17 @@ class Space:
         rest = [c for c in kept if c not in seen]
         rng.shuffle(rest)
         return first + rest
+
+
+    def _knobs_apart(self, a: Candidate, b: Candidate) -> int:
+        """How many parameters differ between ``a`` and ``b``, leaving out one that has no effect on either
+        (a fused-output forward's state dtype: the duplicate rule keeps one of those, so fusing the
+        output is one knob away from the default, not two)."""
+        da, db = a.to_dict(), b.to_dict()
+        moot = set()
+        if self.mode == "fwd" and (da.get("fuse_output") or db.get("fuse_output")):
+            moot.add("state_dtype")
+        return sum(da[k] != db.get(k) for k in da if k not in moot)
 
 
 def _config_classes(family: str):

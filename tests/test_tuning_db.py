@@ -162,7 +162,8 @@ def test_selection_order_user_db_then_shipped_then_default(tmp_path, monkeypatch
     assert selection.select_chunk_config(64, 64, 4096, "bf16", "fwdbwd", **where)[1] == "shipped"  # cached
     selection.clear_cache()
     assert selection.select_chunk_config(64, 64, 4096, "bf16", "fwdbwd", **where) == (user, "tuned")
-    assert selection.select_chunk_config(64, 64, 2000, "bf16", "fwdbwd", **where) == (user, "tuned")  # nearest bucket
+    # a record counts at its own bucket only (2000 -> 2048): neither the user's nor the shipped 4096 one
+    assert selection.select_chunk_config(64, 64, 2000, "bf16", "fwdbwd", **where) == (default, "default")
     assert selection.select_chunk_config(64, 64, 4096, "bf16", "fwdbwd", chunk_size=32, **where) == (shipped, "shipped")
     monkeypatch.setattr(dbmod, "kernel_source_hash", lambda: "edited")  # kernels changed: user records stale
     selection.clear_cache()
@@ -187,3 +188,34 @@ def test_shipped_file_is_valid():
 
     text = (importlib.resources.files("dnprof") / "data" / "tuned_configs.json").read_text()
     assert isinstance(read_export("tuned_configs.json", text=text), list)
+
+
+def test_a_forward_winner_never_runs_a_fwd_bwd_call_but_a_fwd_bwd_winner_may_run_a_forward(tmp_path, monkeypatch):
+    """A forward tuned with the output fused would cost the backward (4.04 against 3.20 ms at D = 256 on an
+    H200): a fwd+bwd call falls through to the shipped entry or the default instead; the exact mode from
+    either source comes before the other mode."""
+    from dnprof.variants import db as dbmod
+
+    monkeypatch.setattr(dbmod, "kernel_source_hash", lambda: "abc")
+    monkeypatch.setattr(dbmod, "triton_version", lambda: "3.6.0")
+    selection.clear_cache()
+    fwd_winner = ChunkConfig(fuse_output=True)
+    fwdbwd_shipped = ChunkConfig(chunk_size=32)
+    db_path, ship_path = tmp_path / "user.jsonl", tmp_path / "shipped.json"
+    where = dict(gpu=(GPU, CC), db_path=str(db_path), shipped_path=str(ship_path))
+    ship_path.write_text(json.dumps({"dnprof_tuned_configs": 1, "entries": []}))
+    with TuningDB(db_path, GPU, CC) as db:
+        _add(db, _key(mode="fwd"), fwd_winner, 0.5)
+    default = ChunkConfig.default_for(64, 64, dtype="bf16", mode="fwdbwd")
+    assert selection.select_chunk_config(64, 64, 4096, "bf16", "fwdbwd", **where) == (default, "default")
+    assert selection.select_chunk_config(64, 64, 4096, "bf16", "fwd", **where) == (fwd_winner, "tuned")
+    import dnprof
+
+    entry = dict(_key().to_dict(), dnprof=dnprof.__version__, candidate=fwdbwd_shipped.name,
+                 config=fwdbwd_shipped.to_dict(), ms=1.0)
+    ship_path.write_text(json.dumps({"dnprof_tuned_configs": 1, "entries": [entry]}))
+    selection.clear_cache()
+    assert selection.select_chunk_config(64, 64, 4096, "bf16", "fwdbwd", **where) == (fwdbwd_shipped, "shipped")
+    assert selection.select_chunk_config(64, 64, 4096, "bf16", "fwd", **where) == (fwd_winner, "tuned")
+    assert selection.select_chunk_config(64, 64, 16384, "bf16", "fwd", **where)[1] == "default"  # other bucket
+    selection.clear_cache()

@@ -28,8 +28,9 @@ measured on an H200 (bf16, C = 64, ``results/nvidia-h200/runs/lease3-call1-sweep
 - the state held transposed (sixth lease, ``runs/lease6/call1-sweep-*.jsonl``): a forward that
   computes its output and stores no states (no backward follows) holds ``h^T`` in one tile at
   ``BV = Kp / 2`` when that still gives about one program per SM (D = 256, T = 4096: 0.55 against
-  0.82 ms; D = 128, T = 4096: 0.23 against the fifth lease's 0.26 ms). It lost wherever the programs were fewer, and
-  wherever states are stored or the recurrence runs in reverse, so those keep their slabs.
+  0.84 ms; D = 128, T = 4096: 0.23 against the fifth lease's 0.26 ms). It lost wherever the
+  programs were fewer, and wherever states are stored or the recurrence runs in reverse, so those
+  keep their slabs.
 
 On sm_90 with Triton 3.6 these kernels fault or return wrong values at C = 64 and ``BV <= 32``
 without pipelining (one stage), so there such launches require at least two stages. (At C = 128
@@ -136,7 +137,7 @@ def _transposed_forward(Kp: int, Vp: int, V: int, n_streams: int, sms: int, majo
     ``BV = Kp / 2`` still gives about one program per SM (at least three quarters of the SMs); else None.
 
     Sixth lease sweep (``runs/lease6/call1-sweep-*.jsonl``, C = 64): D = 256, T = 4096, ``tbv128w8s2``
-    0.553 against 0.819 ms for the slabs ``auto`` took there; D = 128, T = 4096, ``tbv64w4s2`` 0.230 ms
+    0.553 against 0.837 ms for the slabs ``auto`` took there (0.819 at one slab); D = 128, T = 4096, ``tbv64w4s2`` 0.230 ms
     against 0.264 ms for ``auto``'s slabs in the fifth lease. With fewer programs (T = 16384, B = 2) the
     slabs at ``BV = 32`` won (0.38 against 0.63 ms at D = 128), so they stay there."""
     bv = min(Kp // 2, Vp)

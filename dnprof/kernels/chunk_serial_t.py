@@ -9,8 +9,10 @@ With the state as ``[BV, K]`` the chunk's products put the computed operand firs
 
 On Hopper the first operand of a tensor-core product may come from registers, so the running state
 and ``Vn`` feed the products without a trip through shared memory, and the state update is one
-product as wide as the key head dim instead of one per key slab. These kernels are a tiling choice of
-the tuner (``-rtbv64w8s2``); ``rec="auto"`` does not pick them until the GPU has measured them.
+product as wide as the key head dim instead of one per key slab. These kernels run at an explicit
+tiling (``-rtbv64w8s2``), and ``rec="auto"`` picks the forward for a fused-output forward that stores
+no states, where the H200 measured it faster (:mod:`dnprof.kernels.recurrence_tiling`); it measured
+the reverse and the state-storing forward slower than the slabs.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 Usage (no GPU needed): python benchmarks/smem_check.py --head-dim 128 --variants default,c128-bk64-bv32-w8-s2-hbf16-wyf-os
 (``default``: the default variants for ``--dtype`` at chunk sizes 64 and 128)
-Runs dnprof's forward and backward host code on CPU tensors with the launches intercepted, compiles
+Runs dnprof's forward and backward host code (``--mode fwd``: the forward alone, as inference runs
+it) on CPU tensors with the launches intercepted, compiles
 each launch for the target (default sm_90) with Triton's own compiler and ptxas, specialised as a
 launch with those arguments would be, and prints the shared memory each kernel needs at the
 pipelining depth ``dnprof.kernels.launch`` settles on, against the limit (232448 bytes per block
@@ -77,9 +78,11 @@ def product_counts(compiled) -> str:
     return f"{products} products, {waits} waits"
 
 
-def captured_launches(cfg: ChunkConfig, K: int, V: int, dtype: torch.dtype, T: int, H: int, batch: int = 1):
-    """(kernel, args, num_warps, num_stages, min_stages) of one forward + backward over ``batch`` sequences of
-    ``T`` tokens, captured instead of run (the batch sets the serial kernels' ``rec="auto"`` tiling)."""
+def captured_launches(cfg: ChunkConfig, K: int, V: int, dtype: torch.dtype, T: int, H: int, batch: int = 1,
+                      mode: str = "fwdbwd"):
+    """(kernel, args, num_warps, num_stages, min_stages) of one forward + backward (``mode="fwd"``: a forward
+    that no backward follows) over ``batch`` sequences of ``T`` tokens, captured instead of run (the batch
+    and the mode set the serial kernels' ``rec="auto"`` tiling)."""
     calls = []
 
     def capture(kernel, grid, *args, num_warps, num_stages, min_stages=1):
@@ -95,8 +98,10 @@ def captured_launches(cfg: ChunkConfig, K: int, V: int, dtype: torch.dtype, T: i
         v = torch.randn(n, H, V, dtype=dtype)
         beta = torch.rand(n, H, dtype=dtype)
         tables = chunk._ChunkTables([b * T for b in range(batch + 1)], cfg.chunk_size, torch.device("cpu"))
-        o, ht, X, Hs, Vn, W = chunk._forward(q, k, v, beta, K ** -0.5, None, tables, cfg, True, save=True)
-        chunk._backward(q, k, v, beta, K ** -0.5, X, Hs, Vn, W, torch.randn_like(o), None, tables, cfg, False)
+        save = mode == "fwdbwd"
+        o, ht, X, Hs, Vn, W = chunk._forward(q, k, v, beta, K ** -0.5, None, tables, cfg, True, save=save)
+        if save:
+            chunk._backward(q, k, v, beta, K ** -0.5, X, Hs, Vn, W, torch.randn_like(o), None, tables, cfg, False)
     finally:
         chunk.launch = chunk_wy.launch = real
     return calls
@@ -113,7 +118,7 @@ def _check(cfg: ChunkConfig, D: int, Vd: int, dtype: torch.dtype, a: argparse.Na
     """Print each kernel's shared memory at the depth that fits; return the largest."""
     worst = 0
     for kernel, args, nw, ns, least in captured_launches(cfg, D, Vd, dtype, a.seq_len, max(1, 2048 // Vd),
-                                                         a.batch):
+                                                         a.batch, a.mode):
         fitted = ns
         shared = compile_like_a_launch(kernel, args, target, nw, ns).metadata.shared
         first = shared
@@ -141,6 +146,8 @@ def main() -> None:
     ap.add_argument("--dtype", default="bf16", choices=["bf16", "fp16", "fp32"])
     ap.add_argument("--seq-len", type=int, default=4096, help="tokens of the one sequence (H = 2048 / D)")
     ap.add_argument("--batch", type=int, default=1, help="sequences of --seq-len tokens (sets rec='auto' tilings)")
+    ap.add_argument("--mode", default="fwdbwd", choices=["fwd", "fwdbwd"],
+                    help="fwd: a forward that no backward follows (no states stored; rec='auto' may hold them transposed)")
     ap.add_argument("--arch", type=int, default=90)
     ap.add_argument("--limit", type=int, default=232448)
     ap.add_argument("--regs", action="store_true",

@@ -58,3 +58,16 @@ def test_transposed_state_loop_issues_two_products_per_chunk():
     lines = {line.split()[2]: line for line in out.stdout.splitlines() if "state" in line}
     assert "| 4 products, 4 waits" in lines["fwd_state_kernel"]
     assert "| 2 products, 2 waits" in lines["fwd_state_t_kernel"]
+
+
+def test_forward_mode_compiles_what_inference_runs():
+    """``--mode fwd`` captures a forward that no backward follows: with the output fused and a batch of
+    64 streams at D = 256, ``auto`` holds the state transposed and no backward kernel is compiled."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    out = subprocess.run([sys.executable, str(SCRIPT), "--head-dim", "256", "--batch", "8", "--mode", "fwd",
+                          "--variants", "c64-bk64-bv64-w4-s2-hfp32-wyf-of-m16-rauto"],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    kernels = [line.split()[2] for line in out.stdout.splitlines() if line.startswith("D=256 ")]
+    assert kernels == ["wy_inverse_kernel", "fwd_state_t_kernel"], out.stdout
+    assert " w8 s2:" in out.stdout, out.stdout

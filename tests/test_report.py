@@ -111,11 +111,12 @@ def test_speedups_are_baseline_over_dnprof_at_every_shape(data) -> None:
                    "fla-recurrent": "recurrent", "dnprof-recurrent": "recurrent"}
 
 
-def test_speedup_takes_fastest_variant_best_repeat_and_only_ok_compare_rows() -> None:
+def test_speedup_takes_the_fastest_variant_of_the_same_run_and_only_ok_compare_rows() -> None:
     d = _frame(
         ("compare", [_row("dnprof-chunk", 2.0), _row("dnprof-chunk-wide", 1.0, variant="wide"),
                      _row("fla-deltanet", 3.0), _row("fla-deltanet", None, status="error", message="x"),
                      _row("flash-attn", 4.0, dtype="float16"), _row("fla-gla", 5.0, T=512)]),
+        # a later run whose dnprof row failed: its fla-core time pairs with nothing
         ("compare", [_row("fla-deltanet", 2.5), _row("dnprof-chunk", 0.1, status="failed-verification")]),
         ("tune", [_row("dnprof-chunk", 0.5, variant="cand")]),
     )
@@ -123,7 +124,29 @@ def test_speedup_takes_fastest_variant_best_repeat_and_only_ok_compare_rows() ->
     assert list(sp["baseline"]) == ["fla-deltanet"]  # flash-attn and fla-gla were at other shapes
     r = sp.iloc[0]
     assert (r["dnprof_provider"], r["dnprof_variant"], r["dnprof_ms"]) == ("dnprof-chunk-wide", "wide", 1.0)
-    assert (r["baseline_ms"], r["speedup"]) == (2.5, 2.5)
+    assert (r["baseline_ms"], r["speedup"]) == (3.0, 3.0)
+    assert r["file"] == "run0.json"
+
+
+def test_speedup_never_divides_times_of_different_runs_and_takes_the_most_recent_pair() -> None:
+    def run(rows, date):
+        fp = dict(fingerprint(H100), date=date)
+        return rows, fp
+
+    files = [
+        run([_row("dnprof-chunk", 2.0), _row("fla-deltanet", 3.0)], "2026-01-01T00:00:00+00:00"),
+        run([_row("dnprof-chunk", 1.0), _row("fla-deltanet", 3.2)], "2026-03-01T00:00:00+00:00"),
+        run([_row("dnprof-chunk", 0.5)], "2026-04-01T00:00:00+00:00"),  # dnprof alone: no pair
+        run([_row("fla-deltanet", 9.0)], "2026-05-01T00:00:00+00:00"),  # the baseline alone: no pair
+        run([_row("dnprof-chunk", 1.5), _row("fla-deltanet", 2.0)], "2026-02-01T00:00:00+00:00"),
+    ]
+    d = frame_from_results((Path(f"r{i}.json"), ResultsFile("compare", "dnprof compare", fp, rows))
+                           for i, (rows, fp) in enumerate(files))
+    sp = speedups(d.rows)
+    assert len(sp) == 1
+    r = sp.iloc[0]
+    assert (r["file"], r["dnprof_ms"], r["baseline_ms"]) == ("r1.json", 1.0, 3.2)
+    assert r["speedup"] == pytest.approx(3.2)
 
 
 def test_speedup_summary_is_a_geometric_mean() -> None:
@@ -311,3 +334,20 @@ def test_bad_input_exits_2_with_one_line_naming_the_file(case: str, fmt: str, re
     assert len(lines) == 1, res.stderr
     assert str(path) in lines[0] and reason in lines[0]
     assert res.stdout == "" and not out.exists()
+
+
+def test_headline_table_names_the_run_each_pair_comes_from() -> None:
+    from dnprof.reports import tables
+
+    d = _frame(("compare", [_row("dnprof-chunk", 1.0), _row("fla-deltanet", 2.0)]),
+               ("compare", [_row("dnprof-chunk", 1.6), _row("flash-attn", 0.8)]))
+    t = tables.headline(speedups(d.rows), H100)
+    assert t.headers[-1] == "run" and t.code_columns == {len(t.headers) - 1}
+    by_run = {row[-1]: row for row in t.rows}
+    assert set(by_run) == {"run0.json", "run1.json"}
+    fla = t.headers.index("vs fla DeltaNet (fla-deltanet)")
+    flash = t.headers.index("vs FlashAttention (flash-attn)")
+    assert (by_run["run0.json"][7], by_run["run0.json"][fla], by_run["run0.json"][flash]) == ("1.000", "2.00x", "-")
+    assert (by_run["run1.json"][7], by_run["run1.json"][flash]) == ("1.600", "0.50x")
+    i = t.rows.index(by_run["run1.json"])
+    assert t.flags[(i, flash)] == "bad" and (i, fla) not in t.flags

@@ -105,11 +105,12 @@ def _figure_or_empty(fig: go.Figure | None, div_id: str, message: str) -> str:
 def _headline(data: ReportData, sp, gpus: Sequence[str]) -> str:
     """Speedup overview (GPUs side by side) and each GPU's per-shape table."""
     if sp.empty:
-        return empty("No speedups: no shape has both an ok dnprof-chunk row and an ok baseline row "
+        return empty("No speedups: no run has both an ok dnprof-chunk row and an ok baseline row at one shape "
                      "(baselines: " + ", ".join(BASELINES) + ") in the compare results given.")
     parts = [note("Speedup = baseline ms / dnprof ms at the same GPU, mode, B, T, H, K, V and dtype, over rows with "
-                  "status ok; dnprof is its fastest dnprof-chunk variant at each shape and repeated runs count by "
-                  "their best time. Above 1x dnprof is faster."),
+                  "status ok, both from the same run (results file): dnprof is its fastest dnprof-chunk variant "
+                  "in that run, and where several runs measured a shape beside a baseline the most recent one "
+                  "counts. Above 1x dnprof is faster."),
              "<h3>Geometric mean per GPU</h3>", table_html(tables.speedup_overview(sp, gpus))]
     for gpu in gpus:
         t = tables.headline(sp, gpu)

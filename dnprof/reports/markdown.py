@@ -41,7 +41,7 @@ def render_markdown(data: ReportData, title: str = "dnprof report") -> str:
 
     out += ["## Speedup (baseline ms / dnprof ms, geometric mean per GPU)", ""]
     if sp.empty:
-        out += ["_No speedups: no shape has both an ok dnprof-chunk row and an ok baseline row._", ""]
+        out += ["_No speedups: no run has both an ok dnprof-chunk row and an ok baseline row at one shape._", ""]
     else:
         out += [md_table(tables.speedup_overview(sp, gpus)), ""]
         for gpu in gpus:

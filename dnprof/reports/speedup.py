@@ -60,28 +60,37 @@ def best_per_provider(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def speedups(rows: pd.DataFrame) -> pd.DataFrame:
-    """Speedup = baseline ms / dnprof ms per shape and baseline provider; dnprof is its fastest variant there."""
+    """Speedup = baseline ms / dnprof ms per shape and baseline provider, both from one run (results file).
+
+    Within a run dnprof is its fastest ``dnprof-chunk`` variant at the shape. Where several runs
+    paired dnprof with a baseline at a shape, the most recent run (fingerprint date, then file name)
+    counts: times from different runs, often different machines, are never divided by each other.
+    """
     cols = [*SHAPE_KEY, "dnprof_provider", "dnprof_variant", "dnprof_ms", "baseline", "family", "baseline_ms",
-            "speedup"]
-    best = best_per_provider(rows)
-    if best.empty:
+            "speedup", "file"]
+    ok = measured(rows)
+    if ok.empty:
         return pd.DataFrame(columns=cols)
-    dn = best[best["provider"].map(is_dnprof_chunk)]
-    if dn.empty:
+    run_key = [*SHAPE_KEY, "file"]
+    dn = ok[ok["provider"].map(is_dnprof_chunk)]
+    base = ok[ok["provider"].isin(list(BASELINES))]
+    if dn.empty or base.empty:
         return pd.DataFrame(columns=cols)
-    dn = dn.loc[dn.groupby(SHAPE_KEY)["ms"].idxmin().values]
-    dn = dn[[*SHAPE_KEY, "provider", "variant", "ms"]].rename(
+    dn = dn.loc[dn.groupby(run_key)["ms"].idxmin().values]
+    dn = dn[[*run_key, "date", "provider", "variant", "ms"]].rename(
         columns={"provider": "dnprof_provider", "variant": "dnprof_variant", "ms": "dnprof_ms"})
-    base = best[best["provider"].isin(list(BASELINES))][[*SHAPE_KEY, "provider", "ms"]]
-    base = base.rename(columns={"provider": "baseline", "ms": "baseline_ms"})
-    out = dn.merge(base, on=SHAPE_KEY, how="inner")
+    base = base.loc[base.groupby([*run_key, "provider"])["ms"].idxmin().values]
+    base = base[[*run_key, "provider", "ms"]].rename(columns={"provider": "baseline", "ms": "baseline_ms"})
+    out = dn.merge(base, on=run_key, how="inner")
     if out.empty:
         return pd.DataFrame(columns=cols)
+    out = out.assign(_date=out["date"].fillna("").astype(str))
+    out = out.sort_values(["_date", "file"]).groupby([*SHAPE_KEY, "baseline"], sort=False).tail(1)
     out["family"] = out["baseline"].map(BASELINES)
     out["speedup"] = out["baseline_ms"] / out["dnprof_ms"]
     order = {p: i for i, p in enumerate(BASELINES)}
     out["_order"] = out["baseline"].map(order)
-    out = out.sort_values(["gpu", "mode", "K", "T", "B", "H", "V", "dtype", "_order"]).drop(columns="_order")
+    out = out.sort_values(["gpu", "mode", "K", "T", "B", "H", "V", "dtype", "_order"])
     return out[cols].reset_index(drop=True)
 
 
@@ -103,11 +112,11 @@ def speedup_summary(sp: pd.DataFrame) -> pd.DataFrame:
 
 
 def headline_table(sp: pd.DataFrame, gpu: str) -> pd.DataFrame:
-    """One GPU's speedups as a table: a row per shape, a column per baseline provider."""
+    """One GPU's speedups as a table: a row per shape and run, a column per baseline provider."""
     part = sp[sp["gpu"] == gpu]
     if part.empty:
         return pd.DataFrame()
-    index = ["mode", "K", "T", "B", "H", "V", "dtype", "dnprof_ms"]
+    index = ["mode", "K", "T", "B", "H", "V", "dtype", "dnprof_ms", "file"]
     table = part.pivot_table(index=index, columns="baseline", values="speedup", aggfunc="first")
     order = [p for p in BASELINES if p in table.columns]
     table = table[order].rename(columns=baseline_label)

@@ -96,21 +96,22 @@ def speedup_overview(sp: pd.DataFrame, gpus: Sequence[str]) -> Table:
 
 
 def headline(sp: pd.DataFrame, gpu: str) -> Table:
-    """One GPU's speedup per shape (rows) and baseline provider (columns)."""
+    """One GPU's speedup per shape and run (rows) and baseline provider (columns), with the run's results file."""
     wide = headline_table(sp, gpu)
     if wide.empty:
         return Table([])
-    fixed = ["mode", "K", "T", "B", "H", "V", "dtype", "dnprof_ms"]
+    fixed = ["mode", "K", "T", "B", "H", "V", "dtype", "dnprof_ms", "file"]
     baselines = [c for c in wide.columns if c not in fixed]
-    table = Table(["mode", "K", "T", "B", "H", "V", "dtype", "dnprof ms", *[f"vs {b}" for b in baselines]])
+    table = Table(["mode", "K", "T", "B", "H", "V", "dtype", "dnprof ms", *[f"vs {b}" for b in baselines], "run"],
+                  code_columns={len(fixed) - 1 + len(baselines)})
     for i, (_, r) in enumerate(wide.iterrows()):
         row = [r["mode"], str(r["K"]), str(r["T"]), str(r["B"]), str(r["H"]), str(r["V"]), r["dtype"],
                num(r["dnprof_ms"], ".3f")]
         for j, b in enumerate(baselines):
             row.append(num(r[b], ".2f", "x"))
             if not missing(r[b]):
-                table.flags[(i, len(fixed) + j)] = "good" if r[b] >= 1 else "bad"
-        table.rows.append(row)
+                table.flags[(i, len(fixed) - 1 + j)] = "good" if r[b] >= 1 else "bad"
+        table.rows.append(row + [text(r["file"])])
     return table
 
 

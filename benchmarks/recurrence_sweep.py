@@ -29,7 +29,10 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-KERNELS = ("fwd_state_os", "fwd_state_of", "bwd_dh")
+#: The forward storing states for a separate output kernel (``os``), with the output fused and no states
+#: stored (``of``: a forward that no backward follows), with the output fused and the states stored too
+#: (``ofs``: the forward of fwd+bwd at D <= 128), and the backward's reverse recurrence.
+KERNELS = ("fwd_state_os", "fwd_state_of", "fwd_state_ofs", "bwd_dh")
 #: Largest relative difference from the variant's own tiling that counts as the same result: the
 #: arithmetic is identical, so anything beyond rounding-order noise is a mis-compile.
 MATCH_TOL = 1e-3
@@ -76,19 +79,20 @@ def _runner(p: dict[str, Any], kernel: str, BV: int, warps: int, stages: int, BK
     n_states = tables.n_seqs
     f32 = dict(dtype=torch.float32, device=q.device)
     if kernel.startswith("fwd_state"):
-        fused = kernel.endswith("of")
+        fused = kernel != "fwd_state_os"
+        store = kernel != "fwd_state_of"
         cfg = dataclasses.replace(cfg, fuse_output=fused)
-        Hs = torch.empty(1 if fused else tables.n_chunks, H, D, D, dtype=ck._STATE_DTYPES[cfg.state_dtype],
+        Hs = torch.empty(tables.n_chunks if store else 1, H, D, D, dtype=ck._STATE_DTYPES[cfg.state_dtype],
                          device=q.device)
-        Vn = torch.empty(1 if fused else T, H, D, dtype=p["inter"], device=q.device)
+        Vn = torch.empty(T if store else 1, H, D, dtype=p["inter"], device=q.device)
         o = torch.empty(T, H, D, dtype=q.dtype, device=q.device)
         ht = torch.empty(n_states, H, D, D, **f32)
 
         def run():
             return ck.launch_state(q, k, p["W"], p["U"], p["h0"], Hs, Vn, o, ht, tables, p["scale"], cfg,
-                                   not fused, not fused, tiling)
+                                   store, store, tiling)
 
-        return run, lambda: [o, ht] if fused else [Hs, Vn, ht]
+        return run, lambda: ([o] if fused else []) + ([Hs, Vn] if store else []) + [ht]
     dHs = torch.empty(tables.n_chunks, H, D, D, dtype=ck._STATE_DTYPES[cfg.state_dtype], device=q.device)
     dVn = torch.empty(T, H, D, dtype=p["inter"], device=q.device)
     dh0 = torch.empty(n_states, H, D, D, **f32)

@@ -16,13 +16,14 @@ def test_sweep_records_each_setting_with_its_error(tmp_path):
     env = dict(os.environ, TRITON_INTERPRET="1")
     proc = subprocess.run([sys.executable, str(SCRIPT), "--head-dim", "32", "--seq-len", "64", "--tokens", "128",
                            "--model-dim", "64", "--device", "cpu", "--bv", "16,32", "--warps", "4", "--stages", "2",
-                           "--kernels", "fwd_state_of,bwd_dh", "--jobs", "2", "--json", str(out)],
+                           "--kernels", "fwd_state_of,fwd_state_ofs,bwd_dh", "--jobs", "2", "--json", str(out)],
                           capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = [json.loads(x) for x in out.read_text().splitlines()]
     assert "fingerprint" in lines[0]
     recs = lines[1:]
-    assert {(r["kernel"], r["BV"]) for r in recs} == {(k, bv) for k in ("fwd_state_of", "bwd_dh") for bv in (16, 32)}
+    kernels = ("fwd_state_of", "fwd_state_ofs", "bwd_dh")
+    assert {(r["kernel"], r["BV"]) for r in recs} == {(k, bv) for k in kernels for bv in (16, 32)}
     for r in recs:
         assert r["status"] == "ok" and r["stages_ran"] == 2, r
         assert r["rel_err"] < 1e-6, r  # the same arithmetic at another V tiling

@@ -351,3 +351,19 @@ def test_headline_table_names_the_run_each_pair_comes_from() -> None:
     assert (by_run["run1.json"][7], by_run["run1.json"][flash]) == ("1.600", "0.50x")
     i = t.rows.index(by_run["run1.json"])
     assert t.flags[(i, flash)] == "bad" and (i, fla) not in t.flags
+
+
+def test_chunk_sizes_compare_within_one_run_and_take_the_most_recent() -> None:
+    def c(ms, size):
+        return _row("dnprof-chunk", ms, config={"chunk_size": size})
+
+    files = [([c(1.0, 64), c(2.0, 128)], "2026-01-01T00:00:00+00:00"),
+             ([c(0.5, 64)], "2026-04-01T00:00:00+00:00"),  # chunk size 64 alone: nothing to compare
+             ([c(0.4, 128)], "2026-05-01T00:00:00+00:00"),
+             ([c(1.5, 64), c(1.0, 128)], "2026-02-01T00:00:00+00:00")]
+    d = frame_from_results((Path(f"r{i}.json"), ResultsFile("compare", "dnprof compare",
+                                                            dict(fingerprint(H100), date=date), rows))
+                           for i, (rows, date) in enumerate(files))
+    cs = chunk_size_comparison(d.rows)
+    assert len(cs) == 1
+    assert (cs.iloc[0]["ms_64"], cs.iloc[0]["ms_128"], cs.iloc[0]["ratio"]) == (1.5, 1.0, 1.5)

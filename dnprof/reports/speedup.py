@@ -125,7 +125,8 @@ def headline_table(sp: pd.DataFrame, gpu: str) -> pd.DataFrame:
 
 
 def chunk_size_comparison(rows: pd.DataFrame) -> pd.DataFrame:
-    """Best dnprof-chunk time at chunk size 64 and 128 per shape, where both were measured (any run kind)."""
+    """Best dnprof-chunk time at chunk size 64 and 128 per shape, both from one run (any run kind); where
+    several runs measured both, the most recent counts (as :func:`speedups` pairs its times)."""
     cols = [*SHAPE_KEY, "ms_64", "ms_128", "ratio"]
     if rows.empty:
         return pd.DataFrame(columns=cols)
@@ -133,14 +134,18 @@ def chunk_size_comparison(rows: pd.DataFrame) -> pd.DataFrame:
     ok = ok[ok["chunk_size"].isin([64, 128])]
     if ok.empty:
         return pd.DataFrame(columns=cols)
-    best = ok.assign(chunk_size=ok["chunk_size"].astype(int)).groupby([*SHAPE_KEY, "chunk_size"])["ms"].min()
+    ok = ok.assign(chunk_size=ok["chunk_size"].astype(int), _date=ok["date"].fillna("").astype(str))
+    best = ok.groupby([*SHAPE_KEY, "_date", "file", "chunk_size"])["ms"].min()
     wide = best.unstack("chunk_size")
     if 64 not in wide.columns or 128 not in wide.columns:
         return pd.DataFrame(columns=cols)
-    wide = wide[[64, 128]].dropna()
-    wide.columns = ["ms_64", "ms_128"]
+    wide = wide[[64, 128]].dropna().reset_index()
+    if wide.empty:
+        return pd.DataFrame(columns=cols)
+    wide = wide.sort_values(["_date", "file"]).groupby(SHAPE_KEY, sort=True).tail(1)
+    wide = wide.rename(columns={64: "ms_64", 128: "ms_128"}).sort_values(SHAPE_KEY)
     wide["ratio"] = wide["ms_64"] / wide["ms_128"]
-    return wide.reset_index()[cols]
+    return wide[cols].reset_index(drop=True)
 
 
 def roofline_shares(rows: pd.DataFrame) -> pd.DataFrame:

@@ -116,7 +116,7 @@ def headline(sp: pd.DataFrame, gpu: str) -> Table:
 
 
 def chunk_sizes(rows: pd.DataFrame) -> Table:
-    """Best dnprof-chunk time at chunk size 64 and 128 per shape."""
+    """Best dnprof-chunk time at chunk size 64 and 128 per shape, both from the same run."""
     cs = chunk_size_comparison(rows)
     table = Table(["GPU", "shape", "ms at 64", "ms at 128", "128 vs 64"])
     for i, (_, r) in enumerate(cs.iterrows()):

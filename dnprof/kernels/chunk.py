@@ -143,6 +143,11 @@ class LaunchPlan(NamedTuple):
     wy_min_stages: int
 
 
+def _stores_states(cfg: ChunkConfig, save: bool) -> bool:
+    """Whether the forward writes per-chunk states (and ``Vn``): for a backward, or for a separate output kernel."""
+    return save or not cfg.fuse_output
+
+
 def launch_plan(cfg: ChunkConfig, K: int, V: int, H: int, tables: _ChunkTables, device: torch.device,
                 save: bool = True) -> LaunchPlan:
     """The :class:`LaunchPlan` of ``cfg`` for this batch on ``device`` (``save``: a backward will follow, so
@@ -155,7 +160,7 @@ def launch_plan(cfg: ChunkConfig, K: int, V: int, H: int, tables: _ChunkTables, 
     tilings = {}
     for kernel in ("fwd", "bwd"):
         tilings[kernel] = recurrence_tiling(cfg, kernel, K, V, tables.n_seqs * H, sm_count(dev), major,
-                                            stores_states=save or not cfg.fuse_output)
+                                            stores_states=_stores_states(cfg, save))
         check_pipelined(tilings[kernel], kernel)
     wy_min = 2 if cfg.chunk_size >= 128 and major == 9 else 1
     if cfg.num_stages < wy_min:
@@ -217,8 +222,7 @@ def _forward(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, scale: float, h0: Te
     inter = _intermediate_dtype(q.dtype, cfg)
     X, W, U = wy_forward(k, v, beta, tables.chunk_start, tables.chunk_end, BT, BK, BV, cfg.fuse_wy, prec, nw, ns,
                          inter, keep_x=save, min_stages=plan.wy_min_stages)
-    store_h = save or not cfg.fuse_output
-    store_vn = save or not cfg.fuse_output
+    store_h = store_vn = _stores_states(cfg, save)
     dev = q.device
     Hs = torch.empty(tables.n_chunks if store_h else 1, H, K, V, dtype=_STATE_DTYPES[cfg.state_dtype], device=dev)
     Vn = torch.empty(T if store_vn else 1, H, V, dtype=inter, device=dev)

@@ -50,13 +50,23 @@ def measured(rows: pd.DataFrame) -> pd.DataFrame:
     return rows[keep]
 
 
+def _fastest(rows: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """The fastest row of each group of ``keys``."""
+    return rows.loc[rows.groupby(keys, sort=True)["ms"].idxmin().values]
+
+
+def _most_recent(rows: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Per group of ``keys``, the row of the most recent run (fingerprint date, then file name)."""
+    dated = rows.assign(_date=rows["date"].fillna("").astype(str))
+    return dated.sort_values(["_date", "file"]).groupby(keys, sort=False).tail(1).drop(columns="_date")
+
+
 def best_per_provider(rows: pd.DataFrame) -> pd.DataFrame:
     """The fastest ok row per (shape, provider), so repeated runs count once, by their best time."""
     ok = measured(rows)
     if ok.empty:
         return ok
-    idx = ok.groupby([*SHAPE_KEY, "provider"], sort=True)["ms"].idxmin()
-    return ok.loc[idx.values].reset_index(drop=True)
+    return _fastest(ok, [*SHAPE_KEY, "provider"]).reset_index(drop=True)
 
 
 def speedups(rows: pd.DataFrame) -> pd.DataFrame:
@@ -76,16 +86,14 @@ def speedups(rows: pd.DataFrame) -> pd.DataFrame:
     base = ok[ok["provider"].isin(list(BASELINES))]
     if dn.empty or base.empty:
         return pd.DataFrame(columns=cols)
-    dn = dn.loc[dn.groupby(run_key)["ms"].idxmin().values]
-    dn = dn[[*run_key, "date", "provider", "variant", "ms"]].rename(
+    dn = _fastest(dn, run_key)[[*run_key, "date", "provider", "variant", "ms"]].rename(
         columns={"provider": "dnprof_provider", "variant": "dnprof_variant", "ms": "dnprof_ms"})
-    base = base.loc[base.groupby([*run_key, "provider"])["ms"].idxmin().values]
-    base = base[[*run_key, "provider", "ms"]].rename(columns={"provider": "baseline", "ms": "baseline_ms"})
+    base = _fastest(base, [*run_key, "provider"])[[*run_key, "provider", "ms"]].rename(
+        columns={"provider": "baseline", "ms": "baseline_ms"})
     out = dn.merge(base, on=run_key, how="inner")
     if out.empty:
         return pd.DataFrame(columns=cols)
-    out = out.assign(_date=out["date"].fillna("").astype(str))
-    out = out.sort_values(["_date", "file"]).groupby([*SHAPE_KEY, "baseline"], sort=False).tail(1)
+    out = _most_recent(out, [*SHAPE_KEY, "baseline"])
     out["family"] = out["baseline"].map(BASELINES)
     out["speedup"] = out["baseline_ms"] / out["dnprof_ms"]
     order = {p: i for i, p in enumerate(BASELINES)}
@@ -134,16 +142,15 @@ def chunk_size_comparison(rows: pd.DataFrame) -> pd.DataFrame:
     ok = ok[ok["chunk_size"].isin([64, 128])]
     if ok.empty:
         return pd.DataFrame(columns=cols)
-    ok = ok.assign(chunk_size=ok["chunk_size"].astype(int), _date=ok["date"].fillna("").astype(str))
-    best = ok.groupby([*SHAPE_KEY, "_date", "file", "chunk_size"])["ms"].min()
+    ok = ok.assign(chunk_size=ok["chunk_size"].astype(int), date=ok["date"].fillna(""))
+    best = ok.groupby([*SHAPE_KEY, "date", "file", "chunk_size"])["ms"].min()
     wide = best.unstack("chunk_size")
     if 64 not in wide.columns or 128 not in wide.columns:
         return pd.DataFrame(columns=cols)
     wide = wide[[64, 128]].dropna().reset_index()
     if wide.empty:
         return pd.DataFrame(columns=cols)
-    wide = wide.sort_values(["_date", "file"]).groupby(SHAPE_KEY, sort=True).tail(1)
-    wide = wide.rename(columns={64: "ms_64", 128: "ms_128"}).sort_values(SHAPE_KEY)
+    wide = _most_recent(wide, SHAPE_KEY).rename(columns={64: "ms_64", 128: "ms_128"}).sort_values(SHAPE_KEY)
     wide["ratio"] = wide["ms_64"] / wide["ms_128"]
     return wide[cols].reset_index(drop=True)
 

@@ -117,8 +117,6 @@ def _from_user_db(family: str, K: int, V: int, bucket: int, dtype: str, mode: st
     if db is False:
         return None
     want = TuneKey.make(gpu[0], gpu[1], dtype, K, V, mode, bucket, family=family)
-    if want not in set(db.keys()):
-        return None
     ranked = [s for s in rank_candidates(db.candidates(want).values()) if _chunk_ok(s.config, chunk_size)]
     return ranked[0].config if ranked else None
 

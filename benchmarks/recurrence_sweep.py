@@ -14,7 +14,8 @@ worker that meets one records that setting as ``fault`` and exits; the rest of i
 in a fresh worker. The workers compile in parallel first.
 
 Usage (GPU): python benchmarks/recurrence_sweep.py --head-dim 128,256 --seq-len 4096,16384 --json out.jsonl
-(``--bk 128,256`` for taller state slabs, ``--layout slabs,t`` for the transposed-state kernels too)
+(``--bk 128,256`` for taller state slabs, ``--layout slabs,t,tj`` for the transposed-state kernels too;
+``tj`` joins the fused forward's W and Q products)
 """
 
 from __future__ import annotations
@@ -63,9 +64,10 @@ def _prepare(D: int, T: int, tokens: int, model_dim: int, device: str) -> dict[s
                 do=inp.do.reshape(B * T, H, D).contiguous(), dht=inp.dht.float().contiguous(), scale=D ** -0.5)
 
 
-def _runner(p: dict[str, Any], kernel: str, BV: int, warps: int, stages: int, BK: int = 0, transposed: bool = False):
+def _runner(p: dict[str, Any], kernel: str, BV: int, warps: int, stages: int, BK: int = 0, layout: str = "slabs"):
     """A zero-argument launch of ``kernel`` at this tiling (``BK``: the state's slab height, 0 for the
-    variant's own; ``transposed``: the transposed-state form, one tile), and a function returning its outputs."""
+    variant's own; ``layout`` ``t``: the transposed-state form, one tile; ``tj``: that with the W and Q
+    products joined), and a function returning its outputs."""
     import torch
 
     from dnprof.kernels import chunk as ck
@@ -74,7 +76,9 @@ def _runner(p: dict[str, Any], kernel: str, BV: int, warps: int, stages: int, BK
 
     q, k, tables, cfg = p["q"], p["k"], p["tables"], p["cfg"]
     # min 1: the sweep measures the unpipelined settings too
-    tiling = Tiling(BV, warps, stages, 1, padded_dim(q.shape[-1]) if transposed else BK or cfg.BK, transposed)
+    transposed = layout in ("t", "tj")
+    tiling = Tiling(BV, warps, stages, 1, padded_dim(q.shape[-1]) if transposed else BK or cfg.BK, transposed,
+                    layout == "tj")
     T, H, D = q.shape
     n_states = tables.n_seqs
     f32 = dict(dtype=torch.float32, device=q.device)
@@ -129,7 +133,7 @@ def worker(items: list[dict[str, Any]], compile_only: bool) -> None:
             run()
             refs[rkey] = [o.clone() for o in outs()]
         run, outs = _runner(p, it["kernel"], it["BV"], it["warps"], it["stages"], it.get("BK", 0),
-                            it.get("layout") == "t")
+                            it.get("layout", "slabs"))
         rec = dict(it)
         try:
             rec["stages_ran"] = run()
@@ -190,7 +194,7 @@ def main() -> None:
     ap.add_argument("--kernels", default=",".join(KERNELS))
     ap.add_argument("--bv", default="32,64")
     ap.add_argument("--bk", default="0", help="height of the state's slabs (0: the variant's BK; the head dim: one slab)")
-    ap.add_argument("--layout", default="slabs", help="slabs (the state as [BK, BV] slabs) and/or t (transposed, one tile)")
+    ap.add_argument("--layout", default="slabs", help="slabs (the state as [BK, BV] slabs), t (transposed, one tile), tj (t with the W and Q products joined)")
     ap.add_argument("--warps", default="2,4,8")
     ap.add_argument("--stages", default="1,2,3")
     ap.add_argument("--tokens", type=int, default=32768, help="B * T")
@@ -210,7 +214,7 @@ def main() -> None:
     for D, lay, BK, BV, w, T, kern, s in itertools.product(ints(a.head_dim), layouts, ints(a.bk), ints(a.bv),
                                                            ints(a.warps), ints(a.seq_len), a.kernels.split(","),
                                                            ints(a.stages)):
-        if lay == "t":
+        if lay in ("t", "tj"):
             BK = 0  # one tile of the head dim
         if BV <= D and BK <= D and (BK == 0 or 4 * BK >= D):
             item = dict(D=D, T=T, kernel=kern, layout=lay, BK=BK, BV=BV, warps=w, stages=s, tokens=a.tokens,
@@ -228,7 +232,7 @@ def main() -> None:
     for group in groups.values():  # then time one group at a time
         for rec in _run_group(group, False):
             ms = f"{rec['ms']:.3f} ms" if "ms" in rec else ""
-            lay = "t" if rec.get("layout") == "t" else f"bk{rec.get('BK', 0)}"
+            lay = rec["layout"] if rec.get("layout") in ("t", "tj") else f"bk{rec.get('BK', 0)}"
             print(f"D={rec['D']} T={rec['T']} {rec['kernel']:13s} {lay} bv{rec['BV']} w{rec['warps']} s{rec['stages']}"
                   f" (ran s{rec.get('stages_ran', '?')}) {ms} err={rec.get('rel_err', float('nan')):.1e} "
                   f"{rec['status']}", flush=True)

@@ -41,6 +41,9 @@ VARIANTS = [
     (_cfg(chunk_size=32, BK=16, BV=16, rec="bk64bv16w4s2"), 1, 70, 2, 64, 32, 1e-5),  # serial state in one slab
     (_cfg(chunk_size=32, BK=16, BV=16, rec="tbv16w4s2"), 2, 45, 2, 32, 48, 1e-5),  # transposed state, V padded
     (_cfg(chunk_size=16, BK=16, BV=16, fuse_output=True, rec="tbv32w4s2"), 1, 37, 2, 16, 32, 1e-5),  # ... output fused
+    # ... with the W and Q products joined (fp32 inputs: W is fp32 like q), K padded
+    (_cfg(chunk_size=16, BK=32, BV=16, fuse_output=True, dot_operands="input", rec="tjbv16w4s2"), 2, 45, 2, 24, 48,
+     1e-5),
 ]
 
 
@@ -62,14 +65,17 @@ def test_fp16_against_float64(device, chunk_size):
 
 @pytest.mark.parametrize("cfg", [_cfg(chunk_size=32, BK=16, BV=16, dot_operands="input"),
                                  _cfg(chunk_size=64, BK=32, BV=16, dot_operands="input", fuse_output=True),
-                                 _cfg(chunk_size=32, BK=16, BV=16, dot_operands="input", rec="tbv16w4s2")],
+                                 _cfg(chunk_size=32, BK=16, BV=16, dot_operands="input", rec="tbv16w4s2"),
+                                 _cfg(chunk_size=32, BK=32, BV=16, dot_operands="input", fuse_output=True,
+                                      rec="tjbv16w4s2")],
                          ids=lambda c: c.name)
 def test_16bit_dot_operands_fp16_against_float64(device, cfg):
     """Rounding the computed operands to fp16 stays within fp16's tolerance, and does change the result."""
     kernel = functools.partial(chunk_delta_rule, config=cfg)
     res = verify_delta_kernel(kernel, 1, 70, 2, 32, 16, dtype=torch.float16, device=device, reference="recurrent")
     assert res.passed, res.errors
-    exact = verify_delta_kernel(functools.partial(chunk_delta_rule, config=dataclasses.replace(cfg, dot_operands="fp32")),
+    fp32_ops = dataclasses.replace(cfg, dot_operands="fp32", rec=cfg.rec.replace("tj", "t"))  # joining needs -m16
+    exact = verify_delta_kernel(functools.partial(chunk_delta_rule, config=fp32_ops),
                                 1, 70, 2, 32, 16, dtype=torch.float16, device=device, reference="recurrent")
     assert res.errors["o"] != exact.errors["o"]  # the 16-bit path really ran
 
@@ -167,6 +173,26 @@ def test_auto_holds_a_fused_forwards_state_transposed_only_without_a_backward(de
     o2, _ = chunk_delta_rule(q, inp.k, inp.v, inp.beta, initial_state=inp.initial_state, config=cfg)
     assert provider.run_notes()["serial_tilings"] == ["fwd_state_kernel bk128 bv64 w4 s3"]
     assert relative_error(o2.detach(), ref_o) < 1e-5
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_joined_wq_products_match_the_transposed_forward_without_a_backward(device, dtype):
+    """``tj`` (W and Q read as one tile) gives the ``t`` forward's output and final state with no states
+    stored (the inference path it is for), against float64 too; the run notes name the joined form."""
+    from dnprof.providers.dnprof_kernels import DnprofChunkProvider
+
+    inp = make_delta_inputs(2, 45, 2, 32, 48, dtype=dtype, device=device, seed=9)
+    ref_o, ref_ht = recurrent_delta_rule(inp.q.double(), inp.k.double(), inp.v.double(), inp.beta.double(),
+                                         initial_state=inp.initial_state.double(), output_final_state=True)
+    base = _cfg(chunk_size=16, BK=32, BV=16, fuse_output=True, dot_operands="input", rec="tbv32w4s2")
+    provider = DnprofChunkProvider()
+    provider.begin_run()
+    o_j, ht_j = _fwd(inp, config=dataclasses.replace(base, rec="tjbv32w4s2"))
+    assert provider.run_notes()["serial_tilings"] == ["fwd_state_t_kernel+wq bk32 bv32 w4 s2"]
+    o_t, ht_t = _fwd(inp, config=base)
+    tol = 1e-5 if dtype == torch.float32 else 1e-2
+    assert relative_error(o_j, ref_o) < tol and relative_error(ht_j, ref_ht) < tol
+    assert relative_error(o_j, o_t.double()) < tol / 10 and relative_error(ht_j, ht_t.double()) < tol / 10
 
 
 def test_state_passing_two_halves_equal_one_run(device):

@@ -88,6 +88,18 @@ def test_explicit_tilings_may_hold_the_state_transposed():
         dataclasses.replace(AUTO, rec="tbk128bv32w4s2").validate()  # one tile: no slab height to choose
 
 
+def test_explicit_transposed_tilings_may_join_the_w_and_q_products():
+    cfg = dataclasses.replace(AUTO, rec="tjbv128w8s2")
+    assert cfg.name.endswith("-m16-rtjbv128w8s2") and ChunkConfig.from_name(cfg.name) == cfg
+    cfg.validate(256, 256)
+    assert recurrence_tiling(cfg, "fwd", 256, 256, 64, H200_SMS, SM90) == Tiling(128, 8, 2, 1, 256, True, True)
+    assert not recurrence_tiling(dataclasses.replace(AUTO, rec="tbv128w8s2"), "fwd", 256, 256, 64, H200_SMS).joint
+    with pytest.raises(ConfigError, match="16-bit dot operands"):
+        dataclasses.replace(AUTO, dot_operands="fp32", rec="tjbv128w8s2").validate()
+    with pytest.raises(ConfigError, match="rec must be one of"):
+        dataclasses.replace(AUTO, rec="jbv128w8s2").validate()  # joining needs the transposed state
+
+
 @pytest.mark.parametrize(
     "D,streams,stores,want",
     [

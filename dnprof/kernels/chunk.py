@@ -171,9 +171,10 @@ def launch_plan(cfg: ChunkConfig, K: int, V: int, H: int, tables: _ChunkTables, 
 
 
 def _launch_serial(kernel, tiling: Tiling, tables: _ChunkTables, scale: float, cfg: ChunkConfig, q: Tensor,
-                   V: int, tensors: tuple, flags: tuple) -> int:
+                   V: int, tensors: tuple, flags: tuple, form: str = "") -> int:
     """Launch one serial kernel (slab or transposed form) at ``tiling``: one program per (sequence, V block,
-    head), the arguments both forms share around ``tensors`` and ``flags``; note the tiling, return the stages."""
+    head), the arguments both forms share around ``tensors`` and ``flags``; note the tiling (with ``form``,
+    see :func:`dnprof.kernels.launch.note_tiling`), return the stages."""
     H, K = q.shape[1], q.shape[2]
     ran = launch(
         kernel, (tables.n_seqs * triton.cdiv(V, tiling.BV), H), *tensors,
@@ -181,7 +182,7 @@ def _launch_serial(kernel, tiling: Tiling, tables: _ChunkTables, scale: float, c
         padded_dim(K) // tiling.BK, _dot_precision(q.dtype, cfg), *flags,
         num_warps=tiling.num_warps, num_stages=tiling.num_stages, min_stages=tiling.min_stages,
     )
-    note_tiling(kernel, tiling.BK, tiling.BV, tiling.num_warps, ran)
+    note_tiling(kernel, tiling.BK, tiling.BV, tiling.num_warps, ran, form)
     return ran
 
 
@@ -192,10 +193,15 @@ def launch_state(q: Tensor, k: Tensor, W: Tensor, U: Tensor, h0: Tensor | None, 
 
     The recurrence's V tiling is independent of the chunk-parallel kernels': it only decides how
     many programs walk each sequence (``B * H * V / BV``) and what fits shared memory."""
+    join_wq = tiling.transposed and tiling.joint and cfg.fuse_output
+    if join_wq and W.dtype != q.dtype:
+        raise ValueError(f"config: rec {cfg.rec} reads W and q as one tile, so they need one dtype; got W {W.dtype} "
+                         f"and q {q.dtype} (use a '-m16' variant)")
     return _launch_serial(
         fwd_state_t_kernel if tiling.transposed else fwd_state_kernel, tiling, tables, scale, cfg, q, U.shape[-1],
         (q, k, W, U, h0 if h0 is not None else Hs, Hs, Vn, o, ht if ht is not None else Hs),
-        (h0 is not None, ht is not None, store_h, store_vn, cfg.fuse_output))
+        (h0 is not None, ht is not None, store_h, store_vn, cfg.fuse_output) + ((join_wq,) if tiling.transposed else ()),
+        "+wq" if join_wq else "")
 
 
 def launch_dh(q: Tensor, k: Tensor, W: Tensor, do: Tensor, dht: Tensor | None, dHs: Tensor, dVn: Tensor,

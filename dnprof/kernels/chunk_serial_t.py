@@ -13,6 +13,12 @@ product as wide as the key head dim instead of one per key slab. These kernels r
 tiling (``-rtbv64w8s2``), and ``rec="auto"`` picks the forward for a fused-output forward that stores
 no states, where the H200 measured it faster (:mod:`dnprof.kernels.recurrence_tiling`); it measured
 the reverse and the state-storing forward slower than the slabs.
+
+With the output fused, the ``tj`` tilings (``-rtjbv128w8s2``, ``JOIN_WQ``) read the chunk's ``W`` and
+``Q`` rows as one ``[2C, K]`` tile and multiply the state and the key tile by it once each: four
+products a chunk instead of five, and ``Q`` loaded once. Compiled for sm_90 at D = 256 and
+``BV = 128``, 8 warps, that loop spills 16 B where the ``t`` form spills 520 B
+(``benchmarks/smem_check.py --regs``); it is not timed yet, so ``auto`` does not pick it.
 """
 
 from __future__ import annotations
@@ -62,11 +68,32 @@ def _load_state_t(ptr, c, i_h, H, K: tl.constexpr, V: tl.constexpr, v0, BK: tl.c
 
 
 @triton.jit
+def _wq_tile(W, q, t0, eos, i_h, H, K: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr):
+    """Rows ``t0 .. t0+BT`` of ``W`` stacked on the same rows of ``q``: one ``[2 BT, BK]`` tile (same dtype)."""
+    r2 = tl.arange(0, 2 * BT)
+    offs_t = t0 + r2 % BT
+    offs_k = tl.arange(0, BK)
+    m = (offs_t < eos)[:, None] & (offs_k < K)[None, :]
+    off = (offs_t[:, None] * H + i_h) * K + offs_k[None, :]
+    return tl.load(tl.where((r2 < BT)[:, None], W + off, q + off), mask=m, other=0.0)
+
+
+@triton.jit
+def _halves(x, R: tl.constexpr, BT: tl.constexpr):
+    """The two ``[R, BT]`` column halves of an ``[R, 2 BT]`` tile."""
+    return tl.split(tl.permute(tl.reshape(x, [R, 2, BT]), (0, 2, 1)))
+
+
+@triton.jit
 def fwd_state_t_kernel(q, k, W, U, h0, Hs, Vn, o, ht, seq_start, seq_chunk0, max_chunks, scale, H,
                        K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
                        NKS: tl.constexpr, PREC: tl.constexpr, USE_H0: tl.constexpr, STORE_FINAL: tl.constexpr,
-                       STORE_H: tl.constexpr, STORE_VN: tl.constexpr, FUSE_OUTPUT: tl.constexpr):
-    """``fwd_state_kernel`` with ``h^T [BV, BK]`` (``BK`` the padded key head dim; ``NKS`` is 1)."""
+                       STORE_H: tl.constexpr, STORE_VN: tl.constexpr, FUSE_OUTPUT: tl.constexpr,
+                       JOIN_WQ: tl.constexpr):
+    """``fwd_state_kernel`` with ``h^T [BV, BK]`` (``BK`` the padded key head dim; ``NKS`` is 1).
+
+    ``JOIN_WQ`` (with ``FUSE_OUTPUT``; ``W`` and ``q`` of one dtype): ``h^T [W; Q]^T`` and ``K [W; Q]^T``
+    give ``h^T W^T``, ``h^T Q^T`` and ``K Q^T`` in two products over one loaded tile."""
     i_n, i_h, v0, bos, eos, c0 = serial_program(seq_start, seq_chunk0, V, BV)
     h_t = _load_state_t(h0, i_n, i_h, H, K, V, v0, BK, BV, USE_H0)
     rows = tl.arange(0, BT)
@@ -78,16 +105,26 @@ def fwd_state_t_kernel(q, k, W, U, h0, Hs, Vn, o, ht, seq_start, seq_chunk0, max
             ps, ms = _state_t_ptrs(Hs, c, i_h, H, K, V, v0, BK, BV)
             tl.store(ps, h_t, mask=ms & (i < n_chunks))
         # Vn^T = U^T - h^T W^T
-        b_w = load_tile(W, t0, eos, i_h, H, K, 0, BT, BK)
-        vn_t = _tile_t(U, t0, eos, i_h, H, V, v0, BT, BV).to(tl.float32) - dot32(h_t, tl.trans(b_w), PREC)
+        if JOIN_WQ:
+            b_wq = _wq_tile(W, q, t0, eos, i_h, H, K, BT, BK)
+            hw, hq = _halves(dot32(h_t, tl.trans(b_wq), PREC), BV, BT)
+            vn_t = _tile_t(U, t0, eos, i_h, H, V, v0, BT, BV).to(tl.float32) - hw
+        else:
+            b_w = load_tile(W, t0, eos, i_h, H, K, 0, BT, BK)
+            vn_t = _tile_t(U, t0, eos, i_h, H, V, v0, BT, BV).to(tl.float32) - dot32(h_t, tl.trans(b_w), PREC)
         if STORE_VN:
             _store_t(Vn, vn_t, t0, eos, i_h, H, V, v0, BT, BV)
         b_k = load_tile(k, t0, eos, i_h, H, K, 0, BT, BK)
         if FUSE_OUTPUT:
             # O^T = scale (h^T Q^T + Vn^T S^T), S^T[j, i] = k_j . q_i for j <= i
-            b_q = load_tile(q, t0, eos, i_h, H, K, 0, BT, BK)
-            s_t = tl.where(rows[:, None] <= rows[None, :], mm(b_k, tl.trans(b_q), PREC), 0.0)
-            o_t = (dot32(h_t, tl.trans(b_q), PREC) + dot32(vn_t, s_t, PREC)) * scale
+            if JOIN_WQ:
+                _kw, kq = _halves(mm(b_k, tl.trans(b_wq), PREC), BT, BT)
+                s_t = tl.where(rows[:, None] <= rows[None, :], kq, 0.0)
+            else:
+                b_q = load_tile(q, t0, eos, i_h, H, K, 0, BT, BK)
+                s_t = tl.where(rows[:, None] <= rows[None, :], mm(b_k, tl.trans(b_q), PREC), 0.0)
+                hq = dot32(h_t, tl.trans(b_q), PREC)
+            o_t = (hq + dot32(vn_t, s_t, PREC)) * scale
             _store_t(o, o_t, t0, eos, i_h, H, V, v0, BT, BV)
         # h^T += Vn^T K
         h_t += dot32(vn_t, b_k, PREC)

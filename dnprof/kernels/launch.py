@@ -31,10 +31,11 @@ def reset_lowered() -> None:
     _TILINGS.clear()
 
 
-def note_tiling(kernel: Any, BK: int, BV: int, num_warps: int, stages: int) -> None:
+def note_tiling(kernel: Any, BK: int, BV: int, num_warps: int, stages: int, form: str = "") -> None:
     """Remember a launch of ``kernel`` (a Triton kernel) and its tiling for the results row being measured:
-    a variant whose tiling is chosen at launch (``rec="auto"``) then says what actually ran."""
-    _TILINGS.add((_name(kernel), BK, BV, num_warps, stages))
+    a variant whose tiling is chosen at launch (``rec="auto"``) then says what actually ran. ``form``
+    (e.g. ``"+wq"``) follows the kernel's name where one kernel runs in more than one form."""
+    _TILINGS.add((_name(kernel) + form, BK, BV, num_warps, stages))
 
 
 def noted_tilings() -> list[str]:

@@ -23,7 +23,8 @@ the launch parameters, and the fusion/storage choices the kernels implement:
   that tiling for both, with the state held in slabs of the variant's ``BK`` rows; a ``bk<BK>``
   prefix (``bk256bv32w4s2``) sets the slab height (the padded key head dim: one slab), and a ``t``
   prefix (``tbv64w8s2``) holds the state transposed, ``h^T [BV, K]`` in one tile
-  (:mod:`dnprof.kernels.chunk_serial_t`).
+  (:mod:`dnprof.kernels.chunk_serial_t`); ``tj`` (``tjbv128w8s2``) also joins the fused forward's
+  ``W`` and ``Q`` products, and needs 16-bit dot operands (``-m16``: ``W`` then has the input's dtype).
 
 The tuner builds its search space from :meth:`ChunkConfig.choices` and checks each candidate with
 :meth:`ChunkConfig.validate`.
@@ -44,19 +45,21 @@ MAX_CHUNK_TILE = 128 * 128
 
 
 #: An explicit launch tiling of the serial kernels: ``bv32w4s3``, ``bk256bv32w4s3`` with the slab height,
-#: or ``tbv64w8s2`` with the state transposed.
-_REC_TILING = re.compile(r"(?:(t)|bk(\d+))?bv(\d+)w(\d+)s(\d+)")
+#: ``tbv64w8s2`` with the state transposed, or ``tjbv128w8s2`` transposed with the W and Q products joined.
+_REC_TILING = re.compile(r"(?:(tj?)|bk(\d+))?bv(\d+)w(\d+)s(\d+)")
 
 
 class RecTiling(NamedTuple):
     """An explicit ``rec`` tiling: V tile, warps, stages, the state's slab height (0: the variant's BK),
-    and whether the state is held transposed (then in one tile)."""
+    whether the state is held transposed (then in one tile), and whether the transposed forward joins its
+    ``W`` and ``Q`` products (:mod:`dnprof.kernels.chunk_serial_t`)."""
 
     BV: int
     warps: int
     stages: int
     BK: int = 0
     transposed: bool = False
+    joint: bool = False
 
 
 def parse_rec_tiling(rec: str) -> RecTiling | None:
@@ -64,7 +67,9 @@ def parse_rec_tiling(rec: str) -> RecTiling | None:
     m = _REC_TILING.fullmatch(rec) if isinstance(rec, str) else None
     if m is None:
         return None
-    return RecTiling(int(m.group(3)), int(m.group(4)), int(m.group(5)), int(m.group(2) or 0), m.group(1) == "t")
+    prefix = m.group(1) or ""
+    return RecTiling(int(m.group(3)), int(m.group(4)), int(m.group(5)), int(m.group(2) or 0), prefix.startswith("t"),
+                     prefix == "tj")
 
 
 def _is_pow2(x: int) -> bool:
@@ -213,7 +218,10 @@ class ChunkConfig:
         space = self.choices()
         if tiling is None:
             raise ConfigError(f"rec must be one of {named} or like 'bv32w4s3', got {self.rec!r}")
-        bv, warps, stages, bk, _ = tiling
+        bv, warps, stages, bk, _, joint = tiling
+        if joint and self.dot_operands != "input":
+            raise ConfigError(f"rec {self.rec}: joining the W and Q products reads W and Q as one tile of one dtype, "
+                              f"so it needs 16-bit dot operands (dot_operands='input', the '-m16' variants)")
         if (bv not in space["BV"] or warps not in space["num_warps"] or stages not in space["num_stages"]
                 or (bk and bk not in space["BK"])):
             raise ConfigError(f"rec {self.rec}: BV must be one of {space['BV']}, warps one of {space['num_warps']}, "

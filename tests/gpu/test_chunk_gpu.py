@@ -99,7 +99,7 @@ def test_fp16_and_fp32_on_gpu():
 
 
 SERIAL_TILINGS = ["bv64w8s3", "bv64w4s3", "bv32w4s3", "bv32w4s2", "bk128bv64w4s3", "bk128bv32w4s3", "tbv64w8s2",
-                  "tbv32w4s2", "tbv128w8s2", "tbv64w4s2"]
+                  "tbv32w4s2", "tbv128w8s2", "tbv64w4s2", "tjbv64w4s2"]
 
 
 @pytest.mark.parametrize("rec", SERIAL_TILINGS)
@@ -148,17 +148,20 @@ def test_chunk_128_wy_at_one_stage_is_refused_on_sm90():
         chunk_delta_rule(q, k, v, beta, config=cfg)
 
 
-@pytest.mark.parametrize("D,want", [(128, "fwd_state_t_kernel bk128 bv64 w4 s2"),
-                                    (256, "fwd_state_t_kernel bk256 bv128 w8 s2")])
-def test_auto_holds_the_state_transposed_in_a_fused_forward_without_backward_bf16(D, want):
-    """With programs enough (B * H = 64 streams and more on 132 SMs), ``rec="auto"`` runs a no-grad forward
-    with the output fused on the transposed state loop; its output and final state agree with float64."""
+@pytest.mark.parametrize("D,rec,want", [(128, "auto", "fwd_state_t_kernel bk128 bv64 w4 s2"),
+                                        (256, "auto", "fwd_state_t_kernel bk256 bv128 w8 s2"),
+                                        (128, "tjbv64w4s2", "fwd_state_t_kernel+wq bk128 bv64 w4 s2"),
+                                        (256, "tjbv128w8s2", "fwd_state_t_kernel+wq bk256 bv128 w8 s2"),
+                                        (256, "tjbv64w4s2", "fwd_state_t_kernel+wq bk256 bv64 w4 s2")])
+def test_transposed_state_in_a_fused_forward_without_backward_bf16(D, rec, want):
+    """A no-grad forward with the output fused on the transposed state loop: what ``rec="auto"`` runs with
+    programs enough (B * H = 64 streams and more on 132 SMs), and the ``tj`` tilings (W and Q read as one
+    tile); output and final state agree with float64, and the noted launch is the one meant."""
     import dataclasses
 
     from dnprof.kernels import launch
 
-    cfg = dataclasses.replace(ChunkConfig.default_for(D, D, 64, torch.bfloat16, "fwd"), fuse_output=True,
-                              rec="auto")
+    cfg = dataclasses.replace(ChunkConfig.default_for(D, D, 64, torch.bfloat16, "fwd"), fuse_output=True, rec=rec)
     launch.reset_lowered()
     kernel = functools.partial(chunk_delta_rule, config=cfg)
     res = verify_delta_kernel(kernel, 8, 1024, 2048 // D, D, D, dtype=torch.bfloat16, device="cuda", mode="fwd",

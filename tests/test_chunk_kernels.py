@@ -108,9 +108,11 @@ def test_l2norm_in_kernel(device):
     assert res.passed, res.errors
 
 
-@pytest.mark.parametrize("rec", ["main", "tbv16w4s2"], ids=["slabs", "transposed"])
-def test_varlen_against_float64(device, rec):
-    kernel = functools.partial(chunk_delta_rule, config=_cfg(chunk_size=16, BK=16, BV=16, rec=rec))
+@pytest.mark.parametrize("cfg", [_cfg(), _cfg(rec="tbv16w4s2"),
+                                 _cfg(rec="tjbv16w4s2", fuse_output=True, dot_operands="input")],
+                         ids=["slabs", "transposed", "joined"])
+def test_varlen_against_float64(device, cfg):
+    kernel = functools.partial(chunk_delta_rule, config=cfg)
     res = verify_delta_kernel(kernel, 1, 67, 2, 16, 16, dtype=torch.float32, device=device,
                               cu_seqlens=[0, 13, 50, 67], tolerance=1e-5, reference="recurrent")
     assert res.passed, res.errors

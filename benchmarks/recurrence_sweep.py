@@ -14,8 +14,8 @@ worker that meets one records that setting as ``fault`` and exits; the rest of i
 in a fresh worker. The workers compile in parallel first.
 
 Usage (GPU): python benchmarks/recurrence_sweep.py --head-dim 128,256 --seq-len 4096,16384 --json out.jsonl
-(``--bk 128,256`` for taller state slabs, ``--layout slabs,t,tj`` for the transposed-state kernels too;
-``tj`` joins the fused forward's W and Q products)
+(``--bk 128,256`` for taller state slabs, ``--layout slabs,t,tj,tx`` for the transposed-state kernels too;
+``tj`` joins the fused forward's W and Q products, ``tx`` applies X in the forward loop)
 """
 
 from __future__ import annotations
@@ -58,16 +58,19 @@ def _prepare(D: int, T: int, tokens: int, model_dim: int, device: str) -> dict[s
     beta = inp.beta.reshape(B * T, H).contiguous()
     tables = ck._ChunkTables([b * T for b in range(B + 1)], cfg.chunk_size, q.device)
     inter = ck._intermediate_dtype(q.dtype, cfg)
-    X, W, U = ck.wy_forward(k, v, beta, tables.chunk_start, tables.chunk_end, cfg.chunk_size, cfg.BK, cfg.BV,
-                            cfg.fuse_wy, ck._precision(q.dtype), cfg.num_warps, cfg.num_stages, inter, keep_x=True)
-    return dict(cfg=cfg, q=q, k=k, W=W, U=U, h0=inp.initial_state.contiguous(), tables=tables, inter=inter,
+    wy = (k, v, beta, tables.chunk_start, tables.chunk_end, cfg.chunk_size, cfg.BK, cfg.BV, cfg.fuse_wy,
+          ck._precision(q.dtype), cfg.num_warps, cfg.num_stages, inter)
+    X, W, U = ck.wy_forward(*wy, keep_x=True)
+    X32, _, _ = ck.wy_forward(*wy, make_wu=False)  # what a ``tx`` loop reads instead of W and U
+    return dict(cfg=cfg, q=q, k=k, v=v, beta=beta, W=W, U=U, X32=X32, h0=inp.initial_state.contiguous(),
+                tables=tables, inter=inter,
                 do=inp.do.reshape(B * T, H, D).contiguous(), dht=inp.dht.float().contiguous(), scale=D ** -0.5)
 
 
 def _runner(p: dict[str, Any], kernel: str, BV: int, warps: int, stages: int, BK: int = 0, layout: str = "slabs"):
     """A zero-argument launch of ``kernel`` at this tiling (``BK``: the state's slab height, 0 for the
     variant's own; ``layout`` ``t``: the transposed-state form, one tile; ``tj``: that with the W and Q
-    products joined), and a function returning its outputs."""
+    products joined; ``tx``: that with X applied in the forward loop), and a function returning its outputs."""
     import torch
 
     from dnprof.kernels import chunk as ck
@@ -76,9 +79,9 @@ def _runner(p: dict[str, Any], kernel: str, BV: int, warps: int, stages: int, BK
 
     q, k, tables, cfg = p["q"], p["k"], p["tables"], p["cfg"]
     # min 1: the sweep measures the unpipelined settings too
-    transposed = layout in ("t", "tj")
+    transposed = layout in ("t", "tj", "tx")
     tiling = Tiling(BV, warps, stages, 1, padded_dim(q.shape[-1]) if transposed else BK or cfg.BK, transposed,
-                    layout == "tj")
+                    layout == "tj", layout == "tx" and kernel.startswith("fwd_state"))
     T, H, D = q.shape
     n_states = tables.n_seqs
     f32 = dict(dtype=torch.float32, device=q.device)
@@ -92,9 +95,11 @@ def _runner(p: dict[str, Any], kernel: str, BV: int, warps: int, stages: int, BK
         o = torch.empty(T, H, D, dtype=q.dtype, device=q.device)
         ht = torch.empty(n_states, H, D, D, **f32)
 
+        W, U, beta = (p["X32"], p["v"], p["beta"]) if tiling.apply_x else (p["W"], p["U"], None)
+
         def run():
-            return ck.launch_state(q, k, p["W"], p["U"], p["h0"], Hs, Vn, o, ht, tables, p["scale"], cfg,
-                                   store, store, tiling)
+            return ck.launch_state(q, k, W, U, p["h0"], Hs, Vn, o, ht, tables, p["scale"], cfg, store, store, tiling,
+                                   beta)
 
         return run, lambda: ([o] if fused else []) + ([Hs, Vn] if store else []) + [ht]
     dHs = torch.empty(tables.n_chunks, H, D, D, dtype=ck._STATE_DTYPES[cfg.state_dtype], device=q.device)
@@ -194,7 +199,8 @@ def main() -> None:
     ap.add_argument("--kernels", default=",".join(KERNELS))
     ap.add_argument("--bv", default="32,64")
     ap.add_argument("--bk", default="0", help="height of the state's slabs (0: the variant's BK; the head dim: one slab)")
-    ap.add_argument("--layout", default="slabs", help="slabs (the state as [BK, BV] slabs), t (transposed, one tile), tj (t with the W and Q products joined)")
+    ap.add_argument("--layout", default="slabs", help="slabs (the state as [BK, BV] slabs), t (transposed, one tile), tj (t with the W and Q products joined), "
+                                             "tx (t with X applied in the forward loop)")
     ap.add_argument("--warps", default="2,4,8")
     ap.add_argument("--stages", default="1,2,3")
     ap.add_argument("--tokens", type=int, default=32768, help="B * T")
@@ -214,7 +220,7 @@ def main() -> None:
     for D, lay, BK, BV, w, T, kern, s in itertools.product(ints(a.head_dim), layouts, ints(a.bk), ints(a.bv),
                                                            ints(a.warps), ints(a.seq_len), a.kernels.split(","),
                                                            ints(a.stages)):
-        if lay in ("t", "tj"):
+        if lay in ("t", "tj", "tx"):
             BK = 0  # one tile of the head dim
         if BV <= D and BK <= D and (BK == 0 or 4 * BK >= D):
             item = dict(D=D, T=T, kernel=kern, layout=lay, BK=BK, BV=BV, warps=w, stages=s, tokens=a.tokens,
@@ -232,7 +238,7 @@ def main() -> None:
     for group in groups.values():  # then time one group at a time
         for rec in _run_group(group, False):
             ms = f"{rec['ms']:.3f} ms" if "ms" in rec else ""
-            lay = rec["layout"] if rec.get("layout") in ("t", "tj") else f"bk{rec.get('BK', 0)}"
+            lay = rec["layout"] if rec.get("layout") in ("t", "tj", "tx") else f"bk{rec.get('BK', 0)}"
             print(f"D={rec['D']} T={rec['T']} {rec['kernel']:13s} {lay} bv{rec['BV']} w{rec['warps']} s{rec['stages']}"
                   f" (ran s{rec.get('stages_ran', '?')}) {ms} err={rec.get('rel_err', float('nan')):.1e} "
                   f"{rec['status']}", flush=True)

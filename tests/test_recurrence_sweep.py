@@ -30,17 +30,18 @@ def test_sweep_records_each_setting_with_its_error(tmp_path):
 
 
 def test_sweep_runs_the_transposed_forms(tmp_path):
-    """``--layout t,tj``: the transposed loop and its joined W and Q products, each checked against the
-    variant's own tiling and recorded under its layout."""
+    """``--layout t,tj,tx``: the transposed loop, its joined W and Q products and X applied in the loop,
+    each checked against the variant's own tiling and recorded under its layout."""
     out = tmp_path / "sweep.jsonl"
     env = dict(os.environ, TRITON_INTERPRET="1")
     proc = subprocess.run([sys.executable, str(SCRIPT), "--head-dim", "32", "--seq-len", "64", "--tokens", "64",
                            "--model-dim", "32", "--device", "cpu", "--bv", "32", "--warps", "4", "--stages", "2",
-                           "--layout", "t,tj", "--kernels", "fwd_state_of", "--jobs", "2", "--json", str(out)],
+                           "--layout", "t,tj,tx", "--kernels", "fwd_state_of,fwd_state_ofs", "--jobs", "2", "--json", str(out)],
                           capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     recs = [json.loads(x) for x in out.read_text().splitlines()][1:]
-    assert sorted(r["layout"] for r in recs) == ["t", "tj"]
+    assert sorted((r["layout"], r["kernel"]) for r in recs) == [
+        (lay, kern) for lay in ("t", "tj", "tx") for kern in ("fwd_state_of", "fwd_state_ofs")]
     for r in recs:
         assert r["status"] == "ok" and r["rel_err"] < 1e-2, r
-    assert " tj bv32 " in proc.stdout
+    assert " tj bv32 " in proc.stdout and " tx bv32 " in proc.stdout

@@ -100,6 +100,15 @@ def test_explicit_transposed_tilings_may_join_the_w_and_q_products():
         dataclasses.replace(AUTO, rec="jbv128w8s2").validate()  # joining needs the transposed state
 
 
+def test_explicit_transposed_tilings_may_apply_x_in_the_forward_loop():
+    cfg = dataclasses.replace(AUTO, dot_operands="fp32", rec="txbv128w8s2")  # any dot operands
+    assert ChunkConfig.from_name(cfg.validate(256, 256).name) == cfg
+    assert recurrence_tiling(cfg, "fwd", 256, 256, 64, H200_SMS, SM90) == Tiling(128, 8, 2, 1, 256, True, False, True)
+    assert recurrence_tiling(cfg, "bwd", 256, 256, 64, H200_SMS, SM90) == Tiling(128, 8, 2, 1, 256, True)  # as t
+    with pytest.raises(ConfigError, match="rec must be one of"):
+        dataclasses.replace(AUTO, rec="tjxbv128w8s2").validate()
+
+
 @pytest.mark.parametrize(
     "D,streams,stores,want",
     [

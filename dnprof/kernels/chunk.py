@@ -10,7 +10,8 @@ forward
        kernels (this one and ``bwd_dh_kernel``) launch at a tiling of their own, ``cfg.rec``
        (recurrence_tiling.py); a ``t`` tiling runs their transposed-state forms instead
        (chunk_serial_t.py), which ``auto`` picks for a forward with the output fused that no backward
-       follows, when there are programs enough.
+       follows, when there are programs enough. A ``tx`` tiling applies ``X`` inside this loop: step 1
+       then computes ``X`` alone, and ``W``/``U`` are never formed.
     3. without ``fuse_output``: ``fwd_output_kernel``, parallel over chunks.
 backward
     1. ``wy_apply_kernel`` recomputes ``W`` from the saved ``X``, unless the forward kept ``W``
@@ -188,20 +189,28 @@ def _launch_serial(kernel, tiling: Tiling, tables: _ChunkTables, scale: float, c
 
 def launch_state(q: Tensor, k: Tensor, W: Tensor, U: Tensor, h0: Tensor | None, Hs: Tensor, Vn: Tensor, o: Tensor,
                  ht: Tensor | None, tables: _ChunkTables, scale: float, cfg: ChunkConfig, store_h: bool,
-                 store_vn: bool, tiling: Tiling) -> int:
+                 store_vn: bool, tiling: Tiling, beta: Tensor | None = None) -> int:
     """Launch the forward state recurrence at its own tiling (:func:`launch_plan`); return the stages run.
 
     The recurrence's V tiling is independent of the chunk-parallel kernels': it only decides how
-    many programs walk each sequence (``B * H * V / BV``) and what fits shared memory."""
+    many programs walk each sequence (``B * H * V / BV``) and what fits shared memory. With
+    ``tiling.apply_x`` (``tx``) ``W`` is the fp32 ``X``, ``U`` is ``v`` and ``beta`` is needed."""
+    apply_x = tiling.transposed and tiling.apply_x
     join_wq = tiling.transposed and tiling.joint and cfg.fuse_output
+    if apply_x and (beta is None or W.dtype != torch.float32 or W.dim() != 4):
+        raise ValueError("config: a 'tx' forward applies X in the loop: it takes the fp32 X [n_chunks, H, C, C] "
+                         "as W, v as U, and beta")
     if join_wq and W.dtype != q.dtype:
         raise ValueError(f"config: rec {cfg.rec} reads W and q as one tile, so they need one dtype; got W {W.dtype} "
                          f"and q {q.dtype} (use a '-m16' variant)")
-    return _launch_serial(
-        fwd_state_t_kernel if tiling.transposed else fwd_state_kernel, tiling, tables, scale, cfg, q, U.shape[-1],
-        (q, k, W, U, h0 if h0 is not None else Hs, Hs, Vn, o, ht if ht is not None else Hs),
-        (h0 is not None, ht is not None, store_h, store_vn, cfg.fuse_output) + ((join_wq,) if tiling.transposed else ()),
-        "+wq" if join_wq else "")
+    tensors = (q, k, W, U, h0 if h0 is not None else Hs, Hs, Vn, o, ht if ht is not None else Hs)
+    flags = (h0 is not None, ht is not None, store_h, store_vn, cfg.fuse_output)
+    if not tiling.transposed:
+        return _launch_serial(fwd_state_kernel, tiling, tables, scale, cfg, q, U.shape[-1], tensors, flags)
+    form = "+x" if apply_x else "+wq" if join_wq else ""
+    return _launch_serial(fwd_state_t_kernel, tiling, tables, scale, cfg, q, U.shape[-1],
+                          tensors + (W if beta is None else beta,), flags + (join_wq, apply_x, _precision(q.dtype)),
+                          form)
 
 
 def launch_dh(q: Tensor, k: Tensor, W: Tensor, do: Tensor, dht: Tensor | None, dHs: Tensor, dVn: Tensor,
@@ -226,22 +235,26 @@ def _forward(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, scale: float, h0: Te
     prec, dprec = _precision(q.dtype), _dot_precision(q.dtype, cfg)
     nw, ns = cfg.num_warps, cfg.num_stages
     inter = _intermediate_dtype(q.dtype, cfg)
+    apply_x = plan.fwd.apply_x
     X, W, U = wy_forward(k, v, beta, tables.chunk_start, tables.chunk_end, BT, BK, BV, cfg.fuse_wy, prec, nw, ns,
-                         inter, keep_x=save, min_stages=plan.wy_min_stages)
+                         inter, keep_x=save, min_stages=plan.wy_min_stages, make_wu=not apply_x)
     store_h = store_vn = _stores_states(cfg, save)
     dev = q.device
     Hs = torch.empty(tables.n_chunks if store_h else 1, H, K, V, dtype=_STATE_DTYPES[cfg.state_dtype], device=dev)
     Vn = torch.empty(T if store_vn else 1, H, V, dtype=inter, device=dev)
     o = torch.empty(T, H, V, dtype=q.dtype, device=dev)
     ht = torch.empty(tables.n_seqs, H, K, V, dtype=torch.float32, device=dev) if output_final_state else None
-    launch_state(q, k, W, U, h0, Hs, Vn, o, ht, tables, scale, cfg, store_h, store_vn, plan.fwd)
+    if apply_x:  # the loop forms Vn from X, v and beta itself
+        launch_state(q, k, X, v, h0, Hs, Vn, o, ht, tables, scale, cfg, store_h, store_vn, plan.fwd, beta)
+    else:
+        launch_state(q, k, W, U, h0, Hs, Vn, o, ht, tables, scale, cfg, store_h, store_vn, plan.fwd)
     if not cfg.fuse_output:
         launch(
             fwd_output_kernel, (tables.n_chunks * triton.cdiv(V, BV), H),
             q, k, Hs, Vn, o, tables.chunk_start, tables.chunk_end, scale, H, K, V, BT, BK, BV, dprec,
             num_warps=nw, num_stages=ns,
         )
-    keep_w = save and inter != torch.float32
+    keep_w = save and inter != torch.float32 and W is not None
     return o, ht, X, (Hs if save else None), (Vn if save else None), (W if keep_w else None)
 
 

@@ -18,7 +18,14 @@ With the output fused, the ``tj`` tilings (``-rtjbv128w8s2``, ``JOIN_WQ``) read 
 ``Q`` rows as one ``[2C, K]`` tile and multiply the state and the key tile by it once each: four
 products a chunk instead of five, and ``Q`` loaded once. Compiled for sm_90 at D = 256 and
 ``BV = 128``, 8 warps, that loop spills 16 B where the ``t`` form spills 520 B
-(``benchmarks/smem_check.py --regs``); it is not timed yet, so ``auto`` does not pick it.
+(``benchmarks/smem_check.py --regs``).
+
+The ``tx`` tilings (``-rtxbv128w8s2``, ``APPLY_X``) apply the WY transform inside the forward loop:
+the WY launch then computes ``X`` alone (fp32) and never forms ``W = X diag(beta) K`` or
+``U = X diag(beta) V``, which are the size of ``k`` and ``v``; the loop takes
+``Vn^T = (V^T - h^T K^T) diag(beta) X^T`` from the ``K`` tile it loads anyway, ``v`` and the chunk's
+``[C, C]`` block of ``X``, one small product more a chunk. A backward then recomputes ``W`` from ``X``.
+Neither ``tj`` nor ``tx`` is timed yet, so ``auto`` picks neither.
 """
 
 from __future__ import annotations
@@ -85,15 +92,31 @@ def _halves(x, R: tl.constexpr, BT: tl.constexpr):
 
 
 @triton.jit
-def fwd_state_t_kernel(q, k, W, U, h0, Hs, Vn, o, ht, seq_start, seq_chunk0, max_chunks, scale, H,
+def _vn_from_x(X, v, k, beta, h_t, c, t0, eos, i_h, H, K: tl.constexpr, V: tl.constexpr, v0, BT: tl.constexpr,
+               BK: tl.constexpr, BV: tl.constexpr, PREC: tl.constexpr, XPREC: tl.constexpr):
+    """``Vn^T = (V^T - h^T K^T) diag(beta) X^T`` for chunk ``c`` from its ``X`` block, and the chunk's key tile.
+
+    The ``X`` product runs at ``XPREC`` (tf32, or full fp32 for fp32 inputs) on the fp32 ``X``, so the
+    WY transform stays as accurate as the 16-bit split of ``W``/``U`` in the WY launch."""
+    rows = tl.arange(0, BT)
+    b_k = load_tile(k, t0, eos, i_h, H, K, 0, BT, BK)
+    a_t = _tile_t(v, t0, eos, i_h, H, V, v0, BT, BV).to(tl.float32) - dot32(h_t, tl.trans(b_k), PREC)
+    b_beta = tl.load(beta + (t0 + rows) * H + i_h, mask=t0 + rows < eos, other=0.0).to(tl.float32)
+    b_x = tl.load(X + (c * H + i_h).to(tl.int64) * BT * BT + rows[:, None] * BT + rows[None, :]).to(tl.float32)
+    return tl.dot(a_t * b_beta[None, :], tl.trans(b_x), input_precision=XPREC), b_k
+
+
+@triton.jit
+def fwd_state_t_kernel(q, k, W, U, h0, Hs, Vn, o, ht, beta, seq_start, seq_chunk0, max_chunks, scale, H,
                        K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
                        NKS: tl.constexpr, PREC: tl.constexpr, USE_H0: tl.constexpr, STORE_FINAL: tl.constexpr,
                        STORE_H: tl.constexpr, STORE_VN: tl.constexpr, FUSE_OUTPUT: tl.constexpr,
-                       JOIN_WQ: tl.constexpr):
+                       JOIN_WQ: tl.constexpr, APPLY_X: tl.constexpr, XPREC: tl.constexpr):
     """``fwd_state_kernel`` with ``h^T [BV, BK]`` (``BK`` the padded key head dim; ``NKS`` is 1).
 
     ``JOIN_WQ`` (with ``FUSE_OUTPUT``; ``W`` and ``q`` of one dtype): ``h^T [W; Q]^T`` and ``K [W; Q]^T``
-    give ``h^T W^T``, ``h^T Q^T`` and ``K Q^T`` in two products over one loaded tile."""
+    give ``h^T W^T``, ``h^T Q^T`` and ``K Q^T`` in two products over one loaded tile. ``APPLY_X``: ``W``
+    is the fp32 ``X [n_chunks, H, C, C]`` and ``U`` is ``v`` (:func:`_vn_from_x`); ``beta`` is read only then."""
     i_n, i_h, v0, bos, eos, c0 = serial_program(seq_start, seq_chunk0, V, BV)
     h_t = _load_state_t(h0, i_n, i_h, H, K, V, v0, BK, BV, USE_H0)
     rows = tl.arange(0, BT)
@@ -105,7 +128,9 @@ def fwd_state_t_kernel(q, k, W, U, h0, Hs, Vn, o, ht, seq_start, seq_chunk0, max
             ps, ms = _state_t_ptrs(Hs, c, i_h, H, K, V, v0, BK, BV)
             tl.store(ps, h_t, mask=ms & (i < n_chunks))
         # Vn^T = U^T - h^T W^T
-        if JOIN_WQ:
+        if APPLY_X:
+            vn_t, b_k = _vn_from_x(W, U, k, beta, h_t, c, t0, eos, i_h, H, K, V, v0, BT, BK, BV, PREC, XPREC)
+        elif JOIN_WQ:
             b_wq = _wq_tile(W, q, t0, eos, i_h, H, K, BT, BK)
             hw, hq = _halves(dot32(h_t, tl.trans(b_wq), PREC), BV, BT)
             vn_t = _tile_t(U, t0, eos, i_h, H, V, v0, BT, BV).to(tl.float32) - hw
@@ -114,7 +139,8 @@ def fwd_state_t_kernel(q, k, W, U, h0, Hs, Vn, o, ht, seq_start, seq_chunk0, max
             vn_t = _tile_t(U, t0, eos, i_h, H, V, v0, BT, BV).to(tl.float32) - dot32(h_t, tl.trans(b_w), PREC)
         if STORE_VN:
             _store_t(Vn, vn_t, t0, eos, i_h, H, V, v0, BT, BV)
-        b_k = load_tile(k, t0, eos, i_h, H, K, 0, BT, BK)
+        if not APPLY_X:
+            b_k = load_tile(k, t0, eos, i_h, H, K, 0, BT, BK)
         if FUSE_OUTPUT:
             # O^T = scale (h^T Q^T + Vn^T S^T), S^T[j, i] = k_j . q_i for j <= i
             if JOIN_WQ:

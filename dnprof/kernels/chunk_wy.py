@@ -202,7 +202,8 @@ def _store_prec(prec: str, dtype: torch.dtype) -> str:
 def wy_forward(k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor, chunk_start: torch.Tensor,
                chunk_end: torch.Tensor, BT: int, BK: int, BV: int, fuse: bool, prec: str,
                num_warps: int, num_stages: int, wu_dtype: torch.dtype = torch.float32, keep_x: bool = True,
-               min_stages: int = 1) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+               min_stages: int = 1, make_wu: bool = True) -> tuple[torch.Tensor | None, torch.Tensor | None,
+                                                                   torch.Tensor | None]:
     """X [n_chunks, H, C, C], W [T, H, K], U [T, H, V] for flattened ``[T, H, D]`` inputs.
 
     With a 16-bit ``wu_dtype`` the ``W``/``U`` products take 16-bit operands (split in two, see
@@ -210,9 +211,16 @@ def wy_forward(k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor, chunk_start
     it then, and its products round it to that dtype anyway. The split launch keeps ``X`` in fp32,
     as its ``W``/``U`` products read it. ``keep_x=False`` (a forward no backward follows) returns no X
     and, with ``fuse``, never writes it. ``min_stages``: the fewest pipelining stages the inverse
-    kernel may run at (:func:`dnprof.kernels.chunk.launch_plan`).
+    kernel may run at (:func:`dnprof.kernels.chunk.launch_plan`). ``make_wu=False``: ``X`` alone, fp32
+    and always returned, ``W`` and ``U`` None (a state loop that applies ``X`` itself, ``rec="tx..."``).
     """
     T, H, K = k.shape
+    if not make_wu:
+        NC = chunk_start.numel()
+        X = torch.empty((NC, H, BT, BT), dtype=torch.float32, device=k.device)
+        launch(wy_inverse_kernel, (NC, H), k, v, beta, X, X, X, chunk_start, chunk_end, H, K, v.shape[-1], BT, BK,
+               BV, prec, prec, False, True, num_warps=num_warps, num_stages=num_stages, min_stages=min_stages)
+        return X, None, None
     V = v.shape[-1]
     NC = chunk_start.numel()
     store_x = keep_x or not fuse

@@ -54,8 +54,9 @@ NARROW_BV = 32
 class Tiling(NamedTuple):
     """One serial kernel's launch: V tile, warps, requested stages, the fewest stages allowed, the
     height of the slabs its fp32 state is held in (``Kp // BK`` slabs, one to four), whether the
-    state is held transposed (:mod:`dnprof.kernels.chunk_serial_t`, one ``[BV, Kp]`` tile), and whether
-    that forward joins its ``W`` and ``Q`` products (``JOIN_WQ``)."""
+    state is held transposed (:mod:`dnprof.kernels.chunk_serial_t`, one ``[BV, Kp]`` tile), whether
+    that forward joins its ``W`` and ``Q`` products (``JOIN_WQ``), and whether it applies ``X`` itself
+    (``APPLY_X``; the forward's tiling only)."""
 
     BV: int
     num_warps: int
@@ -64,6 +65,7 @@ class Tiling(NamedTuple):
     BK: int
     transposed: bool = False
     joint: bool = False
+    apply_x: bool = False
 
 
 @functools.lru_cache(maxsize=8)
@@ -97,9 +99,9 @@ def sm_count(device_index: int | None) -> int:
 
 
 def _tiling(bv: int, warps: int, stages: int, bk: int, chunk_size: int, major: int | None,
-            transposed: bool = False, joint: bool = False) -> Tiling:
+            transposed: bool = False, joint: bool = False, apply_x: bool = False) -> Tiling:
     return Tiling(bv, warps, stages, 2 if major == 9 and bv <= NARROW_BV and chunk_size <= 64 else 1, bk, transposed,
-                  joint)
+                  joint, apply_x)
 
 
 def recurrence_tiling(cfg: ChunkConfig, kernel: str, K: int, V: int, n_streams: int, sms: int,
@@ -118,7 +120,7 @@ def recurrence_tiling(cfg: ChunkConfig, kernel: str, K: int, V: int, n_streams: 
     if explicit is not None:
         bk = padded_dim(K) if explicit.transposed else explicit.BK or cfg.BK
         return _tiling(explicit.BV, explicit.warps, explicit.stages, bk, C, major, explicit.transposed,
-                       explicit.joint)
+                       explicit.joint, explicit.apply_x and kernel == "fwd")
     Kp, Vp = padded_dim(K), padded_dim(V)
     if kernel == "fwd" and cfg.fuse_output and not stores_states and C == 64 and Kp >= 128:
         transposed = _transposed_forward(Kp, Vp, V, n_streams, sms, major)

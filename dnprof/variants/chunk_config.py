@@ -24,7 +24,9 @@ the launch parameters, and the fusion/storage choices the kernels implement:
   prefix (``bk256bv32w4s2``) sets the slab height (the padded key head dim: one slab), and a ``t``
   prefix (``tbv64w8s2``) holds the state transposed, ``h^T [BV, K]`` in one tile
   (:mod:`dnprof.kernels.chunk_serial_t`); ``tj`` (``tjbv128w8s2``) also joins the fused forward's
-  ``W`` and ``Q`` products, and needs 16-bit dot operands (``-m16``: ``W`` then has the input's dtype).
+  ``W`` and ``Q`` products, and needs 16-bit dot operands (``-m16``: ``W`` then has the input's dtype);
+  ``tx`` (``txbv128w8s2``) applies the WY transform's ``X`` inside the forward loop, so that ``W`` and
+  ``U`` are never formed (the reverse recurrence runs as ``t``).
 
 The tuner builds its search space from :meth:`ChunkConfig.choices` and checks each candidate with
 :meth:`ChunkConfig.validate`.
@@ -45,14 +47,15 @@ MAX_CHUNK_TILE = 128 * 128
 
 
 #: An explicit launch tiling of the serial kernels: ``bv32w4s3``, ``bk256bv32w4s3`` with the slab height,
-#: ``tbv64w8s2`` with the state transposed, or ``tjbv128w8s2`` transposed with the W and Q products joined.
-_REC_TILING = re.compile(r"(?:(tj?)|bk(\d+))?bv(\d+)w(\d+)s(\d+)")
+#: ``tbv64w8s2`` with the state transposed, ``tjbv128w8s2`` transposed with the W and Q products joined, or
+#: ``txbv128w8s2`` transposed with X applied in the forward loop.
+_REC_TILING = re.compile(r"(?:(t[jx]?)|bk(\d+))?bv(\d+)w(\d+)s(\d+)")
 
 
 class RecTiling(NamedTuple):
     """An explicit ``rec`` tiling: V tile, warps, stages, the state's slab height (0: the variant's BK),
-    whether the state is held transposed (then in one tile), and whether the transposed forward joins its
-    ``W`` and ``Q`` products (:mod:`dnprof.kernels.chunk_serial_t`)."""
+    whether the state is held transposed (then in one tile), whether the transposed forward joins its
+    ``W`` and ``Q`` products, and whether it applies ``X`` itself (:mod:`dnprof.kernels.chunk_serial_t`)."""
 
     BV: int
     warps: int
@@ -60,6 +63,7 @@ class RecTiling(NamedTuple):
     BK: int = 0
     transposed: bool = False
     joint: bool = False
+    apply_x: bool = False
 
 
 def parse_rec_tiling(rec: str) -> RecTiling | None:
@@ -69,7 +73,7 @@ def parse_rec_tiling(rec: str) -> RecTiling | None:
         return None
     prefix = m.group(1) or ""
     return RecTiling(int(m.group(3)), int(m.group(4)), int(m.group(5)), int(m.group(2) or 0), prefix.startswith("t"),
-                     prefix == "tj")
+                     prefix == "tj", prefix == "tx")
 
 
 def _is_pow2(x: int) -> bool:
@@ -218,7 +222,7 @@ class ChunkConfig:
         space = self.choices()
         if tiling is None:
             raise ConfigError(f"rec must be one of {named} or like 'bv32w4s3', got {self.rec!r}")
-        bv, warps, stages, bk, _, joint = tiling
+        bv, warps, stages, bk, _, joint, _ = tiling
         if joint and self.dot_operands != "input":
             raise ConfigError(f"rec {self.rec}: joining the W and Q products reads W and Q as one tile of one dtype, "
                               f"so it needs 16-bit dot operands (dot_operands='input', the '-m16' variants)")

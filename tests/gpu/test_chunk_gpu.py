@@ -99,7 +99,7 @@ def test_fp16_and_fp32_on_gpu():
 
 
 SERIAL_TILINGS = ["bv64w8s3", "bv64w4s3", "bv32w4s3", "bv32w4s2", "bk128bv64w4s3", "bk128bv32w4s3", "tbv64w8s2",
-                  "tbv32w4s2", "tbv128w8s2", "tbv64w4s2", "tjbv64w4s2"]
+                  "tbv32w4s2", "tbv128w8s2", "tbv64w4s2", "tjbv64w4s2", "txbv64w4s2"]
 
 
 @pytest.mark.parametrize("rec", SERIAL_TILINGS)
@@ -152,11 +152,14 @@ def test_chunk_128_wy_at_one_stage_is_refused_on_sm90():
                                         (256, "auto", "fwd_state_t_kernel bk256 bv128 w8 s2"),
                                         (128, "tjbv64w4s2", "fwd_state_t_kernel+wq bk128 bv64 w4 s2"),
                                         (256, "tjbv128w8s2", "fwd_state_t_kernel+wq bk256 bv128 w8 s2"),
-                                        (256, "tjbv64w4s2", "fwd_state_t_kernel+wq bk256 bv64 w4 s2")])
+                                        (256, "tjbv64w4s2", "fwd_state_t_kernel+wq bk256 bv64 w4 s2"),
+                                        (128, "txbv64w4s2", "fwd_state_t_kernel+x bk128 bv64 w4 s2"),
+                                        (256, "txbv128w8s2", "fwd_state_t_kernel+x bk256 bv128 w8 s2")])
 def test_transposed_state_in_a_fused_forward_without_backward_bf16(D, rec, want):
     """A no-grad forward with the output fused on the transposed state loop: what ``rec="auto"`` runs with
     programs enough (B * H = 64 streams and more on 132 SMs), and the ``tj`` tilings (W and Q read as one
-    tile); output and final state agree with float64, and the noted launch is the one meant."""
+    tile) and ``tx`` (X applied in the loop); output and final state agree with float64, and the noted
+    launch is the one meant."""
     import dataclasses
 
     from dnprof.kernels import launch

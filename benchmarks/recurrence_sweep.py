@@ -14,8 +14,9 @@ worker that meets one records that setting as ``fault`` and exits; the rest of i
 in a fresh worker. The workers compile in parallel first.
 
 Usage (GPU): python benchmarks/recurrence_sweep.py --head-dim 128,256 --seq-len 4096,16384 --json out.jsonl
-(``--bk 128,256`` for taller state slabs, ``--layout slabs,t,tj,tx`` for the transposed-state kernels too;
-``tj`` joins the fused forward's W and Q products, ``tx`` applies X in the forward loop)
+(``--bk 128,256`` for taller state slabs, ``--layout slabs,t,tj`` for the transposed-state kernels too,
+``tj`` joining the fused forward's W and Q products; ``--wy-in-loop 0,1`` times each forward setting also
+applying X in the loop, from an X-only WY step, as ``-wyx`` variants run)
 """
 
 from __future__ import annotations
@@ -61,16 +62,17 @@ def _prepare(D: int, T: int, tokens: int, model_dim: int, device: str) -> dict[s
     wy = (k, v, beta, tables.chunk_start, tables.chunk_end, cfg.chunk_size, cfg.BK, cfg.BV, cfg.fuse_wy,
           ck._precision(q.dtype), cfg.num_warps, cfg.num_stages, inter)
     X, W, U = ck.wy_forward(*wy, keep_x=True)
-    X32, _, _ = ck.wy_forward(*wy, make_wu=False)  # what a ``tx`` loop reads instead of W and U
+    X32, _, _ = ck.wy_forward(*wy, make_wu=False)  # what a ``-wyx`` loop reads instead of W and U
     return dict(cfg=cfg, q=q, k=k, v=v, beta=beta, W=W, U=U, X32=X32, h0=inp.initial_state.contiguous(),
                 tables=tables, inter=inter,
                 do=inp.do.reshape(B * T, H, D).contiguous(), dht=inp.dht.float().contiguous(), scale=D ** -0.5)
 
 
-def _runner(p: dict[str, Any], kernel: str, BV: int, warps: int, stages: int, BK: int = 0, layout: str = "slabs"):
+def _runner(p: dict[str, Any], kernel: str, BV: int, warps: int, stages: int, BK: int = 0, layout: str = "slabs",
+            wy_in_loop: bool = False):
     """A zero-argument launch of ``kernel`` at this tiling (``BK``: the state's slab height, 0 for the
     variant's own; ``layout`` ``t``: the transposed-state form, one tile; ``tj``: that with the W and Q
-    products joined; ``tx``: that with X applied in the forward loop), and a function returning its outputs."""
+    products joined; ``wy_in_loop``: a forward applies X itself), and a function returning its outputs."""
     import torch
 
     from dnprof.kernels import chunk as ck
@@ -79,9 +81,9 @@ def _runner(p: dict[str, Any], kernel: str, BV: int, warps: int, stages: int, BK
 
     q, k, tables, cfg = p["q"], p["k"], p["tables"], p["cfg"]
     # min 1: the sweep measures the unpipelined settings too
-    transposed = layout in ("t", "tj", "tx")
+    transposed = layout in ("t", "tj")
     tiling = Tiling(BV, warps, stages, 1, padded_dim(q.shape[-1]) if transposed else BK or cfg.BK, transposed,
-                    layout == "tj", layout == "tx" and kernel.startswith("fwd_state"))
+                    layout == "tj", wy_in_loop and kernel.startswith("fwd_state"))
     T, H, D = q.shape
     n_states = tables.n_seqs
     f32 = dict(dtype=torch.float32, device=q.device)
@@ -138,7 +140,7 @@ def worker(items: list[dict[str, Any]], compile_only: bool) -> None:
             run()
             refs[rkey] = [o.clone() for o in outs()]
         run, outs = _runner(p, it["kernel"], it["BV"], it["warps"], it["stages"], it.get("BK", 0),
-                            it.get("layout", "slabs"))
+                            it.get("layout", "slabs"), bool(it.get("x", 0)))
         rec = dict(it)
         try:
             rec["stages_ran"] = run()
@@ -146,7 +148,7 @@ def worker(items: list[dict[str, Any]], compile_only: bool) -> None:
                 torch.cuda.synchronize()
             if not compile_only:
                 rec["rel_err"] = _rel_err(outs(), refs[rkey])
-                same = it.get("BK", 0) in (0, p["cfg"].BK) and it.get("layout", "slabs") == "slabs"
+                same = it.get("BK", 0) in (0, p["cfg"].BK) and it.get("layout", "slabs") == "slabs" and not it.get("x")
                 tol = MATCH_TOL if same else REORDERED_TOL
                 if not rec["rel_err"] <= tol:  # NaN fails too: a wrong result is never timed
                     rec["status"] = "mismatch"
@@ -199,8 +201,8 @@ def main() -> None:
     ap.add_argument("--kernels", default=",".join(KERNELS))
     ap.add_argument("--bv", default="32,64")
     ap.add_argument("--bk", default="0", help="height of the state's slabs (0: the variant's BK; the head dim: one slab)")
-    ap.add_argument("--layout", default="slabs", help="slabs (the state as [BK, BV] slabs), t (transposed, one tile), tj (t with the W and Q products joined), "
-                                             "tx (t with X applied in the forward loop)")
+    ap.add_argument("--layout", default="slabs", help="slabs (the state as [BK, BV] slabs), t (transposed, one tile), tj (t with the W and Q products joined)")
+    ap.add_argument("--wy-in-loop", default="0", help="0 and/or 1: the forward kernels also applying X in the loop")
     ap.add_argument("--warps", default="2,4,8")
     ap.add_argument("--stages", default="1,2,3")
     ap.add_argument("--tokens", type=int, default=32768, help="B * T")
@@ -217,15 +219,17 @@ def main() -> None:
     ints = lambda s: [int(x) for x in s.split(",")]  # noqa: E731
     groups: dict[tuple, list[dict[str, Any]]] = {}
     layouts = a.layout.split(",")
-    for D, lay, BK, BV, w, T, kern, s in itertools.product(ints(a.head_dim), layouts, ints(a.bk), ints(a.bv),
-                                                           ints(a.warps), ints(a.seq_len), a.kernels.split(","),
-                                                           ints(a.stages)):
-        if lay in ("t", "tj", "tx"):
+    for D, lay, x, BK, BV, w, T, kern, s in itertools.product(ints(a.head_dim), layouts, ints(a.wy_in_loop),
+                                                              ints(a.bk), ints(a.bv), ints(a.warps), ints(a.seq_len),
+                                                              a.kernels.split(","), ints(a.stages)):
+        if lay in ("t", "tj"):
             BK = 0  # one tile of the head dim
+        if x and (lay == "tj" or not kern.startswith("fwd_state")):
+            continue  # joining needs W, which X in the loop never forms; the reverse recurrence has no X to apply
         if BV <= D and BK <= D and (BK == 0 or 4 * BK >= D):
-            item = dict(D=D, T=T, kernel=kern, layout=lay, BK=BK, BV=BV, warps=w, stages=s, tokens=a.tokens,
+            item = dict(D=D, T=T, kernel=kern, layout=lay, x=x, BK=BK, BV=BV, warps=w, stages=s, tokens=a.tokens,
                         model_dim=a.model_dim, device=a.device)
-            group = groups.setdefault((D, lay, BK, BV, w), [])
+            group = groups.setdefault((D, lay, x, BK, BV, w), [])
             if item not in group:
                 group.append(item)
     with ThreadPoolExecutor(max_workers=a.jobs) as pool:  # compile every group side by side
@@ -238,7 +242,7 @@ def main() -> None:
     for group in groups.values():  # then time one group at a time
         for rec in _run_group(group, False):
             ms = f"{rec['ms']:.3f} ms" if "ms" in rec else ""
-            lay = rec["layout"] if rec.get("layout") in ("t", "tj", "tx") else f"bk{rec.get('BK', 0)}"
+            lay = (rec["layout"] if rec.get("layout") in ("t", "tj") else f"bk{rec.get('BK', 0)}") + ("+x" * rec.get("x", 0))
             print(f"D={rec['D']} T={rec['T']} {rec['kernel']:13s} {lay} bv{rec['BV']} w{rec['warps']} s{rec['stages']}"
                   f" (ran s{rec.get('stages_ran', '?')}) {ms} err={rec.get('rel_err', float('nan')):.1e} "
                   f"{rec['status']}", flush=True)

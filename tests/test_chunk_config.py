@@ -30,6 +30,9 @@ def test_hash_eq_and_name_round_trip():
     assert m.name == "c64-bk64-bv64-w4-s2-hfp32-wyf-os-m16" and ChunkConfig.from_name(m.name) == m
     with pytest.raises(ConfigError, match="dot_operands"):
         ChunkConfig(dot_operands="fp8").validate()
+    x = ChunkConfig(wy_in_loop=True)
+    assert x.name == "c64-bk64-bv64-w4-s2-hfp32-wyx-os" and ChunkConfig.from_name(x.name) == x
+    assert ChunkConfig.from_dict({k: v for k, v in a.to_dict().items() if k != "wy_in_loop"}) == a  # older records
 
 
 def test_rec_tiling_names_and_validation():
@@ -57,7 +60,7 @@ def test_from_dict_rejects_unknown_keys():
         ChunkConfig.from_dict({"chunk_size": 64, "bq": 3})
 
 
-@pytest.mark.parametrize("bad", ["c64", "c64-bk64-bv64-w4-s2-hfp32-wyx-os", "x-bk-bv-w-s-h-wy-o", "",
+@pytest.mark.parametrize("bad", ["c64", "c64-bk64-bv64-w4-s2-hfp32-wyq-os", "x-bk-bv-w-s-h-wy-o", "",
                                  "c64-bk64-bv64-w4-s2-hfp32-wyf-os-m8"])
 def test_from_name_rejects_garbage(bad):
     with pytest.raises(ConfigError):
@@ -77,6 +80,8 @@ def test_from_name_rejects_garbage(bad):
         (dict(num_warps=3), 64, 64, "num_warps"),
         (dict(state_dtype="fp16"), 64, 64, "state_dtype"),
         (dict(fuse_wy=1), 64, 64, "fuse_wy must be True or False"),
+        (dict(wy_in_loop="yes"), 64, 64, "wy_in_loop must be True or False"),
+        (dict(wy_in_loop=True, fuse_wy=False), 64, 64, "fuse_wy .* has no meaning"),
     ],
 )
 def test_validate(kw, K, V, match):

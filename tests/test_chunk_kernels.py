@@ -44,9 +44,10 @@ VARIANTS = [
     # ... with the W and Q products joined (fp32 inputs: W is fp32 like q), K padded
     (_cfg(chunk_size=16, BK=32, BV=16, fuse_output=True, dot_operands="input", rec="tjbv16w4s2"), 2, 45, 2, 24, 48,
      1e-5),
-    # ... with X applied in the forward loop (W and U never formed), output fused and not
-    (_cfg(chunk_size=16, BK=32, BV=16, fuse_output=True, rec="txbv16w4s2"), 2, 45, 2, 24, 48, 1e-5),
-    (_cfg(chunk_size=32, BK=16, BV=16, rec="txbv32w4s2"), 1, 70, 2, 32, 32, 1e-5),
+    # X applied in the forward loop (W and U never formed): transposed, output fused; slabs, 2 K slabs
+    (_cfg(chunk_size=16, BK=32, BV=16, fuse_output=True, wy_in_loop=True, rec="tbv16w4s2"), 2, 45, 2, 24, 48, 1e-5),
+    (_cfg(chunk_size=32, BK=16, BV=16, wy_in_loop=True), 1, 70, 2, 32, 32, 1e-5),
+    (_cfg(chunk_size=64, BK=16, BV=16, fuse_output=True, wy_in_loop=True, rec="bv32w4s2"), 2, 70, 1, 64, 48, 1e-5),
 ]
 
 
@@ -71,7 +72,7 @@ def test_fp16_against_float64(device, chunk_size):
                                  _cfg(chunk_size=32, BK=16, BV=16, dot_operands="input", rec="tbv16w4s2"),
                                  _cfg(chunk_size=32, BK=32, BV=16, dot_operands="input", fuse_output=True,
                                       rec="tjbv16w4s2"),
-                                 _cfg(chunk_size=32, BK=32, BV=16, dot_operands="input", rec="txbv16w4s2")],
+                                 _cfg(chunk_size=32, BK=32, BV=16, dot_operands="input", wy_in_loop=True)],
                          ids=lambda c: c.name)
 def test_16bit_dot_operands_fp16_against_float64(device, cfg):
     """Rounding the computed operands to fp16 stays within fp16's tolerance, and does change the result."""
@@ -114,7 +115,7 @@ def test_l2norm_in_kernel(device):
 
 @pytest.mark.parametrize("cfg", [_cfg(), _cfg(rec="tbv16w4s2"),
                                  _cfg(rec="tjbv16w4s2", fuse_output=True, dot_operands="input"),
-                                 _cfg(rec="txbv16w4s2", fuse_output=True)],
+                                 _cfg(rec="tbv16w4s2", fuse_output=True, wy_in_loop=True)],
                          ids=["slabs", "transposed", "joined", "x-in-loop"])
 def test_varlen_against_float64(device, cfg):
     kernel = functools.partial(chunk_delta_rule, config=cfg)
@@ -182,12 +183,13 @@ def test_auto_holds_a_fused_forwards_state_transposed_only_without_a_backward(de
     assert relative_error(o2.detach(), ref_o) < 1e-5
 
 
-@pytest.mark.parametrize("prefix,form", [("tj", "+wq"), ("tx", "+x")])
+@pytest.mark.parametrize("change,form", [(dict(rec="tjbv32w4s2"), "+wq"), (dict(wy_in_loop=True), "+x")],
+                         ids=["joined", "x-in-loop"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
-def test_transposed_forward_forms_match_the_plain_one_without_a_backward(device, dtype, prefix, form):
-    """``tj`` (W and Q read as one tile) and ``tx`` (X applied in the loop) give the ``t`` forward's output
-    and final state with no states stored (the inference path they are for), and agree with float64;
-    the run notes name the form that ran."""
+def test_transposed_forward_forms_match_the_plain_one_without_a_backward(device, dtype, change, form):
+    """``tj`` (W and Q read as one tile) and ``wy_in_loop`` (X applied in the loop) give the ``t`` forward's
+    output and final state with no states stored (the inference path they are for), and agree with
+    float64; the run notes name the form that ran."""
     from dnprof.providers.dnprof_kernels import DnprofChunkProvider
 
     inp = make_delta_inputs(2, 45, 2, 32, 48, dtype=dtype, device=device, seed=9)
@@ -196,13 +198,13 @@ def test_transposed_forward_forms_match_the_plain_one_without_a_backward(device,
     base = _cfg(chunk_size=16, BK=32, BV=16, fuse_output=True, dot_operands="input", rec="tbv32w4s2")
     provider = DnprofChunkProvider()
     provider.begin_run()
-    o_j, ht_j = _fwd(inp, config=dataclasses.replace(base, rec=f"{prefix}bv32w4s2"))
+    o_j, ht_j = _fwd(inp, config=dataclasses.replace(base, **change))
     assert provider.run_notes()["serial_tilings"] == [f"fwd_state_t_kernel{form} bk32 bv32 w4 s2"]
     o_t, ht_t = _fwd(inp, config=base)
     tol = 1e-5 if dtype == torch.float32 else 1e-2
     assert relative_error(o_j, ref_o) < tol and relative_error(ht_j, ref_ht) < tol
-    # tj does the same arithmetic as t; tx rounds elsewhere (an fp32 X, no 16-bit W and U)
-    agree = tol / 10 if prefix == "tj" else tol
+    # tj does the same arithmetic as t; X in the loop rounds elsewhere (an fp32 X, no 16-bit W and U)
+    agree = tol if "wy_in_loop" in change else tol / 10
     assert relative_error(o_j, o_t.double()) < agree and relative_error(ht_j, ht_t.double()) < agree
 
 

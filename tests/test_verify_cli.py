@@ -60,3 +60,10 @@ def test_cuda_without_gpu_exits_2():
         pytest.skip("a GPU is present")
     res = _run(["--device", "cuda"])
     assert res.exit_code == 2 and "no CUDA GPU" in res.output
+
+
+def test_all_families_include_the_wy_transform_applied_in_the_loop():
+    res = _run([*SMALL, "--variants", "all", "--mode", "fwd"])
+    rows = [line for line in res.output.splitlines() if "-hfp32-wyx-" in line]
+    assert len(rows) == 2, res.output  # output fused and not
+    assert all("pass" in line for line in rows), res.output

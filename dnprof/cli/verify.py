@@ -48,10 +48,12 @@ def _select_variants(spec: str, chunk_sizes: list[int], K: int, V: int, dtype: s
                 out.append(base)
                 continue
             # "all": every fusion/storage family at the default tiles.
+            # The WY step fused, split, or applied in the state loop (fuse_wy is moot there).
             for sd in ChunkConfig.choices()["state_dtype"]:
-                for fw in ChunkConfig.choices()["fuse_wy"]:
+                for fw, wl in ((True, False), (False, False), (True, True)):
                     for fo in ChunkConfig.choices()["fuse_output"]:
-                        out.append(ChunkConfig(**{**base.to_dict(), "state_dtype": sd, "fuse_wy": fw, "fuse_output": fo}))
+                        out.append(ChunkConfig(**{**base.to_dict(), "state_dtype": sd, "fuse_wy": fw, "wy_in_loop": wl,
+                                                  "fuse_output": fo}))
         return out
     return [ChunkConfig.from_name(name).validate(K, V) for name in spec.split(",") if name.strip()]
 

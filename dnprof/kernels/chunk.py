@@ -10,8 +10,8 @@ forward
        kernels (this one and ``bwd_dh_kernel``) launch at a tiling of their own, ``cfg.rec``
        (recurrence_tiling.py); a ``t`` tiling runs their transposed-state forms instead
        (chunk_serial_t.py), which ``auto`` picks for a forward with the output fused that no backward
-       follows, when there are programs enough. A ``tx`` tiling applies ``X`` inside this loop: step 1
-       then computes ``X`` alone, and ``W``/``U`` are never formed.
+       follows, when there are programs enough. With ``wy_in_loop`` this loop applies ``X`` itself:
+       step 1 then computes ``X`` alone, and ``W``/``U`` are never formed.
     3. without ``fuse_output``: ``fwd_output_kernel``, parallel over chunks.
 backward
     1. ``wy_apply_kernel`` recomputes ``W`` from the saved ``X``, unless the forward kept ``W``
@@ -194,23 +194,23 @@ def launch_state(q: Tensor, k: Tensor, W: Tensor, U: Tensor, h0: Tensor | None, 
 
     The recurrence's V tiling is independent of the chunk-parallel kernels': it only decides how
     many programs walk each sequence (``B * H * V / BV``) and what fits shared memory. With
-    ``tiling.apply_x`` (``tx``) ``W`` is the fp32 ``X``, ``U`` is ``v`` and ``beta`` is needed."""
-    apply_x = tiling.transposed and tiling.apply_x
+    ``tiling.apply_x`` (``wy_in_loop``) ``W`` is the fp32 ``X``, ``U`` is ``v`` and ``beta`` is needed."""
     join_wq = tiling.transposed and tiling.joint and cfg.fuse_output
-    if apply_x and (beta is None or W.dtype != torch.float32 or W.dim() != 4):
-        raise ValueError("config: a 'tx' forward applies X in the loop: it takes the fp32 X [n_chunks, H, C, C] "
+    if tiling.apply_x and (beta is None or W.dtype != torch.float32 or W.dim() != 4):
+        raise ValueError("config: wy_in_loop applies X in the state loop: it takes the fp32 X [n_chunks, H, C, C] "
                          "as W, v as U, and beta")
     if join_wq and W.dtype != q.dtype:
         raise ValueError(f"config: rec {cfg.rec} reads W and q as one tile, so they need one dtype; got W {W.dtype} "
                          f"and q {q.dtype} (use a '-m16' variant)")
-    tensors = (q, k, W, U, h0 if h0 is not None else Hs, Hs, Vn, o, ht if ht is not None else Hs)
+    tensors = (q, k, W, U, h0 if h0 is not None else Hs, Hs, Vn, o, ht if ht is not None else Hs,
+               W if beta is None else beta)
     flags = (h0 is not None, ht is not None, store_h, store_vn, cfg.fuse_output)
-    if not tiling.transposed:
-        return _launch_serial(fwd_state_kernel, tiling, tables, scale, cfg, q, U.shape[-1], tensors, flags)
-    form = "+x" if apply_x else "+wq" if join_wq else ""
-    return _launch_serial(fwd_state_t_kernel, tiling, tables, scale, cfg, q, U.shape[-1],
-                          tensors + (W if beta is None else beta,), flags + (join_wq, apply_x, _precision(q.dtype)),
-                          form)
+    x_flags = (tiling.apply_x, _precision(q.dtype))
+    form = "+x" if tiling.apply_x else "+wq" if join_wq else ""
+    if tiling.transposed:
+        return _launch_serial(fwd_state_t_kernel, tiling, tables, scale, cfg, q, U.shape[-1], tensors,
+                              flags + (join_wq,) + x_flags, form)
+    return _launch_serial(fwd_state_kernel, tiling, tables, scale, cfg, q, U.shape[-1], tensors, flags + x_flags, form)
 
 
 def launch_dh(q: Tensor, k: Tensor, W: Tensor, do: Tensor, dht: Tensor | None, dHs: Tensor, dVn: Tensor,

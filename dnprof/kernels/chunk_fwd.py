@@ -3,7 +3,8 @@
 ``fwd_state_kernel`` is the only sequential part: one program per (sequence, head, ``BV`` block of
 V) walks the chunks holding its fp32 state slice ``h [K, BV]`` in registers, as up to
 four ``[BK, BV]`` slabs (so K = 256 needs BK >= 64). Per chunk it optionally stores ``h`` (for the
-output kernel and the backward), forms ``Vn = U - W h``, optionally the output
+output kernel and the backward), forms ``Vn = U - W h`` (``X diag(beta) (V - K h)`` under ``wy_in_loop``,
+which forms no ``W`` or ``U``), optionally the output
 ``O = scale (Q h + tril(Q K^T) Vn)`` (``fuse_output``), and updates ``h += K^T Vn``. Program ids run the
 V blocks of one (sequence, head) side by side, so they read its ``W``, ``K`` and ``Q`` tiles at
 about the same time and share them through L2.
@@ -25,10 +26,29 @@ from dnprof.kernels.chunk_common import (dot32, load_state_slabs, load_tile, loa
 
 
 @triton.jit
-def fwd_state_kernel(q, k, W, U, h0, Hs, Vn, o, ht, seq_start, seq_chunk0, max_chunks, scale, H,
+def _key_slabs(k, t0, eos, i_h, H, K: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, NKS: tl.constexpr):
+    """The chunk's ``NKS`` key tiles ``[BT, BK]`` (the unused ones repeat the first)."""
+    k1 = load_tile(k, t0, eos, i_h, H, K, 0, BT, BK)
+    k2 = k1
+    k3 = k1
+    k4 = k1
+    if NKS > 1:
+        k2 = load_tile(k, t0, eos, i_h, H, K, BK, BT, BK)
+    if NKS > 2:
+        k3 = load_tile(k, t0, eos, i_h, H, K, 2 * BK, BT, BK)
+        k4 = load_tile(k, t0, eos, i_h, H, K, 3 * BK, BT, BK)
+    return k1, k2, k3, k4
+
+
+@triton.jit
+def fwd_state_kernel(q, k, W, U, h0, Hs, Vn, o, ht, beta, seq_start, seq_chunk0, max_chunks, scale, H,
                      K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
                      NKS: tl.constexpr, PREC: tl.constexpr, USE_H0: tl.constexpr, STORE_FINAL: tl.constexpr,
-                     STORE_H: tl.constexpr, STORE_VN: tl.constexpr, FUSE_OUTPUT: tl.constexpr):
+                     STORE_H: tl.constexpr, STORE_VN: tl.constexpr, FUSE_OUTPUT: tl.constexpr,
+                     APPLY_X: tl.constexpr, XPREC: tl.constexpr):
+    """The state recurrence (module docstring). ``APPLY_X`` (``wy_in_loop``): ``W`` is the fp32
+    ``X [n_chunks, H, C, C]``, ``U`` is ``v``, and ``Vn = X diag(beta) (V - K h)``, the ``X`` product at
+    ``XPREC`` (tf32, or full fp32 for fp32 inputs); ``beta`` is read only then."""
     i_n, i_h, v0, bos, eos, c0 = serial_program(seq_start, seq_chunk0, V, BV)
     h1 = tl.zeros([BK, BV], dtype=tl.float32)
     h2 = h1
@@ -44,25 +64,31 @@ def fwd_state_kernel(q, k, W, U, h0, Hs, Vn, o, ht, seq_start, seq_chunk0, max_c
         t0 = bos + i * BT
         if STORE_H:
             store_state_slabs(Hs, c, i_h, H, K, V, v0, BK, BV, NKS, h1, h2, h3, h4, i < n_chunks)
-        # Vn = U - W h
-        b_vn = load_tile32(U, t0, eos, i_h, H, V, v0, BT, BV)
-        b_vn -= dot32(load_tile(W, t0, eos, i_h, H, K, 0, BT, BK), h1, PREC)
-        if NKS > 1:
-            b_vn -= dot32(load_tile(W, t0, eos, i_h, H, K, BK, BT, BK), h2, PREC)
-        if NKS > 2:
-            b_vn -= dot32(load_tile(W, t0, eos, i_h, H, K, 2 * BK, BT, BK), h3, PREC)
-            b_vn -= dot32(load_tile(W, t0, eos, i_h, H, K, 3 * BK, BT, BK), h4, PREC)
+        if APPLY_X:
+            # Vn = X diag(beta) (V - K h), from the key slabs the update needs anyway
+            k1, k2, k3, k4 = _key_slabs(k, t0, eos, i_h, H, K, BT, BK, NKS)
+            b_vn = load_tile32(U, t0, eos, i_h, H, V, v0, BT, BV) - dot32(k1, h1, PREC)
+            if NKS > 1:
+                b_vn -= dot32(k2, h2, PREC)
+            if NKS > 2:
+                b_vn -= dot32(k3, h3, PREC)
+                b_vn -= dot32(k4, h4, PREC)
+            b_beta = tl.load(beta + (t0 + rows) * H + i_h, mask=t0 + rows < eos, other=0.0).to(tl.float32)
+            b_x = tl.load(W + (c * H + i_h).to(tl.int64) * BT * BT + rows[:, None] * BT + rows[None, :])
+            b_vn = tl.dot(b_x.to(tl.float32) * b_beta[None, :], b_vn, input_precision=XPREC)
+        else:
+            # Vn = U - W h
+            b_vn = load_tile32(U, t0, eos, i_h, H, V, v0, BT, BV)
+            b_vn -= dot32(load_tile(W, t0, eos, i_h, H, K, 0, BT, BK), h1, PREC)
+            if NKS > 1:
+                b_vn -= dot32(load_tile(W, t0, eos, i_h, H, K, BK, BT, BK), h2, PREC)
+            if NKS > 2:
+                b_vn -= dot32(load_tile(W, t0, eos, i_h, H, K, 2 * BK, BT, BK), h3, PREC)
+                b_vn -= dot32(load_tile(W, t0, eos, i_h, H, K, 3 * BK, BT, BK), h4, PREC)
         if STORE_VN:
             store_tile(Vn, b_vn, t0, eos, i_h, H, V, v0, BT, BV)
-        k1 = load_tile(k, t0, eos, i_h, H, K, 0, BT, BK)
-        k2 = k1
-        k3 = k1
-        k4 = k1
-        if NKS > 1:
-            k2 = load_tile(k, t0, eos, i_h, H, K, BK, BT, BK)
-        if NKS > 2:
-            k3 = load_tile(k, t0, eos, i_h, H, K, 2 * BK, BT, BK)
-            k4 = load_tile(k, t0, eos, i_h, H, K, 3 * BK, BT, BK)
+        if not APPLY_X:
+            k1, k2, k3, k4 = _key_slabs(k, t0, eos, i_h, H, K, BT, BK, NKS)
         if FUSE_OUTPUT:
             b_q = load_tile(q, t0, eos, i_h, H, K, 0, BT, BK)
             b_s = mm(b_q, tl.trans(k1), PREC)

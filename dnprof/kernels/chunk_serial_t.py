@@ -20,12 +20,12 @@ products a chunk instead of five, and ``Q`` loaded once. Compiled for sm_90 at D
 ``BV = 128``, 8 warps, that loop spills 16 B where the ``t`` form spills 520 B
 (``benchmarks/smem_check.py --regs``).
 
-The ``tx`` tilings (``-rtxbv128w8s2``, ``APPLY_X``) apply the WY transform inside the forward loop:
-the WY launch then computes ``X`` alone (fp32) and never forms ``W = X diag(beta) K`` or
-``U = X diag(beta) V``, which are the size of ``k`` and ``v``; the loop takes
+Under ``wy_in_loop`` (``-wyx`` variants, ``APPLY_X``) the forward applies the WY transform itself,
+as the slab kernel does then: the WY launch computes ``X`` alone (fp32) and never forms
+``W = X diag(beta) K`` or ``U = X diag(beta) V``, which are the size of ``k`` and ``v``; the loop takes
 ``Vn^T = (V^T - h^T K^T) diag(beta) X^T`` from the ``K`` tile it loads anyway, ``v`` and the chunk's
 ``[C, C]`` block of ``X``, one small product more a chunk. A backward then recomputes ``W`` from ``X``.
-Neither ``tj`` nor ``tx`` is timed yet, so ``auto`` picks neither.
+``tj`` is not timed yet, so ``auto`` does not pick it.
 """
 
 from __future__ import annotations

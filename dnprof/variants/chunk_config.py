@@ -7,6 +7,9 @@ the launch parameters, and the fusion/storage choices the kernels implement:
   (``fp32`` exact, ``bf16`` half the memory). The running state is always fp32 in registers.
 - ``fuse_wy``: compute ``A``, ``(I + A)^-1``, ``W`` and ``U`` in one launch (True) or split the
   inverse and the ``W``/``U`` products into two launches (False).
+- ``wy_in_loop``: form neither ``W`` nor ``U``: the WY launch computes ``X = (I + A)^-1`` alone (fp32)
+  and the forward state loop applies it, ``Vn = X diag(beta) (V - K h)``, from the key tile it loads
+  anyway (name ``-wyx``; ``fuse_wy`` then has no meaning and stays True). A backward recomputes ``W``.
 - ``fuse_output``: compute the output inside the sequential state kernel (True; a forward without a
   backward then stores no states at all) or in a separate chunk-parallel kernel (False).
 - ``dot_operands``: operands of the tensor-core products outside the WY transform. ``fp32``: computed
@@ -24,9 +27,8 @@ the launch parameters, and the fusion/storage choices the kernels implement:
   prefix (``bk256bv32w4s2``) sets the slab height (the padded key head dim: one slab), and a ``t``
   prefix (``tbv64w8s2``) holds the state transposed, ``h^T [BV, K]`` in one tile
   (:mod:`dnprof.kernels.chunk_serial_t`); ``tj`` (``tjbv128w8s2``) also joins the fused forward's
-  ``W`` and ``Q`` products, and needs 16-bit dot operands (``-m16``: ``W`` then has the input's dtype);
-  ``tx`` (``txbv128w8s2``) applies the WY transform's ``X`` inside the forward loop, so that ``W`` and
-  ``U`` are never formed (the reverse recurrence runs as ``t``).
+  ``W`` and ``Q`` products, and needs 16-bit dot operands (``-m16``: ``W`` then has the input's dtype)
+  and ``W`` (not with ``wy_in_loop``).
 
 The tuner builds its search space from :meth:`ChunkConfig.choices` and checks each candidate with
 :meth:`ChunkConfig.validate`.
@@ -47,15 +49,14 @@ MAX_CHUNK_TILE = 128 * 128
 
 
 #: An explicit launch tiling of the serial kernels: ``bv32w4s3``, ``bk256bv32w4s3`` with the slab height,
-#: ``tbv64w8s2`` with the state transposed, ``tjbv128w8s2`` transposed with the W and Q products joined, or
-#: ``txbv128w8s2`` transposed with X applied in the forward loop.
-_REC_TILING = re.compile(r"(?:(t[jx]?)|bk(\d+))?bv(\d+)w(\d+)s(\d+)")
+#: ``tbv64w8s2`` with the state transposed, or ``tjbv128w8s2`` transposed with the W and Q products joined.
+_REC_TILING = re.compile(r"(?:(tj?)|bk(\d+))?bv(\d+)w(\d+)s(\d+)")
 
 
 class RecTiling(NamedTuple):
     """An explicit ``rec`` tiling: V tile, warps, stages, the state's slab height (0: the variant's BK),
-    whether the state is held transposed (then in one tile), whether the transposed forward joins its
-    ``W`` and ``Q`` products, and whether it applies ``X`` itself (:mod:`dnprof.kernels.chunk_serial_t`)."""
+    whether the state is held transposed (then in one tile), and whether the transposed forward joins its
+    ``W`` and ``Q`` products (:mod:`dnprof.kernels.chunk_serial_t`)."""
 
     BV: int
     warps: int
@@ -63,7 +64,6 @@ class RecTiling(NamedTuple):
     BK: int = 0
     transposed: bool = False
     joint: bool = False
-    apply_x: bool = False
 
 
 def parse_rec_tiling(rec: str) -> RecTiling | None:
@@ -73,7 +73,7 @@ def parse_rec_tiling(rec: str) -> RecTiling | None:
         return None
     prefix = m.group(1) or ""
     return RecTiling(int(m.group(3)), int(m.group(4)), int(m.group(5)), int(m.group(2) or 0), prefix.startswith("t"),
-                     prefix == "tj", prefix == "tx")
+                     prefix == "tj")
 
 
 def _is_pow2(x: int) -> bool:
@@ -107,6 +107,7 @@ class ChunkConfig:
     fuse_output: bool = False
     dot_operands: str = "fp32"
     rec: str = "main"
+    wy_in_loop: bool = False
 
     # ----------------------------------------------------------------------------------- space
     @classmethod
@@ -123,6 +124,7 @@ class ChunkConfig:
             "fuse_output": (False, True),
             "dot_operands": ("fp32", "input"),
             "rec": ("main", "auto"),
+            "wy_in_loop": (False, True),
         }
 
     @classmethod
@@ -173,7 +175,7 @@ class ChunkConfig:
         space = self.choices()
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if f.name in ("fuse_wy", "fuse_output"):
+            if f.name in ("fuse_wy", "fuse_output", "wy_in_loop"):
                 if not isinstance(value, bool):
                     raise ConfigError(f"{f.name} must be True or False, got {value!r}")
                 continue
@@ -184,6 +186,9 @@ class ChunkConfig:
                 raise ConfigError(f"{f.name} must be a power of two, got {value!r}")
             if value not in space[f.name] or isinstance(value, bool):
                 raise ConfigError(f"{f.name} must be one of {space[f.name]}, got {value!r}")
+        if self.wy_in_loop and not self.fuse_wy:
+            raise ConfigError("wy_in_loop forms no W or U, so fuse_wy (where they are formed) has no meaning: "
+                              "leave it True")
         for name in ("BK", "BV"):
             if self.chunk_size * getattr(self, name) > MAX_CHUNK_TILE:
                 raise ConfigError(
@@ -222,10 +227,12 @@ class ChunkConfig:
         space = self.choices()
         if tiling is None:
             raise ConfigError(f"rec must be one of {named} or like 'bv32w4s3', got {self.rec!r}")
-        bv, warps, stages, bk, _, joint, _ = tiling
+        bv, warps, stages, bk, _, joint = tiling
         if joint and self.dot_operands != "input":
             raise ConfigError(f"rec {self.rec}: joining the W and Q products reads W and Q as one tile of one dtype, "
                               f"so it needs 16-bit dot operands (dot_operands='input', the '-m16' variants)")
+        if joint and self.wy_in_loop:
+            raise ConfigError(f"rec {self.rec}: joining the W and Q products needs W, which wy_in_loop never forms")
         if (bv not in space["BV"] or warps not in space["num_warps"] or stages not in space["num_stages"]
                 or (bk and bk not in space["BK"])):
             raise ConfigError(f"rec {self.rec}: BV must be one of {space['BV']}, warps one of {space['num_warps']}, "
@@ -242,7 +249,8 @@ class ChunkConfig:
         dot operands, ``-r<rec>`` for a serial-kernel tiling other than ``main``); ``from_name`` inverts it."""
         return (
             f"c{self.chunk_size}-bk{self.BK}-bv{self.BV}-w{self.num_warps}-s{self.num_stages}"
-            f"-h{self.state_dtype}-wy{'f' if self.fuse_wy else 's'}-o{'f' if self.fuse_output else 's'}"
+            f"-h{self.state_dtype}-wy{'x' if self.wy_in_loop else 'f' if self.fuse_wy else 's'}"
+            f"-o{'f' if self.fuse_output else 's'}"
             + ("-m16" if self.dot_operands == "input" else "")
             + ("" if self.rec == "main" else f"-r{self.rec}")
         )
@@ -270,10 +278,10 @@ class ChunkConfig:
         except ValueError:
             raise ConfigError(f"not a chunk variant name: {name!r}") from None
         flags = {"f": True, "s": False}
-        if vals[6] not in flags or vals[7] not in flags:
-            raise ConfigError(f"not a chunk variant name: {name!r} (wy/o must end in 'f' or 's')")
-        cfg = cls(*ints, state_dtype=vals[5], fuse_wy=flags[vals[6]], fuse_output=flags[vals[7]],
-                  dot_operands=dot_operands, rec=rec)
+        if vals[6] not in ("f", "s", "x") or vals[7] not in flags:
+            raise ConfigError(f"not a chunk variant name: {name!r} (wy must end in 'f', 's' or 'x', o in 'f' or 's')")
+        cfg = cls(*ints, state_dtype=vals[5], fuse_wy=vals[6] != "s", fuse_output=flags[vals[7]],
+                  dot_operands=dot_operands, rec=rec, wy_in_loop=vals[6] == "x")
         return cfg.validate()
 
     # ----------------------------------------------------------------------------------- dicts

@@ -99,7 +99,7 @@ def test_fp16_and_fp32_on_gpu():
 
 
 SERIAL_TILINGS = ["bv64w8s3", "bv64w4s3", "bv32w4s3", "bv32w4s2", "bk128bv64w4s3", "bk128bv32w4s3", "tbv64w8s2",
-                  "tbv32w4s2", "tbv128w8s2", "tbv64w4s2", "tjbv64w4s2", "txbv64w4s2"]
+                  "tbv32w4s2", "tbv128w8s2", "tbv64w4s2", "tjbv64w4s2"]
 
 
 @pytest.mark.parametrize("rec", SERIAL_TILINGS)
@@ -110,6 +110,19 @@ def test_serial_kernel_tilings_bf16(D, rec):
     import dataclasses
 
     cfg = dataclasses.replace(ChunkConfig.default_for(D, D, 64, torch.bfloat16, "fwdbwd"), rec=rec)
+    kernel = functools.partial(chunk_delta_rule, config=cfg)
+    res = verify_delta_kernel(kernel, 2, 1000, 4, D, D, dtype=torch.bfloat16, device="cuda", reference="chunk")
+    print(f"D={D} {cfg.name}: " + " ".join(f"{k}={v:.2e}" for k, v in res.errors.items()))
+    assert res.passed, res.errors
+
+
+@pytest.mark.parametrize("D", [64, 128, 256])
+def test_wy_in_loop_fwd_and_bwd_bf16(D):
+    """The default fwd+bwd variant with ``wy_in_loop`` (X applied in the state loop, W recomputed for the
+    backward): output, final state and every gradient agree with float64."""
+    import dataclasses
+
+    cfg = dataclasses.replace(ChunkConfig.default_for(D, D, 64, torch.bfloat16, "fwdbwd"), wy_in_loop=True)
     kernel = functools.partial(chunk_delta_rule, config=cfg)
     res = verify_delta_kernel(kernel, 2, 1000, 4, D, D, dtype=torch.bfloat16, device="cuda", reference="chunk")
     print(f"D={D} {cfg.name}: " + " ".join(f"{k}={v:.2e}" for k, v in res.errors.items()))
@@ -153,18 +166,20 @@ def test_chunk_128_wy_at_one_stage_is_refused_on_sm90():
                                         (128, "tjbv64w4s2", "fwd_state_t_kernel+wq bk128 bv64 w4 s2"),
                                         (256, "tjbv128w8s2", "fwd_state_t_kernel+wq bk256 bv128 w8 s2"),
                                         (256, "tjbv64w4s2", "fwd_state_t_kernel+wq bk256 bv64 w4 s2"),
-                                        (128, "txbv64w4s2", "fwd_state_t_kernel+x bk128 bv64 w4 s2"),
-                                        (256, "txbv128w8s2", "fwd_state_t_kernel+x bk256 bv128 w8 s2")])
+                                        (128, "tbv64w4s2+x", "fwd_state_t_kernel+x bk128 bv64 w4 s2"),
+                                        (256, "tbv128w8s2+x", "fwd_state_t_kernel+x bk256 bv128 w8 s2"),
+                                        (256, "auto+x", "fwd_state_t_kernel+x bk256 bv128 w8 s2")])
 def test_transposed_state_in_a_fused_forward_without_backward_bf16(D, rec, want):
     """A no-grad forward with the output fused on the transposed state loop: what ``rec="auto"`` runs with
     programs enough (B * H = 64 streams and more on 132 SMs), and the ``tj`` tilings (W and Q read as one
-    tile) and ``tx`` (X applied in the loop); output and final state agree with float64, and the noted
-    launch is the one meant."""
+    tile) and ``wy_in_loop`` (``+x``: X applied in the loop); output and final state agree with float64,
+    and the noted launch is the one meant."""
     import dataclasses
 
     from dnprof.kernels import launch
 
-    cfg = dataclasses.replace(ChunkConfig.default_for(D, D, 64, torch.bfloat16, "fwd"), fuse_output=True, rec=rec)
+    cfg = dataclasses.replace(ChunkConfig.default_for(D, D, 64, torch.bfloat16, "fwd"), fuse_output=True,
+                              rec=rec.removesuffix("+x"), wy_in_loop=rec.endswith("+x"))
     launch.reset_lowered()
     kernel = functools.partial(chunk_delta_rule, config=cfg)
     res = verify_delta_kernel(kernel, 8, 1024, 2048 // D, D, D, dtype=torch.bfloat16, device="cuda", mode="fwd",

@@ -212,7 +212,7 @@ def wy_forward(k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor, chunk_start
     as its ``W``/``U`` products read it. ``keep_x=False`` (a forward no backward follows) returns no X
     and, with ``fuse``, never writes it. ``min_stages``: the fewest pipelining stages the inverse
     kernel may run at (:func:`dnprof.kernels.chunk.launch_plan`). ``make_wu=False``: ``X`` alone, fp32
-    and always returned, ``W`` and ``U`` None (a state loop that applies ``X`` itself, ``rec="tx..."``).
+    and always returned, ``W`` and ``U`` None (the state loop applies ``X`` itself: ``wy_in_loop``).
     """
     T, H, K = k.shape
     if not make_wu:

@@ -99,9 +99,9 @@ def sm_count(device_index: int | None) -> int:
 
 
 def _tiling(bv: int, warps: int, stages: int, bk: int, chunk_size: int, major: int | None,
-            transposed: bool = False, joint: bool = False, apply_x: bool = False) -> Tiling:
+            transposed: bool = False, joint: bool = False) -> Tiling:
     return Tiling(bv, warps, stages, 2 if major == 9 and bv <= NARROW_BV and chunk_size <= 64 else 1, bk, transposed,
-                  joint, apply_x)
+                  joint)
 
 
 def recurrence_tiling(cfg: ChunkConfig, kernel: str, K: int, V: int, n_streams: int, sms: int,

@@ -15,7 +15,7 @@ in a fresh worker. The workers compile in parallel first.
 
 Usage (GPU): python benchmarks/recurrence_sweep.py --head-dim 128,256 --seq-len 4096,16384 --json out.jsonl
 (``--bk 128,256`` for taller state slabs, ``--layout slabs,t,tj`` for the transposed-state kernels too,
-``tj`` joining the fused forward's W and Q products; ``--wy-in-loop 0,1`` times each forward setting also
+``tj`` joining the fused forward's W and Q products; ``--wy-in-loop 0,1`` times each setting also
 applying X in the loop, from an X-only WY step, as ``-wyx`` variants run)
 """
 
@@ -83,7 +83,7 @@ def _runner(p: dict[str, Any], kernel: str, BV: int, warps: int, stages: int, BK
     # min 1: the sweep measures the unpipelined settings too
     transposed = layout in ("t", "tj")
     tiling = Tiling(BV, warps, stages, 1, padded_dim(q.shape[-1]) if transposed else BK or cfg.BK, transposed,
-                    layout == "tj", wy_in_loop and kernel.startswith("fwd_state"))
+                    layout == "tj", wy_in_loop)
     T, H, D = q.shape
     n_states = tables.n_seqs
     f32 = dict(dtype=torch.float32, device=q.device)
@@ -108,8 +108,10 @@ def _runner(p: dict[str, Any], kernel: str, BV: int, warps: int, stages: int, BK
     dVn = torch.empty(T, H, D, dtype=p["inter"], device=q.device)
     dh0 = torch.empty(n_states, H, D, D, **f32)
 
+    W, beta = (p["X32"], p["beta"]) if tiling.apply_x else (p["W"], None)
+
     def run():
-        return ck.launch_dh(q, k, p["W"], p["do"], p["dht"], dHs, dVn, dh0, tables, p["scale"], cfg, tiling)
+        return ck.launch_dh(q, k, W, p["do"], p["dht"], dHs, dVn, dh0, tables, p["scale"], cfg, tiling, beta)
 
     return run, lambda: [dHs, dVn, dh0]
 
@@ -202,7 +204,7 @@ def main() -> None:
     ap.add_argument("--bv", default="32,64")
     ap.add_argument("--bk", default="0", help="height of the state's slabs (0: the variant's BK; the head dim: one slab)")
     ap.add_argument("--layout", default="slabs", help="slabs (the state as [BK, BV] slabs), t (transposed, one tile), tj (t with the W and Q products joined)")
-    ap.add_argument("--wy-in-loop", default="0", help="0 and/or 1: the forward kernels also applying X in the loop")
+    ap.add_argument("--wy-in-loop", default="0", help="0 and/or 1: the kernels also applying X in the loop")
     ap.add_argument("--warps", default="2,4,8")
     ap.add_argument("--stages", default="1,2,3")
     ap.add_argument("--tokens", type=int, default=32768, help="B * T")
@@ -224,8 +226,8 @@ def main() -> None:
                                                               a.kernels.split(","), ints(a.stages)):
         if lay in ("t", "tj"):
             BK = 0  # one tile of the head dim
-        if x and (lay == "tj" or not kern.startswith("fwd_state")):
-            continue  # joining needs W, which X in the loop never forms; the reverse recurrence has no X to apply
+        if x and lay == "tj":
+            continue  # joining needs W, which X in the loop never forms
         if BV <= D and BK <= D and (BK == 0 or 4 * BK >= D):
             item = dict(D=D, T=T, kernel=kern, layout=lay, x=x, BK=BK, BV=BV, warps=w, stages=s, tokens=a.tokens,
                         model_dim=a.model_dim, device=a.device)

@@ -301,3 +301,18 @@ def test_head_dim_above_256_is_rejected(device):
     v = torch.randn(1, 4, 1, 300, device=device)
     with pytest.raises(ValueError, match="head dim"):
         chunk_delta_rule(inp.q, inp.k, v, inp.beta)
+
+
+def test_wy_in_loop_forms_no_w_in_the_backward_either(device, monkeypatch):
+    """With ``wy_in_loop`` both serial kernels apply X themselves (their launches are noted ``+x``), and the
+    backward never recomputes W; the gradients match float64."""
+    import dnprof.kernels.chunk as ck
+    from dnprof.kernels import launch
+
+    monkeypatch.setattr(ck, "wy_recompute_w", lambda *a, **k: pytest.fail("W recomputed under wy_in_loop"))
+    launch.reset_lowered()
+    cfg = _cfg(chunk_size=16, BK=16, BV=16, wy_in_loop=True)
+    res = verify_delta_kernel(functools.partial(chunk_delta_rule, config=cfg), 1, 40, 2, 32, 32, dtype=torch.float32,
+                              device=device, tolerance=1e-5, reference="recurrent")
+    assert res.passed, res.errors
+    assert launch.noted_tilings() == ["bwd_dh_kernel+x bk16 bv16 w4 s1", "fwd_state_kernel+x bk16 bv16 w4 s1"]

@@ -31,18 +31,19 @@ def test_sweep_records_each_setting_with_its_error(tmp_path):
 
 def test_sweep_runs_the_loop_forms(tmp_path):
     """``--layout slabs,t,tj --wy-in-loop 0,1``: the transposed loop, its joined W and Q products, and X
-    applied in the slab and transposed loops, each checked against the variant's own tiling and recorded."""
+    applied in the slab and transposed loops (forward and reverse), each checked against the variant's own
+    tiling and recorded."""
     out = tmp_path / "sweep.jsonl"
     env = dict(os.environ, TRITON_INTERPRET="1")
     proc = subprocess.run([sys.executable, str(SCRIPT), "--head-dim", "32", "--seq-len", "64", "--tokens", "64",
                            "--model-dim", "32", "--device", "cpu", "--bv", "32", "--warps", "4", "--stages", "2",
-                           "--layout", "slabs,t,tj", "--wy-in-loop", "0,1", "--kernels", "fwd_state_of,fwd_state_ofs", "--jobs", "2", "--json", str(out)],
+                           "--layout", "slabs,t,tj", "--wy-in-loop", "0,1", "--kernels", "fwd_state_of,bwd_dh", "--jobs", "2", "--json", str(out)],
                           capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     recs = [json.loads(x) for x in out.read_text().splitlines()][1:]
     want = [("slabs", 0), ("slabs", 1), ("t", 0), ("t", 1), ("tj", 0)]
     assert sorted((r["layout"], r["x"], r["kernel"]) for r in recs) == [
-        (lay, x, kern) for lay, x in want for kern in ("fwd_state_of", "fwd_state_ofs")]
+        (lay, x, kern) for lay, x in want for kern in ("bwd_dh", "fwd_state_of")]
     for r in recs:
         assert r["status"] == "ok" and r["rel_err"] < 1e-2, r
     assert " tj bv32 " in proc.stdout and " t+x bv32 " in proc.stdout and " bk0+x bv32 " in proc.stdout

@@ -100,14 +100,14 @@ def test_explicit_transposed_tilings_may_join_the_w_and_q_products():
         dataclasses.replace(AUTO, rec="jbv128w8s2").validate()  # joining needs the transposed state
 
 
-def test_wy_in_loop_marks_the_forward_tiling_only_whatever_the_rec():
+def test_wy_in_loop_marks_both_serial_tilings_whatever_the_rec():
     for rec in ("main", "auto", "bv32w4s3", "tbv128w8s2"):
         cfg = dataclasses.replace(AUTO, rec=rec, wy_in_loop=True)
         assert ChunkConfig.from_name(cfg.validate(256, 256).name) == cfg and "-wyx-" in cfg.name
-        fwd = recurrence_tiling(cfg, "fwd", 256, 256, 64, H200_SMS, SM90)
-        assert fwd.apply_x and fwd._replace(apply_x=False) == recurrence_tiling(
-            dataclasses.replace(cfg, wy_in_loop=False), "fwd", 256, 256, 64, H200_SMS, SM90)
-        assert not recurrence_tiling(cfg, "bwd", 256, 256, 64, H200_SMS, SM90).apply_x
+        for kernel in ("fwd", "bwd"):
+            tiling = recurrence_tiling(cfg, kernel, 256, 256, 64, H200_SMS, SM90)
+            assert tiling.apply_x and tiling._replace(apply_x=False) == recurrence_tiling(
+                dataclasses.replace(cfg, wy_in_loop=False), kernel, 256, 256, 64, H200_SMS, SM90)
     with pytest.raises(ConfigError, match="needs W, which wy_in_loop never forms"):
         dataclasses.replace(AUTO, rec="tjbv128w8s2", wy_in_loop=True).validate()
     with pytest.raises(ConfigError, match="rec must be one of"):

@@ -196,9 +196,7 @@ def launch_state(q: Tensor, k: Tensor, W: Tensor, U: Tensor, h0: Tensor | None, 
     many programs walk each sequence (``B * H * V / BV``) and what fits shared memory. With
     ``tiling.apply_x`` (``wy_in_loop``) ``W`` is the fp32 ``X``, ``U`` is ``v`` and ``beta`` is needed."""
     join_wq = tiling.transposed and tiling.joint and cfg.fuse_output
-    if tiling.apply_x and (beta is None or W.dtype != torch.float32 or W.dim() != 4):
-        raise ValueError("config: wy_in_loop applies X in the state loop: it takes the fp32 X [n_chunks, H, C, C] "
-                         "as W, v as U, and beta")
+    _check_x(tiling, W, beta)
     if join_wq and W.dtype != q.dtype:
         raise ValueError(f"config: rec {cfg.rec} reads W and q as one tile, so they need one dtype; got W {W.dtype} "
                          f"and q {q.dtype} (use a '-m16' variant)")
@@ -214,12 +212,23 @@ def launch_state(q: Tensor, k: Tensor, W: Tensor, U: Tensor, h0: Tensor | None, 
 
 
 def launch_dh(q: Tensor, k: Tensor, W: Tensor, do: Tensor, dht: Tensor | None, dHs: Tensor, dVn: Tensor,
-              dh0: Tensor | None, tables: _ChunkTables, scale: float, cfg: ChunkConfig, tiling: Tiling) -> int:
-    """Launch the backward's reverse recurrence (dh', dVn, dh0) at its own tiling; return the stages run."""
+              dh0: Tensor | None, tables: _ChunkTables, scale: float, cfg: ChunkConfig, tiling: Tiling,
+              beta: Tensor | None = None) -> int:
+    """Launch the backward's reverse recurrence (dh', dVn, dh0) at its own tiling; return the stages run.
+    With ``tiling.apply_x`` (``wy_in_loop``) ``W`` is the fp32 ``X`` and ``beta`` is needed."""
+    _check_x(tiling, W, beta)
     return _launch_serial(
         bwd_dh_t_kernel if tiling.transposed else bwd_dh_kernel, tiling, tables, scale, cfg, q, do.shape[-1],
-        (q, k, W, do, dht if dht is not None else dHs, dHs, dVn, dh0 if dh0 is not None else dHs),
-        (dht is not None, dh0 is not None))
+        (q, k, W, do, dht if dht is not None else dHs, dHs, dVn, dh0 if dh0 is not None else dHs,
+         W if beta is None else beta),
+        (dht is not None, dh0 is not None, tiling.apply_x, _precision(q.dtype)), "+x" if tiling.apply_x else "")
+
+
+def _check_x(tiling: Tiling, W: Tensor, beta: Tensor | None) -> None:
+    """A serial kernel that applies ``X`` itself takes the fp32 ``X [n_chunks, H, C, C]`` for ``W``, and ``beta``."""
+    if tiling.apply_x and (beta is None or W.dtype != torch.float32 or W.dim() != 4):
+        raise ValueError("config: wy_in_loop applies X in the serial kernels: they take the fp32 X "
+                         "[n_chunks, H, C, C] as W, and beta")
 
 
 def _forward(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, scale: float, h0: Tensor | None,
@@ -272,12 +281,14 @@ def _backward(q, k, v, beta, scale, X, Hs, Vn, W, do, dht, tables: _ChunkTables,
     nw, ns = cfg.num_warps, cfg.num_stages
     dev = q.device
     inter = _intermediate_dtype(q.dtype, cfg)
-    if W is None:
+    if tiling.apply_x:  # the reverse recurrence applies X itself: no W
+        W = X
+    elif W is None:
         W = wy_recompute_w(k, v, beta, X, tables.chunk_start, tables.chunk_end, BT, BK, BV, prec, nw, ns, inter)
     dHs = torch.empty(tables.n_chunks, H, K, V, dtype=_STATE_DTYPES[cfg.state_dtype], device=dev)
     dVn = torch.empty(T, H, V, dtype=inter, device=dev)
     dh0 = torch.empty(tables.n_seqs, H, K, V, dtype=torch.float32, device=dev) if need_dh0 else None
-    launch_dh(q, k, W, do, dht, dHs, dVn, dh0, tables, scale, cfg, tiling)
+    launch_dh(q, k, W, do, dht, dHs, dVn, dh0, tables, scale, cfg, tiling, beta if tiling.apply_x else None)
     # dq, dk and dv are written once, straight in the inputs' dtypes (the store rounds as a cast
     # would, without an extra pass); dbeta comes in fp32 parts, one per K tile plus the V part.
     dq = torch.empty(T, H, K, dtype=q.dtype, device=dev)

@@ -21,8 +21,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from dnprof.kernels.chunk_common import (dot32, load_state_slabs, load_tile, mm, serial_program, state_ptrs,
-                                         store_state_slabs, store_tile)
+from dnprof.kernels.chunk_common import (chunk_beta, dot32, load_state_slabs, load_tile, mm, serial_program,
+                                         state_ptrs, store_state_slabs, store_tile, x_block)
 
 
 @triton.jit
@@ -34,9 +34,12 @@ def _dh_step(W, b_q, b_do, b_dvn, dh, t0, eos, i_h, H, K: tl.constexpr, k0, scal
 
 
 @triton.jit
-def bwd_dh_kernel(q, k, W, do, dht, dHs, dVn, dh0, seq_start, seq_chunk0, max_chunks, scale, H,
+def bwd_dh_kernel(q, k, W, do, dht, dHs, dVn, dh0, beta, seq_start, seq_chunk0, max_chunks, scale, H,
                   K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-                  NKS: tl.constexpr, PREC: tl.constexpr, USE_DHT: tl.constexpr, STORE_DH0: tl.constexpr):
+                  NKS: tl.constexpr, PREC: tl.constexpr, USE_DHT: tl.constexpr, STORE_DH0: tl.constexpr,
+                  APPLY_X: tl.constexpr, XPREC: tl.constexpr):
+    """The reverse recurrence (module docstring). ``APPLY_X`` (``wy_in_loop``): ``W`` is the fp32 ``X``
+    and ``W^T dVn = K^T (diag(beta) X^T dVn)``, that product at ``XPREC``; ``beta`` is read only then."""
     i_n, i_h, v0, bos, eos, c0 = serial_program(seq_start, seq_chunk0, V, BV)
     h1 = tl.zeros([BK, BV], dtype=tl.float32)
     h2 = h1
@@ -54,37 +57,50 @@ def bwd_dh_kernel(q, k, W, do, dht, dHs, dVn, dh0, seq_start, seq_chunk0, max_ch
         store_state_slabs(dHs, c, i_h, H, K, V, v0, BK, BV, NKS, h1, h2, h3, h4, i < n_chunks)
         # dVn = scale tril(Q K^T)^T dO + K dh'; each query and key tile is loaded once per chunk.
         q1 = load_tile(q, t0, eos, i_h, H, K, 0, BT, BK)
-        b_k = load_tile(k, t0, eos, i_h, H, K, 0, BT, BK)
-        b_s = mm(q1, tl.trans(b_k), PREC)
-        b_dvn = dot32(b_k, h1, PREC)
+        k1 = load_tile(k, t0, eos, i_h, H, K, 0, BT, BK)
+        b_s = mm(q1, tl.trans(k1), PREC)
+        b_dvn = dot32(k1, h1, PREC)
         q2 = q1
         q3 = q1
         q4 = q1
+        k2 = k1
+        k3 = k1
+        k4 = k1
         if NKS > 1:
             q2 = load_tile(q, t0, eos, i_h, H, K, BK, BT, BK)
-            b_k = load_tile(k, t0, eos, i_h, H, K, BK, BT, BK)
-            b_s += mm(q2, tl.trans(b_k), PREC)
-            b_dvn += dot32(b_k, h2, PREC)
+            k2 = load_tile(k, t0, eos, i_h, H, K, BK, BT, BK)
+            b_s += mm(q2, tl.trans(k2), PREC)
+            b_dvn += dot32(k2, h2, PREC)
         if NKS > 2:
             q3 = load_tile(q, t0, eos, i_h, H, K, 2 * BK, BT, BK)
-            b_k = load_tile(k, t0, eos, i_h, H, K, 2 * BK, BT, BK)
-            b_s += mm(q3, tl.trans(b_k), PREC)
-            b_dvn += dot32(b_k, h3, PREC)
+            k3 = load_tile(k, t0, eos, i_h, H, K, 2 * BK, BT, BK)
+            b_s += mm(q3, tl.trans(k3), PREC)
+            b_dvn += dot32(k3, h3, PREC)
             q4 = load_tile(q, t0, eos, i_h, H, K, 3 * BK, BT, BK)
-            b_k = load_tile(k, t0, eos, i_h, H, K, 3 * BK, BT, BK)
-            b_s += mm(q4, tl.trans(b_k), PREC)
-            b_dvn += dot32(b_k, h4, PREC)
+            k4 = load_tile(k, t0, eos, i_h, H, K, 3 * BK, BT, BK)
+            b_s += mm(q4, tl.trans(k4), PREC)
+            b_dvn += dot32(k4, h4, PREC)
         b_s = tl.where(causal, b_s, 0.0) * scale
         b_do = load_tile(do, t0, eos, i_h, H, V, v0, BT, BV)
         b_dvn += dot32(tl.trans(b_s), b_do, PREC)
         store_tile(dVn, b_dvn, t0, eos, i_h, H, V, v0, BT, BV)
         # dh = dh' + scale Q^T dO - W^T dVn
-        h1 = _dh_step(W, q1, b_do, b_dvn, h1, t0, eos, i_h, H, K, 0, scale, BT, BK, PREC)
-        if NKS > 1:
-            h2 = _dh_step(W, q2, b_do, b_dvn, h2, t0, eos, i_h, H, K, BK, scale, BT, BK, PREC)
-        if NKS > 2:
-            h3 = _dh_step(W, q3, b_do, b_dvn, h3, t0, eos, i_h, H, K, 2 * BK, scale, BT, BK, PREC)
-            h4 = _dh_step(W, q4, b_do, b_dvn, h4, t0, eos, i_h, H, K, 3 * BK, scale, BT, BK, PREC)
+        if APPLY_X:
+            b_xt = x_block(W, c, i_h, H, BT, True) * chunk_beta(beta, t0, eos, i_h, H, BT)[:, None]
+            b_y = tl.dot(b_xt, b_dvn, input_precision=XPREC)
+            h1 += mm(tl.trans(q1), b_do, PREC) * scale - dot32(tl.trans(k1), b_y, PREC)
+            if NKS > 1:
+                h2 += mm(tl.trans(q2), b_do, PREC) * scale - dot32(tl.trans(k2), b_y, PREC)
+            if NKS > 2:
+                h3 += mm(tl.trans(q3), b_do, PREC) * scale - dot32(tl.trans(k3), b_y, PREC)
+                h4 += mm(tl.trans(q4), b_do, PREC) * scale - dot32(tl.trans(k4), b_y, PREC)
+        else:
+            h1 = _dh_step(W, q1, b_do, b_dvn, h1, t0, eos, i_h, H, K, 0, scale, BT, BK, PREC)
+            if NKS > 1:
+                h2 = _dh_step(W, q2, b_do, b_dvn, h2, t0, eos, i_h, H, K, BK, scale, BT, BK, PREC)
+            if NKS > 2:
+                h3 = _dh_step(W, q3, b_do, b_dvn, h3, t0, eos, i_h, H, K, 2 * BK, scale, BT, BK, PREC)
+                h4 = _dh_step(W, q4, b_do, b_dvn, h4, t0, eos, i_h, H, K, 3 * BK, scale, BT, BK, PREC)
     if STORE_DH0:
         store_state_slabs(dh0, i_n, i_h, H, K, V, v0, BK, BV, NKS, h1, h2, h3, h4, True)
 

@@ -122,3 +122,21 @@ def mm(a, b, PREC: tl.constexpr):
         return tl.dot(a, b)
     else:
         return tl.dot(a, b, input_precision=PREC)
+
+
+@triton.jit
+def chunk_beta(beta, t0, eos, i_h, H, BT: tl.constexpr):
+    """The chunk's ``beta`` as fp32 ``[BT]`` (zero past ``eos``)."""
+    offs_t = t0 + tl.arange(0, BT)
+    return tl.load(beta + offs_t * H + i_h, mask=offs_t < eos, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def x_block(X, c, i_h, H, BT: tl.constexpr, TRANS: tl.constexpr):
+    """Chunk ``c``'s ``[BT, BT]`` block of the fp32 ``X [n_chunks, H, C, C]`` (its transpose with ``TRANS``):
+    what the serial kernels read under ``wy_in_loop`` instead of ``W`` and ``U``."""
+    rows = tl.arange(0, BT)
+    base = X + (c * H + i_h).to(tl.int64) * BT * BT
+    if TRANS:
+        return tl.load(base + rows[:, None] + rows[None, :] * BT)
+    return tl.load(base + rows[:, None] * BT + rows[None, :])

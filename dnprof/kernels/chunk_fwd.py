@@ -21,8 +21,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from dnprof.kernels.chunk_common import (dot32, load_state_slabs, load_tile, load_tile32, mm, serial_program,
-                                         state_ptrs, store_state_slabs, store_tile)
+from dnprof.kernels.chunk_common import (chunk_beta, dot32, load_state_slabs, load_tile, load_tile32, mm,
+                                         serial_program, state_ptrs, store_state_slabs, store_tile, x_block)
 
 
 @triton.jit
@@ -73,9 +73,8 @@ def fwd_state_kernel(q, k, W, U, h0, Hs, Vn, o, ht, beta, seq_start, seq_chunk0,
             if NKS > 2:
                 b_vn -= dot32(k3, h3, PREC)
                 b_vn -= dot32(k4, h4, PREC)
-            b_beta = tl.load(beta + (t0 + rows) * H + i_h, mask=t0 + rows < eos, other=0.0).to(tl.float32)
-            b_x = tl.load(W + (c * H + i_h).to(tl.int64) * BT * BT + rows[:, None] * BT + rows[None, :])
-            b_vn = tl.dot(b_x.to(tl.float32) * b_beta[None, :], b_vn, input_precision=XPREC)
+            b_xb = x_block(W, c, i_h, H, BT, False) * chunk_beta(beta, t0, eos, i_h, H, BT)[None, :]
+            b_vn = tl.dot(b_xb, b_vn, input_precision=XPREC)
         else:
             # Vn = U - W h
             b_vn = load_tile32(U, t0, eos, i_h, H, V, v0, BT, BV)

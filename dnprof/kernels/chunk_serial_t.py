@@ -33,7 +33,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from dnprof.kernels.chunk_common import dot32, load_tile, mm, serial_program
+from dnprof.kernels.chunk_common import chunk_beta, dot32, load_tile, mm, serial_program, x_block
 
 
 @triton.jit
@@ -98,12 +98,10 @@ def _vn_from_x(X, v, k, beta, h_t, c, t0, eos, i_h, H, K: tl.constexpr, V: tl.co
 
     The ``X`` product runs at ``XPREC`` (tf32, or full fp32 for fp32 inputs) on the fp32 ``X``, so the
     WY transform stays as accurate as the 16-bit split of ``W``/``U`` in the WY launch."""
-    rows = tl.arange(0, BT)
     b_k = load_tile(k, t0, eos, i_h, H, K, 0, BT, BK)
     a_t = _tile_t(v, t0, eos, i_h, H, V, v0, BT, BV).to(tl.float32) - dot32(h_t, tl.trans(b_k), PREC)
-    b_beta = tl.load(beta + (t0 + rows) * H + i_h, mask=t0 + rows < eos, other=0.0).to(tl.float32)
-    b_x = tl.load(X + (c * H + i_h).to(tl.int64) * BT * BT + rows[:, None] * BT + rows[None, :]).to(tl.float32)
-    return tl.dot(a_t * b_beta[None, :], tl.trans(b_x), input_precision=XPREC), b_k
+    a_t = a_t * chunk_beta(beta, t0, eos, i_h, H, BT)[None, :]
+    return tl.dot(a_t, x_block(X, c, i_h, H, BT, True), input_precision=XPREC), b_k
 
 
 @triton.jit
@@ -160,10 +158,12 @@ def fwd_state_t_kernel(q, k, W, U, h0, Hs, Vn, o, ht, beta, seq_start, seq_chunk
 
 
 @triton.jit
-def bwd_dh_t_kernel(q, k, W, do, dht, dHs, dVn, dh0, seq_start, seq_chunk0, max_chunks, scale, H,
+def bwd_dh_t_kernel(q, k, W, do, dht, dHs, dVn, dh0, beta, seq_start, seq_chunk0, max_chunks, scale, H,
                     K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-                    NKS: tl.constexpr, PREC: tl.constexpr, USE_DHT: tl.constexpr, STORE_DH0: tl.constexpr):
-    """``bwd_dh_kernel`` with ``dh^T [BV, BK]`` (``BK`` the padded key head dim; ``NKS`` is 1)."""
+                    NKS: tl.constexpr, PREC: tl.constexpr, USE_DHT: tl.constexpr, STORE_DH0: tl.constexpr,
+                    APPLY_X: tl.constexpr, XPREC: tl.constexpr):
+    """``bwd_dh_kernel`` with ``dh^T [BV, BK]`` (``BK`` the padded key head dim; ``NKS`` is 1); ``APPLY_X``
+    as there: ``W`` is the fp32 ``X`` and ``dVn^T W = (dVn^T X diag(beta)) K``."""
     i_n, i_h, v0, bos, eos, c0 = serial_program(seq_start, seq_chunk0, V, BV)
     dh_t = _load_state_t(dht, i_n, i_h, H, K, V, v0, BK, BV, USE_DHT)
     rows = tl.arange(0, BT)
@@ -182,8 +182,14 @@ def bwd_dh_t_kernel(q, k, W, do, dht, dHs, dVn, dh0, seq_start, seq_chunk0, max_
         dvn_t = dot32(dh_t, tl.trans(b_k), PREC) + dot32(do_t, b_s, PREC)
         _store_t(dVn, dvn_t, t0, eos, i_h, H, V, v0, BT, BV)
         # dh^T = dh'^T + scale dO^T Q - dVn^T W
-        b_w = load_tile(W, t0, eos, i_h, H, K, 0, BT, BK)
-        dh_t += mm(do_t, b_q, PREC) * scale - dot32(dvn_t, b_w, PREC)
+        if APPLY_X:
+            # dVn^T W = ((dVn^T X) diag(beta)) K
+            b_y = tl.dot(dvn_t, x_block(W, c, i_h, H, BT, False), input_precision=XPREC)
+            b_y = b_y * chunk_beta(beta, t0, eos, i_h, H, BT)[None, :]
+            dh_t += mm(do_t, b_q, PREC) * scale - dot32(b_y, b_k, PREC)
+        else:
+            b_w = load_tile(W, t0, eos, i_h, H, K, 0, BT, BK)
+            dh_t += mm(do_t, b_q, PREC) * scale - dot32(dvn_t, b_w, PREC)
     if STORE_DH0:
         pf, mf = _state_t_ptrs(dh0, i_n, i_h, H, K, V, v0, BK, BV)
         tl.store(pf, dh_t, mask=mf)

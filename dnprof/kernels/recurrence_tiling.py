@@ -55,8 +55,8 @@ class Tiling(NamedTuple):
     """One serial kernel's launch: V tile, warps, requested stages, the fewest stages allowed, the
     height of the slabs its fp32 state is held in (``Kp // BK`` slabs, one to four), whether the
     state is held transposed (:mod:`dnprof.kernels.chunk_serial_t`, one ``[BV, Kp]`` tile), whether
-    that forward joins its ``W`` and ``Q`` products (``JOIN_WQ``), and whether the forward applies ``X``
-    itself (``APPLY_X``: ``ChunkConfig.wy_in_loop``; the forward's tiling only)."""
+    that forward joins its ``W`` and ``Q`` products (``JOIN_WQ``), and whether the kernel applies ``X``
+    itself instead of reading ``W`` and ``U`` (``APPLY_X``: ``ChunkConfig.wy_in_loop``)."""
 
     BV: int
     num_warps: int
@@ -106,10 +106,10 @@ def _tiling(bv: int, warps: int, stages: int, bk: int, chunk_size: int, major: i
 
 def recurrence_tiling(cfg: ChunkConfig, kernel: str, K: int, V: int, n_streams: int, sms: int,
                       major: int | None = None, stores_states: bool = True) -> Tiling:
-    """The tiling of ``kernel`` (``"fwd"``: state recurrence, ``"bwd"``: reverse) for ``cfg.rec``, the
-    forward's marked to apply ``X`` itself under ``cfg.wy_in_loop`` (see :func:`_rec_tiling`)."""
+    """The tiling of ``kernel`` (``"fwd"``: state recurrence, ``"bwd"``: reverse) for ``cfg.rec``, marked
+    to apply ``X`` itself under ``cfg.wy_in_loop`` (see :func:`_rec_tiling`)."""
     tiling = _rec_tiling(cfg, kernel, K, V, n_streams, sms, major, stores_states)
-    return tiling._replace(apply_x=True) if cfg.wy_in_loop and kernel == "fwd" else tiling
+    return tiling._replace(apply_x=True) if cfg.wy_in_loop else tiling
 
 
 def _rec_tiling(cfg: ChunkConfig, kernel: str, K: int, V: int, n_streams: int, sms: int,

@@ -316,3 +316,26 @@ def test_wy_in_loop_forms_no_w_in_the_backward_either(device, monkeypatch):
                               device=device, tolerance=1e-5, reference="recurrent")
     assert res.passed, res.errors
     assert launch.noted_tilings() == ["bwd_dh_kernel+x bk16 bv16 w4 s1", "fwd_state_kernel+x bk16 bv16 w4 s1"]
+
+
+def test_wy_in_loop_reads_no_x_block_past_a_shorter_sequence(device, monkeypatch):
+    """The serial loops run to the longest sequence's chunk count; on a shorter sequence's extra steps the X
+    block they would read belongs to another sequence or lies past the end of X. Whatever is there (inf
+    here, right after X) must not reach the result: those reads are masked."""
+    import dnprof.kernels.chunk as ck
+
+    real = ck.wy_forward
+
+    def x_with_inf_after(*args, **kwargs):
+        X, W, U = real(*args, **kwargs)
+        padded = torch.full((X.shape[0] + 4,) + tuple(X.shape[1:]), float("inf"), dtype=X.dtype, device=X.device)
+        padded[: X.shape[0]] = X
+        return padded[: X.shape[0]], W, U
+
+    monkeypatch.setattr(ck, "wy_forward", x_with_inf_after)
+    for rec in ("main", "tbv16w4s2"):
+        cfg = _cfg(rec=rec, fuse_output=True, wy_in_loop=True)
+        res = verify_delta_kernel(functools.partial(chunk_delta_rule, config=cfg), 1, 67, 2, 16, 16,
+                                  dtype=torch.float32, device=device, cu_seqlens=[0, 13, 50, 67], tolerance=1e-5,
+                                  reference="recurrent")
+        assert res.passed, (rec, res.errors)

@@ -86,7 +86,7 @@ def bwd_dh_kernel(q, k, W, do, dht, dHs, dVn, dh0, beta, seq_start, seq_chunk0, 
         store_tile(dVn, b_dvn, t0, eos, i_h, H, V, v0, BT, BV)
         # dh = dh' + scale Q^T dO - W^T dVn
         if APPLY_X:
-            b_xt = x_block(W, c, i_h, H, BT, True) * chunk_beta(beta, t0, eos, i_h, H, BT)[:, None]
+            b_xt = x_block(W, c, i_h, H, BT, True, i < n_chunks) * chunk_beta(beta, t0, eos, i_h, H, BT)[:, None]
             b_y = tl.dot(b_xt, b_dvn, input_precision=XPREC)
             h1 += mm(tl.trans(q1), b_do, PREC) * scale - dot32(tl.trans(k1), b_y, PREC)
             if NKS > 1:

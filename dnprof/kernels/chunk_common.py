@@ -132,11 +132,14 @@ def chunk_beta(beta, t0, eos, i_h, H, BT: tl.constexpr):
 
 
 @triton.jit
-def x_block(X, c, i_h, H, BT: tl.constexpr, TRANS: tl.constexpr):
+def x_block(X, c, i_h, H, BT: tl.constexpr, TRANS: tl.constexpr, valid):
     """Chunk ``c``'s ``[BT, BT]`` block of the fp32 ``X [n_chunks, H, C, C]`` (its transpose with ``TRANS``):
-    what the serial kernels read under ``wy_in_loop`` instead of ``W`` and ``U``."""
+    what the serial kernels read under ``wy_in_loop`` instead of ``W`` and ``U``. ``valid`` (a scalar
+    bool) is false on a shorter sequence's extra loop steps, whose ``c`` is another sequence's chunk or
+    past the end: zeros then, since even a zero ``beta`` times an ``inf`` read there would be NaN."""
     rows = tl.arange(0, BT)
     base = X + (c * H + i_h).to(tl.int64) * BT * BT
+    m = (rows[:, None] >= 0) & valid
     if TRANS:
-        return tl.load(base + rows[:, None] + rows[None, :] * BT)
-    return tl.load(base + rows[:, None] * BT + rows[None, :])
+        return tl.load(base + rows[:, None] + rows[None, :] * BT, mask=m, other=0.0)
+    return tl.load(base + rows[:, None] * BT + rows[None, :], mask=m, other=0.0)

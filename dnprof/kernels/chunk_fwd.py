@@ -73,7 +73,7 @@ def fwd_state_kernel(q, k, W, U, h0, Hs, Vn, o, ht, beta, seq_start, seq_chunk0,
             if NKS > 2:
                 b_vn -= dot32(k3, h3, PREC)
                 b_vn -= dot32(k4, h4, PREC)
-            b_xb = x_block(W, c, i_h, H, BT, False) * chunk_beta(beta, t0, eos, i_h, H, BT)[None, :]
+            b_xb = x_block(W, c, i_h, H, BT, False, i < n_chunks) * chunk_beta(beta, t0, eos, i_h, H, BT)[None, :]
             b_vn = tl.dot(b_xb, b_vn, input_precision=XPREC)
         else:
             # Vn = U - W h

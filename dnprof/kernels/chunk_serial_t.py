@@ -92,8 +92,8 @@ def _halves(x, R: tl.constexpr, BT: tl.constexpr):
 
 
 @triton.jit
-def _vn_from_x(X, v, k, beta, h_t, c, t0, eos, i_h, H, K: tl.constexpr, V: tl.constexpr, v0, BT: tl.constexpr,
-               BK: tl.constexpr, BV: tl.constexpr, PREC: tl.constexpr, XPREC: tl.constexpr):
+def _vn_from_x(X, v, k, beta, h_t, c, valid, t0, eos, i_h, H, K: tl.constexpr, V: tl.constexpr, v0,
+               BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, PREC: tl.constexpr, XPREC: tl.constexpr):
     """``Vn^T = (V^T - h^T K^T) diag(beta) X^T`` for chunk ``c`` from its ``X`` block, and the chunk's key tile.
 
     The ``X`` product runs at ``XPREC`` (tf32, or full fp32 for fp32 inputs) on the fp32 ``X``, so the
@@ -101,7 +101,7 @@ def _vn_from_x(X, v, k, beta, h_t, c, t0, eos, i_h, H, K: tl.constexpr, V: tl.co
     b_k = load_tile(k, t0, eos, i_h, H, K, 0, BT, BK)
     a_t = _tile_t(v, t0, eos, i_h, H, V, v0, BT, BV).to(tl.float32) - dot32(h_t, tl.trans(b_k), PREC)
     a_t = a_t * chunk_beta(beta, t0, eos, i_h, H, BT)[None, :]
-    return tl.dot(a_t, x_block(X, c, i_h, H, BT, True), input_precision=XPREC), b_k
+    return tl.dot(a_t, x_block(X, c, i_h, H, BT, True, valid), input_precision=XPREC), b_k
 
 
 @triton.jit
@@ -127,7 +127,8 @@ def fwd_state_t_kernel(q, k, W, U, h0, Hs, Vn, o, ht, beta, seq_start, seq_chunk
             tl.store(ps, h_t, mask=ms & (i < n_chunks))
         # Vn^T = U^T - h^T W^T
         if APPLY_X:
-            vn_t, b_k = _vn_from_x(W, U, k, beta, h_t, c, t0, eos, i_h, H, K, V, v0, BT, BK, BV, PREC, XPREC)
+            vn_t, b_k = _vn_from_x(W, U, k, beta, h_t, c, i < n_chunks, t0, eos, i_h, H, K, V, v0, BT, BK, BV, PREC,
+                                   XPREC)
         elif JOIN_WQ:
             b_wq = _wq_tile(W, q, t0, eos, i_h, H, K, BT, BK)
             hw, hq = _halves(dot32(h_t, tl.trans(b_wq), PREC), BV, BT)
@@ -184,7 +185,7 @@ def bwd_dh_t_kernel(q, k, W, do, dht, dHs, dVn, dh0, beta, seq_start, seq_chunk0
         # dh^T = dh'^T + scale dO^T Q - dVn^T W
         if APPLY_X:
             # dVn^T W = ((dVn^T X) diag(beta)) K
-            b_y = tl.dot(dvn_t, x_block(W, c, i_h, H, BT, False), input_precision=XPREC)
+            b_y = tl.dot(dvn_t, x_block(W, c, i_h, H, BT, False, i < n_chunks), input_precision=XPREC)
             b_y = b_y * chunk_beta(beta, t0, eos, i_h, H, BT)[None, :]
             dh_t += mm(do_t, b_q, PREC) * scale - dot32(b_y, b_k, PREC)
         else:

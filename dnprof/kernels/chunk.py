@@ -16,7 +16,7 @@ forward
 backward
     1. ``wy_apply_kernel`` recomputes ``W`` from the saved ``X``, unless the forward kept ``W``
        (16-bit intermediates: ``W`` is then the size of ``k``, and keeping it costs less than
-       recomputing it).
+       recomputing it) or ``wy_in_loop`` has the reverse recurrence apply ``X`` itself (no ``W`` at all).
     2. ``bwd_dh_kernel``: reverse recurrence for the state gradients ``dh'`` and ``dVn``, and dh0.
     3. ``bwd_chunk_v_kernel`` per (chunk, head): dv, dbeta's V part, and ``P`` and ``G`` into a
        per-chunk scratch (twice the size of ``X``); then ``bwd_chunk_k_kernel`` per (chunk, head,
@@ -253,10 +253,9 @@ def _forward(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, scale: float, h0: Te
     Vn = torch.empty(T if store_vn else 1, H, V, dtype=inter, device=dev)
     o = torch.empty(T, H, V, dtype=q.dtype, device=dev)
     ht = torch.empty(tables.n_seqs, H, K, V, dtype=torch.float32, device=dev) if output_final_state else None
-    if apply_x:  # the loop forms Vn from X, v and beta itself
-        launch_state(q, k, X, v, h0, Hs, Vn, o, ht, tables, scale, cfg, store_h, store_vn, plan.fwd, beta)
-    else:
-        launch_state(q, k, W, U, h0, Hs, Vn, o, ht, tables, scale, cfg, store_h, store_vn, plan.fwd)
+    # under wy_in_loop the loop forms Vn from X, v and beta itself
+    launch_state(q, k, *((X, v) if apply_x else (W, U)), h0, Hs, Vn, o, ht, tables, scale, cfg, store_h, store_vn,
+                 plan.fwd, beta)
     if not cfg.fuse_output:
         launch(
             fwd_output_kernel, (tables.n_chunks * triton.cdiv(V, BV), H),
@@ -288,7 +287,7 @@ def _backward(q, k, v, beta, scale, X, Hs, Vn, W, do, dht, tables: _ChunkTables,
     dHs = torch.empty(tables.n_chunks, H, K, V, dtype=_STATE_DTYPES[cfg.state_dtype], device=dev)
     dVn = torch.empty(T, H, V, dtype=inter, device=dev)
     dh0 = torch.empty(tables.n_seqs, H, K, V, dtype=torch.float32, device=dev) if need_dh0 else None
-    launch_dh(q, k, W, do, dht, dHs, dVn, dh0, tables, scale, cfg, tiling, beta if tiling.apply_x else None)
+    launch_dh(q, k, W, do, dht, dHs, dVn, dh0, tables, scale, cfg, tiling, beta)
     # dq, dk and dv are written once, straight in the inputs' dtypes (the store rounds as a cast
     # would, without an extra pass); dbeta comes in fp32 parts, one per K tile plus the V part.
     dq = torch.empty(T, H, K, dtype=q.dtype, device=dev)

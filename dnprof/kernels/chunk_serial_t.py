@@ -24,7 +24,8 @@ Under ``wy_in_loop`` (``-wyx`` variants, ``APPLY_X``) the forward applies the WY
 as the slab kernel does then: the WY launch computes ``X`` alone (fp32) and never forms
 ``W = X diag(beta) K`` or ``U = X diag(beta) V``, which are the size of ``k`` and ``v``; the loop takes
 ``Vn^T = (V^T - h^T K^T) diag(beta) X^T`` from the ``K`` tile it loads anyway, ``v`` and the chunk's
-``[C, C]`` block of ``X``, one small product more a chunk. A backward then recomputes ``W`` from ``X``.
+``[C, C]`` block of ``X``, one small product more a chunk. The reverse recurrence then takes ``dVn^T W``
+as ``(dVn^T X diag(beta)) K``, so a backward needs no ``W`` either.
 ``tj`` is not timed yet, so ``auto`` does not pick it.
 """
 

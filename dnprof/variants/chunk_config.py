@@ -9,7 +9,8 @@ the launch parameters, and the fusion/storage choices the kernels implement:
   inverse and the ``W``/``U`` products into two launches (False).
 - ``wy_in_loop``: form neither ``W`` nor ``U``: the WY launch computes ``X = (I + A)^-1`` alone (fp32)
   and the forward state loop applies it, ``Vn = X diag(beta) (V - K h)``, from the key tile it loads
-  anyway (name ``-wyx``; ``fuse_wy`` then has no meaning and stays True). A backward recomputes ``W``.
+  anyway (name ``-wyx``; ``fuse_wy`` then has no meaning and stays True). The backward's reverse
+  recurrence applies ``X`` too, so ``W`` is never formed.
 - ``fuse_output``: compute the output inside the sequential state kernel (True; a forward without a
   backward then stores no states at all) or in a separate chunk-parallel kernel (False).
 - ``dot_operands``: operands of the tensor-core products outside the WY transform. ``fp32``: computed

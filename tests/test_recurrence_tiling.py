@@ -117,7 +117,7 @@ def test_wy_in_loop_marks_both_serial_tilings_whatever_the_rec():
 @pytest.mark.parametrize(
     "D,streams,stores,want",
     [
-        (256, 8 * 8, False, Tiling(128, 8, 2, 1, 256, True)),  # T = 4096: 128 programs at BV = 128
+        (256, 8 * 8, False, Tiling(128, 8, 2, 1, 256, True, True)),  # T = 4096: 128 programs at BV = 128, joined
         (128, 8 * 16, False, Tiling(64, 4, 2, 1, 128, True)),  # T = 4096: 256 programs at BV = 64
         (128, 2 * 16, False, Tiling(32, 4, 3, 2, 128)),  # T = 16384: 64 programs, too few; the slabs
         (256, 2 * 8, False, Tiling(32, 4, 3, 2, 128)),  # T = 16384 at D = 256 likewise
@@ -220,3 +220,16 @@ def test_a_one_stage_wy_transform_at_chunk_128_is_refused_on_sm90_only(monkeypat
     with pytest.raises(Launched):
         chunk.chunk_delta_rule(inp.q, inp.k, inp.v, inp.beta, config=cfg)
     assert launched[-1]["min_stages"] == 1
+
+
+def test_auto_joins_the_w_and_q_products_only_above_head_dim_128_with_16_bit_operands():
+    fused = dataclasses.replace(AUTO, fuse_output=True)
+    assert AUTO.dot_operands == "input"
+    assert recurrence_tiling(fused, "fwd", 256, 256, 64, H200_SMS, SM90, stores_states=False).joint
+    assert not recurrence_tiling(fused, "fwd", 128, 128, 128, H200_SMS, SM90, stores_states=False).joint
+    fp32 = dataclasses.replace(fused, dot_operands="fp32")
+    assert recurrence_tiling(fp32, "fwd", 256, 256, 64, H200_SMS, SM90, stores_states=False) == Tiling(
+        128, 8, 2, 1, 256, True)
+    x = dataclasses.replace(fused, wy_in_loop=True)
+    assert recurrence_tiling(x, "fwd", 256, 256, 64, H200_SMS, SM90, stores_states=False) == Tiling(
+        128, 8, 2, 1, 256, True, False, True)

@@ -131,7 +131,8 @@ def _rec_tiling(cfg: ChunkConfig, kernel: str, K: int, V: int, n_streams: int, s
                        explicit.joint)
     Kp, Vp = padded_dim(K), padded_dim(V)
     if kernel == "fwd" and cfg.fuse_output and not stores_states and C == 64 and Kp >= 128:
-        transposed = _transposed_forward(Kp, Vp, V, n_streams, sms, major)
+        joint = Kp > 128 and cfg.dot_operands == "input" and not cfg.wy_in_loop
+        transposed = _transposed_forward(Kp, Vp, V, n_streams, sms, major, joint)
         if transposed is not None:
             return transposed
     wide = n_streams * triton.cdiv(V, min(64, Vp)) >= sms
@@ -146,18 +147,24 @@ def _rec_tiling(cfg: ChunkConfig, kernel: str, K: int, V: int, n_streams: int, s
     return _tiling(min(64, Vp), 4 if bk == Kp else 8, 3, bk, C, major)
 
 
-def _transposed_forward(Kp: int, Vp: int, V: int, n_streams: int, sms: int, major: int | None) -> Tiling | None:
+def _transposed_forward(Kp: int, Vp: int, V: int, n_streams: int, sms: int, major: int | None,
+                        joint: bool = False) -> Tiling | None:
     """``auto``'s transposed state for a forward that computes its output and stores no states, when
     ``BV = Kp / 2`` still gives about one program per SM (at least three quarters of the SMs); else None.
+    ``joint``: join the ``W`` and ``Q`` products (``tj``), which the caller asks for at head dims above 128.
 
     Sixth lease sweep (``runs/lease6/call1-sweep-*.jsonl``, C = 64): D = 256, T = 4096, ``tbv128w8s2``
     0.553 against 0.837 ms for the slabs ``auto`` took there (0.819 at one slab); D = 128, T = 4096, ``tbv64w4s2`` 0.230 ms
     against 0.264 ms for ``auto``'s slabs in the fifth lease. With fewer programs (T = 16384, B = 2) the
-    slabs at ``BV = 32`` won (0.38 against 0.63 ms at D = 128), so they stay there."""
+    slabs at ``BV = 32`` won (0.38 against 0.63 ms at D = 128), so they stay there.
+
+    Seventh lease (``runs/lease7/call1-*``): the joined ``tjbv128w8s2`` took the D = 256, T = 4096 loop
+    from 0.552 to 0.366 ms and the whole forward from 0.811 to 0.603 ms; at D = 128 ``tjbv64w4s2`` was
+    slower than ``tbv64w4s2`` (0.264 against 0.229 ms), so only head dims above 128 join."""
     bv = min(Kp // 2, Vp)
     if 4 * n_streams * triton.cdiv(V, bv) < 3 * sms:
         return None
-    return _tiling(bv, 8 if Kp > 128 else 4, 2, Kp, 64, major, transposed=True)
+    return _tiling(bv, 8 if Kp > 128 else 4, 2, Kp, 64, major, transposed=True, joint=joint)
 
 
 def _slab_height(kernel: str, Kp: int, chunk_size: int, variant_bk: int) -> int:

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from dnprof.kernels.recurrence_tiling import Tiling, check_pipelined, recurrence_tiling
+from dnprof.kernels.recurrence_tiling import Tiling, check_pipelined, check_wy_in_loop, recurrence_tiling
 from dnprof.variants.chunk_config import ChunkConfig
 from dnprof.variants.errors import ConfigError
 
@@ -233,3 +233,16 @@ def test_auto_joins_the_w_and_q_products_only_above_head_dim_128_with_16_bit_ope
     x = dataclasses.replace(fused, wy_in_loop=True)
     assert recurrence_tiling(x, "fwd", 256, 256, 64, H200_SMS, SM90, stores_states=False) == Tiling(
         128, 8, 2, 1, 256, True, False, True)
+
+
+def test_wy_in_loop_is_refused_at_narrow_tilings_on_sm90_only():
+    x = dataclasses.replace(AUTO, wy_in_loop=True)
+    narrow = recurrence_tiling(x, "fwd", 128, 128, 8, H200_SMS, SM90)  # few programs: auto takes BV = 32
+    assert narrow.BV == 32 and narrow.apply_x
+    with pytest.raises(ValueError, match="config: wy_in_loop in the fwd serial kernel at BV 32"):
+        check_wy_in_loop(narrow, "fwd", SM90)
+    check_wy_in_loop(narrow, "fwd", 8)  # not seen elsewhere
+    check_wy_in_loop(narrow, "fwd", None)  # the interpreter verifies it
+    check_wy_in_loop(recurrence_tiling(dataclasses.replace(x, rec="bk128bv64w4s2"), "fwd", 128, 128, 8, H200_SMS,
+                                       SM90), "fwd", SM90)  # BV = 64 verified on the H200
+    check_wy_in_loop(recurrence_tiling(AUTO, "fwd", 128, 128, 8, H200_SMS, SM90), "fwd", SM90)  # no X applied

@@ -59,7 +59,8 @@ from dnprof.kernels.chunk_fwd import fwd_output_kernel, fwd_state_kernel
 from dnprof.kernels.chunk_serial_t import bwd_dh_t_kernel, fwd_state_t_kernel
 from dnprof.kernels.chunk_wy import wy_forward, wy_recompute_w
 from dnprof.kernels.launch import launch, note_tiling
-from dnprof.kernels.recurrence_tiling import Tiling, check_pipelined, compute_major, recurrence_tiling, sm_count
+from dnprof.kernels.recurrence_tiling import (Tiling, check_pipelined, check_wy_in_loop, compute_major, recurrence_tiling,
+                                             sm_count)
 from dnprof.kernels.validation import check_delta_inputs
 from dnprof.reference import l2norm
 from dnprof.variants.chunk_config import ChunkConfig, ConfigError, padded_dim
@@ -154,7 +155,7 @@ def launch_plan(cfg: ChunkConfig, K: int, V: int, H: int, tables: _ChunkTables, 
     """The :class:`LaunchPlan` of ``cfg`` for this batch on ``device`` (``save``: a backward will follow, so
     the forward stores its states); a ValueError naming ``config``
     for a launch that must not run there (sm_90: an unpipelined narrow serial tiling, see
-    ``check_pipelined``, or a C = 128 WY transform at one stage, which faulted once and returned
+    ``check_pipelined``; ``wy_in_loop`` at a narrow tiling, see ``check_wy_in_loop``; or a C = 128 WY transform at one stage, which faulted once and returned
     wrong values once on an H200 at 8 warps, D = 256: docs/performance.md, change 21)."""
     dev = _device_index(device)
     major = compute_major(dev)
@@ -163,6 +164,7 @@ def launch_plan(cfg: ChunkConfig, K: int, V: int, H: int, tables: _ChunkTables, 
         tilings[kernel] = recurrence_tiling(cfg, kernel, K, V, tables.n_seqs * H, sm_count(dev), major,
                                             stores_states=_stores_states(cfg, save))
         check_pipelined(tilings[kernel], kernel)
+        check_wy_in_loop(tilings[kernel], kernel, major)
     wy_min = 2 if cfg.chunk_size >= 128 and major == 9 else 1
     if cfg.num_stages < wy_min:
         raise ValueError(f"config: at chunk size {cfg.chunk_size} the WY transform needs at least {wy_min} pipelining "

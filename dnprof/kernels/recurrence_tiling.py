@@ -88,6 +88,18 @@ def check_pipelined(tiling: Tiling, kernel: str) -> None:
         )
 
 
+def check_wy_in_loop(tiling: Tiling, kernel: str, major: int | None) -> None:
+    """Refuse ``wy_in_loop`` in a serial kernel at ``BV <= 32`` on sm_90: on an H200 with Triton 3.6 the
+    D = 128 forward returned wrong outputs there (error 1.0 against float64 at every such tiling tried)
+    and one launch faulted, while the same tilings verify without it (``runs/lease7/call2-wyx-diag.log``)."""
+    if tiling.apply_x and major == 9 and tiling.BV <= NARROW_BV:
+        raise ValueError(
+            f"config: wy_in_loop in the {kernel} serial kernel at BV {tiling.BV} returns wrong values on sm_90 "
+            f"with Triton 3.6; it needs BV > {NARROW_BV} there: use an explicit rec tiling such as "
+            f"rec='bv64w4s2', or wy_in_loop=False"
+        )
+
+
 @functools.lru_cache(maxsize=8)
 def sm_count(device_index: int | None) -> int:
     """Streaming multiprocessors of a CUDA device (132 assumed off-GPU: the rule then matches an H100/H200)."""

@@ -122,11 +122,25 @@ def test_wy_in_loop_fwd_and_bwd_bf16(D):
     backward): output, final state and every gradient agree with float64."""
     import dataclasses
 
-    cfg = dataclasses.replace(ChunkConfig.default_for(D, D, 64, torch.bfloat16, "fwdbwd"), wy_in_loop=True)
+    cfg = dataclasses.replace(ChunkConfig.default_for(D, D, 64, torch.bfloat16, "fwdbwd"), wy_in_loop=True,
+                              rec=f"bk{D}bv64w4s2" if D >= 128 else "auto")  # BV = 64: narrower is refused
     kernel = functools.partial(chunk_delta_rule, config=cfg)
     res = verify_delta_kernel(kernel, 2, 1000, 4, D, D, dtype=torch.bfloat16, device="cuda", reference="chunk")
     print(f"D={D} {cfg.name}: " + " ".join(f"{k}={v:.2e}" for k, v in res.errors.items()))
     assert res.passed, res.errors
+
+
+def test_wy_in_loop_at_a_narrow_tiling_is_refused_on_sm90():
+    """``auto`` takes BV = 32 at D = 128 with 8 streams; with ``wy_in_loop`` that returned wrong outputs on an
+    H200, so the launch must be refused with a ValueError naming the config, before anything runs."""
+    import dataclasses
+
+    if torch.cuda.get_device_capability()[0] != 9:
+        pytest.skip("the refusal is for sm_90")
+    cfg = dataclasses.replace(ChunkConfig.default_for(128, 128, 64, torch.bfloat16, "fwdbwd"), wy_in_loop=True)
+    kernel = functools.partial(chunk_delta_rule, config=cfg)
+    with pytest.raises(ValueError, match="config: wy_in_loop"):
+        verify_delta_kernel(kernel, 2, 1000, 4, 128, 128, dtype=torch.bfloat16, device="cuda", reference="chunk")
 
 
 def test_auto_tiling_of_the_fused_forward_at_chunk_32_bf16():

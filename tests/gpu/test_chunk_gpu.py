@@ -123,7 +123,7 @@ def test_wy_in_loop_fwd_and_bwd_bf16(D):
     import dataclasses
 
     cfg = dataclasses.replace(ChunkConfig.default_for(D, D, 64, torch.bfloat16, "fwdbwd"), wy_in_loop=True,
-                              rec=f"bk{D}bv64w4s2" if D >= 128 else "auto")  # BV = 64: narrower is refused
+                              rec=f"bk{D}bv64w4s2")  # BV = 64: narrower is refused on sm_90
     kernel = functools.partial(chunk_delta_rule, config=cfg)
     res = verify_delta_kernel(kernel, 2, 1000, 4, D, D, dtype=torch.bfloat16, device="cuda", reference="chunk")
     print(f"D={D} {cfg.name}: " + " ".join(f"{k}={v:.2e}" for k, v in res.errors.items()))
@@ -176,7 +176,7 @@ def test_chunk_128_wy_at_one_stage_is_refused_on_sm90():
 
 
 @pytest.mark.parametrize("D,rec,want", [(128, "auto", "fwd_state_t_kernel bk128 bv64 w4 s2"),
-                                        (256, "auto", "fwd_state_t_kernel bk256 bv128 w8 s2"),
+                                        (256, "auto", "fwd_state_t_kernel+wq bk256 bv128 w8 s2"),
                                         (128, "tjbv64w4s2", "fwd_state_t_kernel+wq bk128 bv64 w4 s2"),
                                         (256, "tjbv128w8s2", "fwd_state_t_kernel+wq bk256 bv128 w8 s2"),
                                         (256, "tjbv64w4s2", "fwd_state_t_kernel+wq bk256 bv64 w4 s2"),

@@ -105,6 +105,7 @@ def test_failures_are_recorded_by_type_and_the_search_goes_on(tmp_path):
     failed = next(r for r in out.families[0].results if r.status == "failed-verification")
     assert failed.errors["o"] == 0.5 and "0.5" in failed.message
     assert classify_failure(ValueError("x")) == "runtime-error"
+    assert classify_failure(ValueError("config: wy_in_loop in the fwd serial kernel at BV 32 ...")) == "invalid"
 
 
 def test_a_candidate_that_kills_the_process_twice_is_recorded_not_retried(tmp_path):

@@ -67,3 +67,19 @@ def test_all_families_include_the_wy_transform_applied_in_the_loop():
     rows = [line for line in res.output.splitlines() if "-hfp32-wyx-" in line]
     assert len(rows) == 2, res.output  # output fused and not
     assert all("pass" in line for line in rows), res.output
+
+
+def test_a_variant_refused_on_this_gpu_is_shown_as_refused_not_failed(monkeypatch):
+    """On sm_90 ``wy_in_loop`` at BV <= 32 is refused before launch (a known mis-compile): verify lists it
+    as refused with the reason, checks the rest, and exits 0 when those pass."""
+    import dnprof.kernels.chunk as chunk
+
+    monkeypatch.setattr(chunk, "compute_major", lambda dev: 9)  # as on an H100/H200
+    names = "c16-bk16-bv16-w4-s2-hfp32-wyx-of,c16-bk16-bv16-w4-s2-hfp32-wyf-of"
+    res = _run([*SMALL, "--variants", names, "--mode", "fwd"])
+    assert res.exit_code == 0, res.output
+    wyx = next(line for line in res.output.splitlines() if "-wyx-" in line)
+    wyf = next(line for line in res.output.splitlines() if "-wyf-" in line)
+    assert "refused" in wyx and "pass" not in wyx
+    assert "pass" in wyf
+    assert "1 variant(s) refused" in res.output

@@ -30,12 +30,17 @@ measured on an H200 (bf16, C = 64, ``results/nvidia-h200/runs/lease3-call1-sweep
   ``BV = Kp / 2`` when that still gives about one program per SM (D = 256, T = 4096: 0.55 against
   0.84 ms; D = 128, T = 4096: 0.23 against the fifth lease's 0.26 ms). It lost wherever the
   programs were fewer, and wherever states are stored or the recurrence runs in reverse, so those
-  keep their slabs.
+  keep their slabs;
+- at padded head dims above 128 with 16-bit dot operands, that transposed forward reads each
+  chunk's ``W`` and ``Q`` as one tile (``tj``; seventh lease, ``runs/lease7/call1-sweep.jsonl``:
+  D = 256, T = 4096, 0.366 against 0.552 ms; at D = 128 it lost, 0.264 against 0.229 ms).
 
 On sm_90 with Triton 3.6 these kernels fault or return wrong values at C = 64 and ``BV <= 32``
 without pipelining (one stage), so there such launches require at least two stages. (At C = 128
 the same kernels at ``BV = 32`` lowered to one stage verified on the GPU, and two stages do not fit
-at D = 256; other architectures were not seen to fault and may still lower to one stage.)
+at D = 256; other architectures were not seen to fault and may still lower to one stage.) There,
+too, ``wy_in_loop`` returned wrong forward outputs at ``BV <= 32`` and is refused
+(:func:`check_wy_in_loop`).
 """
 
 from __future__ import annotations

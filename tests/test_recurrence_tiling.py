@@ -246,3 +246,25 @@ def test_wy_in_loop_is_refused_at_narrow_tilings_on_sm90_only():
     check_wy_in_loop(recurrence_tiling(dataclasses.replace(x, rec="bk128bv64w4s2"), "fwd", 128, 128, 8, H200_SMS,
                                        SM90), "fwd", SM90)  # BV = 64 verified on the H200
     check_wy_in_loop(recurrence_tiling(AUTO, "fwd", 128, 128, 8, H200_SMS, SM90), "fwd", SM90)  # no X applied
+
+
+def test_launch_plan_checks_only_the_serial_kernels_the_call_launches(monkeypatch):
+    """A no-grad forward never runs the reverse recurrence, so a refusal of that tiling must not stop it;
+    with a backward to follow, the kernels that launch are refused as a RefusedOnDevice (a ValueError)."""
+    import types
+
+    import torch
+
+    import dnprof.kernels.chunk as chunk
+    from dnprof.variants.errors import RefusedOnDevice
+
+    monkeypatch.setattr(chunk, "compute_major", lambda dev: SM90)  # as on an H100/H200
+    cfg = dataclasses.replace(AUTO, fuse_output=True, wy_in_loop=True)
+    tables = types.SimpleNamespace(n_seqs=8)  # 8 sequences x 8 heads at D = 256: the transposed forward, BV 128
+    plan = chunk.launch_plan(cfg, 256, 256, 8, tables, torch.device("cpu"), save=False)
+    assert plan.fwd.BV == 128 and plan.bwd.BV == 32  # the reverse's tiling would be refused, were it launched
+    # with a backward, the forward stores states (slabs at BV 32, refused too) and the reverse launches
+    with pytest.raises(RefusedOnDevice, match="config: wy_in_loop in the fwd serial kernel at BV 32"):
+        chunk.launch_plan(cfg, 256, 256, 8, tables, torch.device("cpu"), save=True)
+    explicit = dataclasses.replace(cfg, rec="tbv128w8s2")  # wide enough for both kernels
+    chunk.launch_plan(explicit, 256, 256, 8, tables, torch.device("cpu"), save=True)

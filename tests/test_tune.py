@@ -18,6 +18,7 @@ from dnprof.bench.verify import VerifyResult
 from dnprof.cli import main
 from dnprof.variants.db import TuningDB
 from dnprof.variants.limits import PROFILES
+from dnprof.variants.errors import RefusedOnDevice
 from dnprof.variants.search import Budget
 from dnprof.variants.space import generate_space
 from dnprof.variants.tuner import ParallelCompiler, Tuner, TuneRequest, classify_failure
@@ -105,7 +106,7 @@ def test_failures_are_recorded_by_type_and_the_search_goes_on(tmp_path):
     failed = next(r for r in out.families[0].results if r.status == "failed-verification")
     assert failed.errors["o"] == 0.5 and "0.5" in failed.message
     assert classify_failure(ValueError("x")) == "runtime-error"
-    assert classify_failure(ValueError("config: wy_in_loop in the fwd serial kernel at BV 32 ...")) == "invalid"
+    assert classify_failure(RefusedOnDevice("config: wy_in_loop in the fwd serial kernel at BV 32 ...")) == "invalid"
 
 
 def test_a_candidate_that_kills_the_process_twice_is_recorded_not_retried(tmp_path):

@@ -110,7 +110,7 @@ def command(head_dim, seq_len, chunk_size, dtype, variants, device, batch, heads
                 "use fp32 or fp16, or a GPU", param_hint="--dtype")
         os.environ.setdefault("TRITON_INTERPRET", "1")
 
-    from dnprof.variants.chunk_config import ConfigError
+    from dnprof.variants.errors import ConfigError, RefusedOnDevice
 
     try:
         plan = {D: _select_variants(variants, chunk_sizes, D, D, dtype) for D in head_dims}
@@ -160,10 +160,7 @@ def command(head_dim, seq_len, chunk_size, dtype, variants, device, batch, heads
         try:
             res = verify_delta_kernel(kernel, batch, seq_len, heads, D, D, dtype=tdtype, device=device,
                                       mode=mode, seed=seed)
-        except ValueError as e:
-            if not str(e).startswith("config:"):
-                raise
-            # refused before launch on this GPU (a known mis-compile): nothing ran, so nothing failed
+        except RefusedOnDevice as e:  # a known mis-compile on this GPU: nothing ran, so nothing failed
             refused += 1
             table.add_row(label, str(D), *["-"] * len(keys), "-", f"[yellow]refused: {e}[/yellow]")
             return

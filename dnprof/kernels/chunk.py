@@ -64,6 +64,7 @@ from dnprof.kernels.recurrence_tiling import (Tiling, check_pipelined, check_wy_
 from dnprof.kernels.validation import check_delta_inputs
 from dnprof.reference import l2norm
 from dnprof.variants.chunk_config import ChunkConfig, ConfigError, padded_dim
+from dnprof.variants.errors import RefusedOnDevice
 
 Tensor = torch.Tensor
 
@@ -153,22 +154,20 @@ def _stores_states(cfg: ChunkConfig, save: bool) -> bool:
 def launch_plan(cfg: ChunkConfig, K: int, V: int, H: int, tables: _ChunkTables, device: torch.device,
                 save: bool = True) -> LaunchPlan:
     """The :class:`LaunchPlan` of ``cfg`` for this batch on ``device`` (``save``: a backward will follow, so
-    the forward stores its states); a ValueError naming ``config``
-    for a launch that must not run there (sm_90: an unpipelined narrow serial tiling, see
+    the forward stores its states); :class:`RefusedOnDevice` (a ValueError starting ``config:``) for a
+    kernel of the call that must not launch there (sm_90: an unpipelined narrow serial tiling, see
     ``check_pipelined``; ``wy_in_loop`` at a narrow tiling, see ``check_wy_in_loop``; or a C = 128 WY transform at one stage, which faulted once and returned
     wrong values once on an H200 at 8 warps, D = 256: docs/performance.md, change 21)."""
     dev = _device_index(device)
     major = compute_major(dev)
-    tilings = {}
-    for kernel in ("fwd", "bwd"):
-        tilings[kernel] = recurrence_tiling(cfg, kernel, K, V, tables.n_seqs * H, sm_count(dev), major,
-                                            stores_states=_stores_states(cfg, save))
+    tilings = {kernel: recurrence_tiling(cfg, kernel, K, V, tables.n_seqs * H, sm_count(dev), major,
+                                         stores_states=_stores_states(cfg, save)) for kernel in ("fwd", "bwd")}
+    for kernel in ("fwd", "bwd") if save else ("fwd",):  # with no backward to follow the reverse never launches
         check_pipelined(tilings[kernel], kernel)
-        if kernel == "fwd" or save:  # a forward with no backward to follow never launches the reverse
-            check_wy_in_loop(tilings[kernel], kernel, major)
+        check_wy_in_loop(tilings[kernel], kernel, major)
     wy_min = 2 if cfg.chunk_size >= 128 and major == 9 else 1
     if cfg.num_stages < wy_min:
-        raise ValueError(f"config: at chunk size {cfg.chunk_size} the WY transform needs at least {wy_min} pipelining "
+        raise RefusedOnDevice(f"config: at chunk size {cfg.chunk_size} the WY transform needs at least {wy_min} pipelining "
                          f"stages on sm_90 (at one stage it faulted or returned wrong values with Triton 3.6); "
                          f"got num_stages={cfg.num_stages}")
     return LaunchPlan(tilings["fwd"], tilings["bwd"], wy_min)

@@ -25,8 +25,9 @@ as the slab kernel does then: the WY launch computes ``X`` alone (fp32) and neve
 ``W = X diag(beta) K`` or ``U = X diag(beta) V``, which are the size of ``k`` and ``v``; the loop takes
 ``Vn^T = (V^T - h^T K^T) diag(beta) X^T`` from the ``K`` tile it loads anyway, ``v`` and the chunk's
 ``[C, C]`` block of ``X``, one small product more a chunk. The reverse recurrence then takes ``dVn^T W``
-as ``(dVn^T X diag(beta)) K``, so a backward needs no ``W`` either.
-``tj`` is not timed yet, so ``auto`` does not pick it.
+as ``(dVn^T X diag(beta)) K``, so a backward needs no ``W`` either. On an H200 it measured slower
+than reading ``W`` and ``U`` (docs/performance.md, change 26), so ``auto`` never asks for it; ``auto``
+does take ``tj`` above head dim 128, where it measured faster (change 25).
 """
 
 from __future__ import annotations

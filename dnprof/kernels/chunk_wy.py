@@ -215,14 +215,13 @@ def wy_forward(k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor, chunk_start
     and always returned, ``W`` and ``U`` None (the state loop applies ``X`` itself: ``wy_in_loop``).
     """
     T, H, K = k.shape
-    if not make_wu:
-        NC = chunk_start.numel()
-        X = torch.empty((NC, H, BT, BT), dtype=torch.float32, device=k.device)
-        launch(wy_inverse_kernel, (NC, H), k, v, beta, X, X, X, chunk_start, chunk_end, H, K, v.shape[-1], BT, BK,
-               BV, prec, prec, False, True, num_warps=num_warps, num_stages=num_stages, min_stages=min_stages)
-        return X, None, None
     V = v.shape[-1]
     NC = chunk_start.numel()
+    if not make_wu:
+        X = torch.empty((NC, H, BT, BT), dtype=torch.float32, device=k.device)
+        launch(wy_inverse_kernel, (NC, H), k, v, beta, X, X, X, chunk_start, chunk_end, H, K, V, BT, BK, BV, prec,
+               prec, False, True, num_warps=num_warps, num_stages=num_stages, min_stages=min_stages)
+        return X, None, None
     store_x = keep_x or not fuse
     wprec = _store_prec(prec, wu_dtype)
     x_dtype = wu_dtype if fuse else torch.float32

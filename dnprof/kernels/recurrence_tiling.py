@@ -51,6 +51,7 @@ from typing import NamedTuple
 import triton
 
 from dnprof.variants.chunk_config import ChunkConfig, padded_dim, parse_rec_tiling
+from dnprof.variants.errors import RefusedOnDevice
 
 #: At or below this ``BV`` a serial kernel must pipeline on sm_90 (see the module docstring).
 NARROW_BV = 32
@@ -86,7 +87,7 @@ def compute_major(device_index: int | None) -> int | None:
 def check_pipelined(tiling: Tiling, kernel: str) -> None:
     """Refuse a tiling asked to run below its fewest stages (sm_90: it faults or returns wrong values silently)."""
     if tiling.num_stages < tiling.min_stages:
-        raise ValueError(
+        raise RefusedOnDevice(
             f"config: the {kernel} serial kernel at BV {tiling.BV} needs at least {tiling.min_stages} pipelining "
             f"stages on sm_90 (at one stage it faults or returns wrong values with Triton 3.6); "
             f"got {tiling.num_stages}: use num_stages >= {tiling.min_stages}, rec='auto' or an explicit rec tiling"
@@ -98,7 +99,7 @@ def check_wy_in_loop(tiling: Tiling, kernel: str, major: int | None) -> None:
     D = 128 forward returned wrong outputs there (error 1.0 against float64 at every such tiling tried)
     and one launch faulted, while the same tilings verify without it (``runs/lease7/call2-wyx-diag.log``)."""
     if tiling.apply_x and major == 9 and tiling.BV <= NARROW_BV:
-        raise ValueError(
+        raise RefusedOnDevice(
             f"config: wy_in_loop in the {kernel} serial kernel at BV {tiling.BV} returns wrong values on sm_90 "
             f"with Triton 3.6; it needs BV > {NARROW_BV} there: use an explicit rec tiling such as "
             f"rec='bv64w4s2', or wy_in_loop=False"

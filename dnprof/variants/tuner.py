@@ -147,8 +147,8 @@ def classify_failure(exc: BaseException) -> str:
     """The failure type of an exception raised while compiling or running a candidate."""
     name = type(exc).__name__
     mod = type(exc).__module__ or ""
-    if name == "ConfigError" or (isinstance(exc, ValueError) and str(exc).startswith("config:")):
-        return "invalid"  # refused before launch: a launch-time rule (sm_90 tilings) or the config's own checks
+    if "ConfigError" in {cls.__name__ for cls in type(exc).__mro__}:
+        return "invalid"  # the config's own checks, or refused on this GPU before launch (RefusedOnDevice)
     if name == "OutOfResources" or "out of resource" in str(exc).lower():
         return "out-of-resources"
     if name == "OutOfMemoryError" or "CUDA out of memory" in str(exc):

@@ -339,3 +339,45 @@ def test_wy_in_loop_reads_no_x_block_past_a_shorter_sequence(device, monkeypatch
                                   dtype=torch.float32, device=device, cu_seqlens=[0, 13, 50, 67], tolerance=1e-5,
                                   reference="recurrent")
         assert res.passed, (rec, res.errors)
+
+
+@pytest.mark.parametrize("chunk_size,output_chunk,BK,BV", [(16, 32, 16, 16), (16, 64, 32, 16), (32, 64, 16, 32)])
+def test_output_chunk_forward_matches_float64_and_stores_fewer_states(device, monkeypatch, chunk_size, output_chunk,
+                                                                      BK, BV):
+    """A no-grad forward whose output kernel spans ``output_chunk`` tokens (the loop storing only those
+    chunks' first states) agrees with float64 and with the per-chunk output kernel, across packed
+    sequences whose lengths are not multiples of either chunk; with a backward the field is moot."""
+    import dnprof.kernels.chunk as ck
+
+    cu = [0, 37, 117, 133, 134]
+    inp = make_delta_inputs(1, 134, 2, 32, 32, dtype=torch.float32, device=device, seed=11, cu_seqlens=cu)
+    refs = [recurrent_delta_rule(inp.q[:, s:e].double(), inp.k[:, s:e].double(), inp.v[:, s:e].double(),
+                                 inp.beta[:, s:e].double(), initial_state=inp.initial_state[n:n + 1].double(),
+                                 output_final_state=True) for n, (s, e) in enumerate(zip(cu[:-1], cu[1:]))]
+    ref_o, ref_ht = torch.cat([r[0] for r in refs], 1), torch.cat([r[1] for r in refs], 0)
+    base = _cfg(chunk_size=chunk_size, BK=BK, BV=BV)
+    wide = dataclasses.replace(base, output_chunk=output_chunk)
+    assert wide.name.endswith(f"-os{output_chunk}") and ChunkConfig.from_name(wide.name) == wide
+    sizes = []
+    real_empty = torch.empty
+
+    def spy_empty(*shape, **kw):  # the per-chunk state buffer is the only 4-d one with K x V trailing
+        out = real_empty(*shape, **kw)
+        if len(shape) == 4 and shape[2:] == (32, 32) and kw.get("dtype") == torch.float32 and shape[0] != 4:
+            sizes.append(shape[0])
+        return out
+
+    monkeypatch.setattr(ck.torch, "empty", spy_empty)
+    o_w, ht_w = _fwd(inp, config=wide, cu_seqlens=inp.cu_seqlens)
+    slots = sizes[-1]
+    o_b, ht_b = _fwd(inp, config=base, cu_seqlens=inp.cu_seqlens)
+    monkeypatch.undo()
+    lengths = [e - s for s, e in zip(cu[:-1], cu[1:])]
+    assert slots == sum(-(-n // output_chunk) for n in lengths)
+    assert sizes[-1] == sum(-(-n // chunk_size) for n in lengths)
+    assert relative_error(o_w, ref_o) < 1e-5 and relative_error(ht_w, ref_ht) < 1e-5
+    assert relative_error(o_w, o_b.double()) < 1e-5 and torch.equal(ht_w, ht_b)
+    q = inp.q.clone().requires_grad_(True)
+    o_g, _ = chunk_delta_rule(q, inp.k, inp.v, inp.beta, initial_state=inp.initial_state, cu_seqlens=inp.cu_seqlens,
+                              config=wide)
+    assert relative_error(o_g.detach(), ref_o) < 1e-5

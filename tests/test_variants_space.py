@@ -57,10 +57,16 @@ def test_interpreter_profile_prunes_nothing_by_resources_and_fwd_dedups():
     assert set(fwdbwd.reasons()) == {"invalid", "duplicate"}  # fp32 inputs: 16-bit dot operands are a no-op
     assert all(c.config.dot_operands == "fp32" for c in fwdbwd.kept)
     fp16 = generate_space(16, 16, "fp16", device_limits(device="cpu"), ("chunk",), mode="fwdbwd")
-    assert set(fp16.reasons()) == {"invalid"} and {c.config.dot_operands for c in fp16.kept} == {"fp32", "input"}
+    assert set(fp16.reasons()) == {"invalid", "duplicate"} and {c.config.dot_operands for c in fp16.kept} == {"fp32", "input"}
+    # with a backward every chunk's state is stored, so output_chunk is the only duplicate there
+    assert {p.candidate.config.output_chunk for p in fp16.pruned if p.rule == "duplicate"} == {128}
+    assert {c.config.output_chunk for c in fwdbwd.kept} == {0}
     fwd = generate_space(16, 16, "fp32", device_limits(device="cpu"), ("chunk",), mode="fwd")
     assert fwd.reasons()["duplicate"] > 0
-    assert len(fwd.kept) < len(fwdbwd.kept)
+    # a forward alone keeps the coarser output chunk, only where the output is not fused
+    wide = [c.config for c in fwd.kept if c.config.output_chunk]
+    assert wide and not any(c.fuse_output for c in wide) and all(c.output_chunk == 128 > c.chunk_size for c in wide)
+    assert len(fwd.kept) - len(wide) < len(fwdbwd.kept)
 
 
 def test_chunk_sizes_and_recurrent_family():

@@ -12,7 +12,9 @@ forward
        (chunk_serial_t.py), which ``auto`` picks for a forward with the output fused that no backward
        follows, when there are programs enough. With ``wy_in_loop`` this loop applies ``X`` itself:
        step 1 then computes ``X`` alone, and ``W``/``U`` are never formed.
-    3. without ``fuse_output``: ``fwd_output_kernel``, parallel over chunks.
+    3. without ``fuse_output``: ``fwd_output_kernel``, parallel over chunks. With no backward to follow
+       these may be ``output_chunk`` tokens long (a multiple of ``C``): step 2 then stores only their
+       first states.
 backward
     1. ``wy_apply_kernel`` recomputes ``W`` from the saved ``X``, unless the forward kept ``W``
        (16-bit intermediates: ``W`` is then the size of ``k``, and keeping it costs less than
@@ -89,6 +91,8 @@ class _ChunkTables:
     """Host-built index tables for the flattened token axis (int32, on the device)."""
 
     def __init__(self, bounds: list[int], BT: int, device: torch.device):
+        self.bounds = tuple(bounds)
+        self.chunk_size = BT
         starts, ends, chunk0 = [], [], []
         for bos, eos in zip(bounds[:-1], bounds[1:]):
             chunk0.append(len(starts))
@@ -191,12 +195,15 @@ def _launch_serial(kernel, tiling: Tiling, tables: _ChunkTables, scale: float, c
 
 def launch_state(q: Tensor, k: Tensor, W: Tensor, U: Tensor, h0: Tensor | None, Hs: Tensor, Vn: Tensor, o: Tensor,
                  ht: Tensor | None, tables: _ChunkTables, scale: float, cfg: ChunkConfig, store_h: bool,
-                 store_vn: bool, tiling: Tiling, beta: Tensor | None = None) -> int:
+                 store_vn: bool, tiling: Tiling, beta: Tensor | None = None,
+                 hs_tables: _ChunkTables | None = None) -> int:
     """Launch the forward state recurrence at its own tiling (:func:`launch_plan`); return the stages run.
 
     The recurrence's V tiling is independent of the chunk-parallel kernels': it only decides how
     many programs walk each sequence (``B * H * V / BV``) and what fits shared memory. With
-    ``tiling.apply_x`` (``wy_in_loop``) ``W`` is the fp32 ``X``, ``U`` is ``v`` and ``beta`` is needed."""
+    ``tiling.apply_x`` (``wy_in_loop``) ``W`` is the fp32 ``X``, ``U`` is ``v`` and ``beta`` is needed.
+    ``hs_tables``: the output kernel's coarser chunks (``output_chunk``); the loop then stores only the
+    state at each of their starts, in their numbering."""
     join_wq = tiling.transposed and tiling.joint and cfg.fuse_output
     _check_x(tiling, W, beta)
     if join_wq and W.dtype != q.dtype:
@@ -207,10 +214,16 @@ def launch_state(q: Tensor, k: Tensor, W: Tensor, U: Tensor, h0: Tensor | None, 
     flags = (h0 is not None, ht is not None, store_h, store_vn, cfg.fuse_output)
     x_flags = (tiling.apply_x, _precision(q.dtype))
     form = "+x" if tiling.apply_x else "+wq" if join_wq else ""
+    every = 1 if hs_tables is None else hs_tables.chunk_size // cfg.chunk_size
     if tiling.transposed:
+        if every > 1:
+            raise ValueError(f"config: output_chunk {cfg.output_chunk} stores every {every}th state, which the "
+                             f"transposed state loop does not; use a slab tiling for rec (got {cfg.rec})")
         return _launch_serial(fwd_state_t_kernel, tiling, tables, scale, cfg, q, U.shape[-1], tensors,
                               flags + (join_wq,) + x_flags, form)
-    return _launch_serial(fwd_state_kernel, tiling, tables, scale, cfg, q, U.shape[-1], tensors, flags + x_flags, form)
+    hs_flags = ((hs_tables or tables).seq_chunk0, every)
+    return _launch_serial(fwd_state_kernel, tiling, tables, scale, cfg, q, U.shape[-1], tensors,
+                          flags + x_flags + hs_flags, form + (f"+h{every}" if every > 1 else ""))
 
 
 def launch_dh(q: Tensor, k: Tensor, W: Tensor, do: Tensor, dht: Tensor | None, dHs: Tensor, dVn: Tensor,
@@ -233,6 +246,14 @@ def _check_x(tiling: Tiling, W: Tensor, beta: Tensor | None) -> None:
                          "[n_chunks, H, C, C] as W, and beta")
 
 
+def _output_tables(tables: _ChunkTables, cfg: ChunkConfig, save: bool, device: torch.device) -> _ChunkTables:
+    """The chunks the separate output kernel works on: ``cfg.output_chunk`` tokens when no backward follows
+    (which needs every chunk's state) and the output is not fused, else the loop's own."""
+    if save or cfg.fuse_output or cfg.output_chunk <= cfg.chunk_size:
+        return tables
+    return _chunk_tables(tables.bounds, cfg.output_chunk, device)
+
+
 def _forward(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, scale: float, h0: Tensor | None,
              tables: _ChunkTables, cfg: ChunkConfig, output_final_state: bool, save: bool,
              plan: LaunchPlan | None = None):
@@ -251,18 +272,23 @@ def _forward(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, scale: float, h0: Te
                          inter, keep_x=save, min_stages=plan.wy_min_stages, make_wu=not apply_x)
     store_h = store_vn = _stores_states(cfg, save)
     dev = q.device
-    Hs = torch.empty(tables.n_chunks if store_h else 1, H, K, V, dtype=_STATE_DTYPES[cfg.state_dtype], device=dev)
+    # without a backward, the output kernel may take coarser chunks, whose first states alone are stored
+    out_tables = _output_tables(tables, cfg, save, dev)
+    Hs = torch.empty(out_tables.n_chunks if store_h else 1, H, K, V, dtype=_STATE_DTYPES[cfg.state_dtype], device=dev)
     Vn = torch.empty(T if store_vn else 1, H, V, dtype=inter, device=dev)
     o = torch.empty(T, H, V, dtype=q.dtype, device=dev)
     ht = torch.empty(tables.n_seqs, H, K, V, dtype=torch.float32, device=dev) if output_final_state else None
     # under wy_in_loop the loop forms Vn from X, v and beta itself
     launch_state(q, k, *((X, v) if apply_x else (W, U)), h0, Hs, Vn, o, ht, tables, scale, cfg, store_h, store_vn,
-                 plan.fwd, beta)
+                 plan.fwd, beta, hs_tables=None if out_tables is tables else out_tables)
     if not cfg.fuse_output:
+        # taller output chunks hold taller tiles: their kernel takes proportionally more warps (at most 8;
+        # at D = 256, 128-token chunks spill at 4)
+        out_warps = max(nw, min(8, nw * out_tables.chunk_size // BT))
         launch(
-            fwd_output_kernel, (tables.n_chunks * triton.cdiv(V, BV), H),
-            q, k, Hs, Vn, o, tables.chunk_start, tables.chunk_end, scale, H, K, V, BT, BK, BV, dprec,
-            num_warps=nw, num_stages=ns,
+            fwd_output_kernel, (out_tables.n_chunks * triton.cdiv(V, BV), H),
+            q, k, Hs, Vn, o, out_tables.chunk_start, out_tables.chunk_end, scale, H, K, V, out_tables.chunk_size,
+            BK, BV, dprec, num_warps=out_warps, num_stages=ns,
         )
     keep_w = save and inter != torch.float32 and W is not None
     return o, ht, X, (Hs if save else None), (Vn if save else None), (W if keep_w else None)

@@ -8,7 +8,9 @@ which forms no ``W`` or ``U``), optionally the output
 ``O = scale (Q h + tril(Q K^T) Vn)`` (``fuse_output``), and updates ``h += K^T Vn``. Program ids run the
 V blocks of one (sequence, head) side by side, so they read its ``W``, ``K`` and ``Q`` tiles at
 about the same time and share them through L2.
-``fwd_output_kernel`` computes the output in parallel over chunks from the stored states instead.
+``fwd_output_kernel`` computes the output in parallel over chunks from the stored states instead;
+its chunks may span several of the loop's (``output_chunk``), when the loop stores only their first
+states: ``Vn`` carries each chunk's delta correction, so ``Q h + tril(Q K^T) Vn`` holds over the span.
 
 The chunk loop is a ``for`` over ``max_chunks`` (the longest sequence's chunk count, a launch
 argument) so that Triton software-pipelines it: the next chunk's tiles load while this chunk's
@@ -45,11 +47,15 @@ def fwd_state_kernel(q, k, W, U, h0, Hs, Vn, o, ht, beta, seq_start, seq_chunk0,
                      K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
                      NKS: tl.constexpr, PREC: tl.constexpr, USE_H0: tl.constexpr, STORE_FINAL: tl.constexpr,
                      STORE_H: tl.constexpr, STORE_VN: tl.constexpr, FUSE_OUTPUT: tl.constexpr,
-                     APPLY_X: tl.constexpr, XPREC: tl.constexpr):
+                     APPLY_X: tl.constexpr, XPREC: tl.constexpr, hs_chunk0, HS_EVERY: tl.constexpr):
     """The state recurrence (module docstring). ``APPLY_X`` (``wy_in_loop``): ``W`` is the fp32
     ``X [n_chunks, H, C, C]``, ``U`` is ``v``, and ``Vn = X diag(beta) (V - K h)``, the ``X`` product at
-    ``XPREC`` (tf32, or full fp32 for fp32 inputs); ``beta`` is read only then."""
+    ``XPREC`` (tf32, or full fp32 for fp32 inputs); ``beta`` is read only then. ``HS_EVERY > 1``
+    (``output_chunk``): the state is stored only at every ``HS_EVERY``-th chunk, into the slots that
+    ``hs_chunk0`` (each sequence's first slot) numbers."""
     i_n, i_h, v0, bos, eos, c0 = serial_program(seq_start, seq_chunk0, V, BV)
+    if HS_EVERY > 1:
+        s0 = tl.load(hs_chunk0 + i_n)
     h1 = tl.zeros([BK, BV], dtype=tl.float32)
     h2 = h1
     h3 = h1
@@ -63,7 +69,11 @@ def fwd_state_kernel(q, k, W, U, h0, Hs, Vn, o, ht, beta, seq_start, seq_chunk0,
         c = c0 + i
         t0 = bos + i * BT
         if STORE_H:
-            store_state_slabs(Hs, c, i_h, H, K, V, v0, BK, BV, NKS, h1, h2, h3, h4, i < n_chunks)
+            if HS_EVERY > 1:
+                store_state_slabs(Hs, s0 + i // HS_EVERY, i_h, H, K, V, v0, BK, BV, NKS, h1, h2, h3, h4,
+                                  (i < n_chunks) & (i % HS_EVERY == 0))
+            else:
+                store_state_slabs(Hs, c, i_h, H, K, V, v0, BK, BV, NKS, h1, h2, h3, h4, i < n_chunks)
         if APPLY_X:
             # Vn = X diag(beta) (V - K h), from the key slabs the update needs anyway
             k1, k2, k3, k4 = _key_slabs(k, t0, eos, i_h, H, K, BT, BK, NKS)

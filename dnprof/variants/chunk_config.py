@@ -13,6 +13,12 @@ the launch parameters, and the fusion/storage choices the kernels implement:
   recurrence applies ``X`` too, so ``W`` is never formed.
 - ``fuse_output``: compute the output inside the sequential state kernel (True; a forward without a
   backward then stores no states at all) or in a separate chunk-parallel kernel (False).
+- ``output_chunk``: with the output apart, a forward that no backward follows stores the state only
+  every ``output_chunk`` tokens (a multiple of the chunk size; 0: every chunk) and its output kernel
+  works on chunks of that many tokens: ``O = Q h + tril(Q K^T) Vn`` holds over any span of chunks,
+  because ``Vn`` already carries the delta correction. That halves (at twice the chunk size) the
+  states written and read again. A backward needs every chunk's state, so with one it has no effect
+  (name ``-os<output_chunk>``, e.g. ``-os128``).
 - ``dot_operands``: operands of the tensor-core products outside the WY transform. ``fp32``: computed
   operands (states, Vn, P, ...) stay fp32 and multiply as tf32; ``input``: they are rounded to the
   input's 16-bit dtype first (twice the tensor-core rate, half the shared memory, a little more
@@ -109,6 +115,7 @@ class ChunkConfig:
     dot_operands: str = "fp32"
     rec: str = "main"
     wy_in_loop: bool = False
+    output_chunk: int = 0
 
     # ----------------------------------------------------------------------------------- space
     @classmethod
@@ -126,6 +133,7 @@ class ChunkConfig:
             "dot_operands": ("fp32", "input"),
             "rec": ("main", "auto"),
             "wy_in_loop": (False, True),
+            "output_chunk": (0, 128),
         }
 
     @classmethod
@@ -183,10 +191,14 @@ class ChunkConfig:
             if f.name == "rec":
                 self._validate_rec(space["rec"])
                 continue
+            if f.name == "output_chunk":  # the tuner's choices are a subset: checked below
+                continue
             if f.name in ("BK", "BV") and not _is_pow2(value):
                 raise ConfigError(f"{f.name} must be a power of two, got {value!r}")
             if value not in space[f.name] or isinstance(value, bool):
                 raise ConfigError(f"{f.name} must be one of {space[f.name]}, got {value!r}")
+        if self.output_chunk != 0:
+            self._validate_output_chunk()
         if self.wy_in_loop and not self.fuse_wy:
             raise ConfigError("wy_in_loop forms no W or U, so fuse_wy (where they are formed) has no meaning: "
                               "leave it True")
@@ -220,6 +232,26 @@ class ChunkConfig:
                 raise ConfigError(f"rec {self.rec}: BV {tiling.BV} is larger than the padded value head dim {Vp} (V = {V})")
         return self
 
+    def _validate_output_chunk(self) -> None:
+        """``output_chunk`` (when set) is a larger multiple of the chunk size, for the separate output kernel
+        of a slab-held state (the transposed serial kernel stores every chunk's state), within the tile bound."""
+        oc, c = self.output_chunk, self.chunk_size
+        if not _is_pow2(oc) or isinstance(oc, bool):
+            raise ConfigError(f"output_chunk must be 0 or a power of two, got {oc!r}")
+        if self.fuse_output:
+            raise ConfigError(f"output_chunk {oc} sets the separate output kernel's chunk, and fuse_output=True "
+                              f"computes the output in the state loop: use output_chunk=0 or fuse_output=False")
+        if oc <= c or oc % c:
+            raise ConfigError(f"output_chunk must be 0 or a larger multiple of chunk_size {c}, got {oc}")
+        for name in ("BK", "BV"):
+            if oc * getattr(self, name) > MAX_CHUNK_TILE:
+                raise ConfigError(f"output_chunk {oc} x {name} {getattr(self, name)} exceeds {MAX_CHUNK_TILE} elements "
+                                  f"per tile; use {name} <= {MAX_CHUNK_TILE // oc}")
+        tiling = parse_rec_tiling(self.rec)
+        if tiling is not None and tiling.transposed:
+            raise ConfigError(f"rec {self.rec}: a transposed state loop stores every chunk's state, so output_chunk "
+                              f"{oc} needs a slab tiling (main, auto or like 'bv32w4s3')")
+
     def _validate_rec(self, named: tuple[str, ...]) -> None:
         """``rec`` is ``main``, ``auto`` or a well-formed explicit tiling within the field choices."""
         if self.rec in named:
@@ -251,7 +283,7 @@ class ChunkConfig:
         return (
             f"c{self.chunk_size}-bk{self.BK}-bv{self.BV}-w{self.num_warps}-s{self.num_stages}"
             f"-h{self.state_dtype}-wy{'x' if self.wy_in_loop else 'f' if self.fuse_wy else 's'}"
-            f"-o{'f' if self.fuse_output else 's'}"
+            f"-o{'f' if self.fuse_output else 's'}{self.output_chunk or ''}"
             + ("-m16" if self.dot_operands == "input" else "")
             + ("" if self.rec == "main" else f"-r{self.rec}")
         )
@@ -279,10 +311,13 @@ class ChunkConfig:
         except ValueError:
             raise ConfigError(f"not a chunk variant name: {name!r}") from None
         flags = {"f": True, "s": False}
-        if vals[6] not in ("f", "s", "x") or vals[7] not in flags:
-            raise ConfigError(f"not a chunk variant name: {name!r} (wy must end in 'f', 's' or 'x', o in 'f' or 's')")
-        cfg = cls(*ints, state_dtype=vals[5], fuse_wy=vals[6] != "s", fuse_output=flags[vals[7]],
-                  dot_operands=dot_operands, rec=rec, wy_in_loop=vals[6] == "x")
+        out = re.fullmatch(r"([fs])(\d*)", vals[7])
+        if vals[6] not in ("f", "s", "x") or out is None:
+            raise ConfigError(f"not a chunk variant name: {name!r} (wy must end in 'f', 's' or 'x', o in 'f', 's' "
+                              f"or 's' and the output chunk, like 's128')")
+        cfg = cls(*ints, state_dtype=vals[5], fuse_wy=vals[6] != "s", fuse_output=flags[out.group(1)],
+                  dot_operands=dot_operands, rec=rec, wy_in_loop=vals[6] == "x",
+                  output_chunk=int(out.group(2) or 0))
         return cfg.validate()
 
     # ----------------------------------------------------------------------------------- dicts

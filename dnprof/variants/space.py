@@ -77,9 +77,10 @@ def chunk_smem_bytes(cfg: Any, K: int, V: int, dtype: str) -> int:
 
     ``num_stages`` copies (software pipelining) of the streamed chunk tiles in the input dtype: q and
     k as ``C x BK`` and v as ``C x BV``; plus one ``C x C`` fp32 tile for ``A`` / ``(I + A)^-1`` and
-    one ``BK x BV`` fp32 slab of the state staged as a ``tl.dot`` operand.
+    one ``BK x BV`` fp32 slab of the state staged as a ``tl.dot`` operand. ``C`` is the larger of the chunk
+    size and ``output_chunk`` (the output kernel's own chunk).
     """
-    C, BK, BV = cfg.chunk_size, cfg.BK, cfg.BV
+    C, BK, BV = max(cfg.chunk_size, getattr(cfg, "output_chunk", 0)), cfg.BK, cfg.BV
     stages = max(1, cfg.num_stages)
     streamed = stages * C * (2 * BK + BV) * _dtype_bytes(dtype)
     return streamed + C * C * 4 + BK * BV * 4
@@ -306,6 +307,9 @@ def _prune_rule(cand: Candidate, K: int, V: int, dtype: str, mode: str, limits: 
         return "duplicate", f"{cand.name}: fp32 inputs always multiply in fp32, so dot_operands has no effect"
     if cand.family == "chunk" and mode == "fwd" and getattr(cfg, "fuse_output", False) and getattr(cfg, "state_dtype", "fp32") != "fp32":
         return "duplicate", f"{cand.name}: a fused-output forward stores no states, so state_dtype has no effect"
+    if cand.family == "chunk" and mode != "fwd" and getattr(cfg, "output_chunk", 0):
+        return "duplicate", (f"{cand.name}: a backward needs every chunk's state, so output_chunk has no effect "
+                             "in fwd+bwd")
     return None
 
 

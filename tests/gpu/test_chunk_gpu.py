@@ -201,3 +201,27 @@ def test_transposed_state_in_a_fused_forward_without_backward_bf16(D, rec, want)
     print(f"D={D} {cfg.name} fwd: " + " ".join(f"{k}={v:.2e}" for k, v in res.errors.items()))
     assert res.passed, res.errors
     assert want in launch.noted_tilings()
+
+
+@pytest.mark.parametrize("D", [64, 128, 256])
+def test_output_chunk_128_forward_without_backward_bf16(D):
+    """A no-grad forward whose output kernel spans 128 tokens (the loop storing every other state,
+    ``-os128``): output and final state agree with float64 as closely as the per-chunk output kernel's
+    (the same products, summed over a longer span), and the noted loop is the one storing every 2nd state."""
+    import dataclasses
+
+    from dnprof.kernels import launch
+
+    base = dataclasses.replace(ChunkConfig.default_for(D, D, 64, torch.bfloat16, "fwdbwd"), fuse_output=False)
+    errors = {}
+    for cfg in (base, dataclasses.replace(base, output_chunk=128)):
+        launch.reset_lowered()
+        kernel = functools.partial(chunk_delta_rule, config=cfg)
+        res = verify_delta_kernel(kernel, 2, 4096, 2048 // D, D, D, dtype=torch.bfloat16, device="cuda", mode="fwd",
+                                  reference="chunk")
+        print(f"D={D} {cfg.name} fwd: " + " ".join(f"{k}={v:.2e}" for k, v in res.errors.items()))
+        assert res.passed, res.errors
+        errors[cfg.output_chunk] = res.errors
+    assert any("+h2 " in t for t in launch.noted_tilings()), launch.noted_tilings()
+    for key, err in errors[128].items():
+        assert err <= 1.1 * errors[0][key] + 1e-4, f"{key}: os128 {err:.2e} vs os {errors[0][key]:.2e}"

@@ -129,3 +129,22 @@ def test_forward_default_fuses_the_output_for_16bit_up_to_128(K, dtype, fused):
     # nothing is stored in a fused forward: the space keeps its fp32-state twin, so the default is that one
     assert fwd.state_dtype == ("fp32" if fused else ChunkConfig.default_for(K, K, dtype=dtype).state_dtype)
     assert ChunkConfig.default_for(K, K, dtype=dtype, mode="fwdbwd") == ChunkConfig.default_for(K, K, dtype=dtype)
+
+
+def test_output_chunk_names_and_limits():
+    """``-os128`` round-trips through its name and dict; the field needs the output apart, a larger power-of-two
+    multiple of the chunk size within the tile bound, and a slab-held state loop."""
+    cfg = ChunkConfig(output_chunk=128)
+    assert cfg.name == "c64-bk64-bv64-w4-s2-hfp32-wyf-os128" and ChunkConfig.from_name(cfg.name) == cfg
+    assert ChunkConfig.from_dict(cfg.to_dict()) == cfg and ChunkConfig.from_dict({"chunk_size": 64}).output_chunk == 0
+    assert ChunkConfig(chunk_size=16, BK=16, BV=16, output_chunk=64).validate(32, 32).output_chunk == 64
+    for kw, match in ((dict(output_chunk=128, fuse_output=True), "fuse_output"),
+                      (dict(output_chunk=96), "power of two"),
+                      (dict(output_chunk=64), "larger multiple"),
+                      (dict(chunk_size=64, BV=128, output_chunk=256), "exceeds"),
+                      (dict(output_chunk=128, rec="tbv64w4s2"), "slab tiling"),
+                      (dict(output_chunk=True), "power of two")):
+        with pytest.raises(ConfigError, match=match):
+            ChunkConfig(**kw).validate()
+    with pytest.raises(ConfigError, match="not a chunk variant name"):
+        ChunkConfig.from_name("c64-bk64-bv64-w4-s2-hfp32-wyf-osx")

@@ -182,21 +182,21 @@ class ChunkConfig:
         against the padded head dims.
         """
         space = self.choices()
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if f.name in ("fuse_wy", "fuse_output", "wy_in_loop"):
+        for name, allowed in space.items():  # every field has its choices (the tuner checks this space per candidate)
+            value = getattr(self, name)
+            if name in ("fuse_wy", "fuse_output", "wy_in_loop"):
                 if not isinstance(value, bool):
-                    raise ConfigError(f"{f.name} must be True or False, got {value!r}")
+                    raise ConfigError(f"{name} must be True or False, got {value!r}")
                 continue
-            if f.name == "rec":
-                self._validate_rec(space["rec"])
+            if name == "rec":
+                self._validate_rec(allowed)
                 continue
-            if f.name == "output_chunk":  # the tuner's choices are a subset: checked below
+            if name == "output_chunk":  # the tuner's choices are a subset: checked below
                 continue
-            if f.name in ("BK", "BV") and not _is_pow2(value):
-                raise ConfigError(f"{f.name} must be a power of two, got {value!r}")
-            if value not in space[f.name] or isinstance(value, bool):
-                raise ConfigError(f"{f.name} must be one of {space[f.name]}, got {value!r}")
+            if name in ("BK", "BV") and not _is_pow2(value):
+                raise ConfigError(f"{name} must be a power of two, got {value!r}")
+            if value not in allowed or isinstance(value, bool):
+                raise ConfigError(f"{name} must be one of {allowed}, got {value!r}")
         if self.output_chunk != 0:
             self._validate_output_chunk()
         if self.wy_in_loop and not self.fuse_wy:

@@ -44,6 +44,8 @@ VARIANTS = [
     # ... with the W and Q products joined (fp32 inputs: W is fp32 like q), K padded
     (_cfg(chunk_size=16, BK=32, BV=16, fuse_output=True, dot_operands="input", rec="tjbv16w4s2"), 2, 45, 2, 24, 48,
      1e-5),
+    # one output program per chunk walking its V blocks (V = 48 padded to 64: 4 blocks), 2 K slabs
+    (_cfg(chunk_size=32, BK=16, BV=16, output_vloop=True), 2, 45, 2, 32, 48, 1e-5),
     # X applied in the forward loop (W and U never formed): transposed, output fused; slabs, 2 K slabs
     (_cfg(chunk_size=16, BK=32, BV=16, fuse_output=True, wy_in_loop=True, rec="tbv16w4s2"), 2, 45, 2, 24, 48, 1e-5),
     (_cfg(chunk_size=32, BK=16, BV=16, wy_in_loop=True), 1, 70, 2, 32, 32, 1e-5),
@@ -341,9 +343,10 @@ def test_wy_in_loop_reads_no_x_block_past_a_shorter_sequence(device, monkeypatch
         assert res.passed, (rec, res.errors)
 
 
-@pytest.mark.parametrize("chunk_size,output_chunk,BK,BV", [(16, 32, 16, 16), (16, 64, 32, 16), (32, 64, 16, 32)])
+@pytest.mark.parametrize("chunk_size,output_chunk,BK,BV,vloop", [(16, 32, 16, 16, False), (16, 64, 32, 16, False),
+                                                               (32, 64, 16, 32, False), (16, 32, 16, 16, True)])
 def test_output_chunk_forward_matches_float64_and_stores_fewer_states(device, monkeypatch, chunk_size, output_chunk,
-                                                                      BK, BV):
+                                                                      BK, BV, vloop):
     """A no-grad forward whose output kernel spans ``output_chunk`` tokens (the loop storing only those
     chunks' first states) agrees with float64 and with the per-chunk output kernel, across packed
     sequences whose lengths are not multiples of either chunk; with a backward the field is moot."""
@@ -356,8 +359,8 @@ def test_output_chunk_forward_matches_float64_and_stores_fewer_states(device, mo
                                  output_final_state=True) for n, (s, e) in enumerate(zip(cu[:-1], cu[1:]))]
     ref_o, ref_ht = torch.cat([r[0] for r in refs], 1), torch.cat([r[1] for r in refs], 0)
     base = _cfg(chunk_size=chunk_size, BK=BK, BV=BV)
-    wide = dataclasses.replace(base, output_chunk=output_chunk)
-    assert wide.name.endswith(f"-os{output_chunk}") and ChunkConfig.from_name(wide.name) == wide
+    wide = dataclasses.replace(base, output_chunk=output_chunk, output_vloop=vloop)
+    assert wide.name.endswith(f"-os{output_chunk}{'v' if vloop else ''}") and ChunkConfig.from_name(wide.name) == wide
     sizes = []
     real_empty = torch.empty
 

@@ -67,6 +67,11 @@ def test_all_families_include_the_wy_transform_applied_in_the_loop():
     rows = [line for line in res.output.splitlines() if "-hfp32-wyx-" in line]
     assert len(rows) == 2, res.output  # output fused and not
     assert all("pass" in line for line in rows), res.output
+    # the separate output kernel's forms: V blocks walked by one program, and 32-token output chunks (fp32
+    # states: bf16 ones round beyond fp32's tolerance, as with every separate output)
+    for form in ("-hfp32-wyf-osv ", "-hfp32-wyf-os32 "):
+        rows = [line for line in res.output.splitlines() if form in line]
+        assert len(rows) == 1 and "pass" in rows[0], res.output
 
 
 def test_a_variant_refused_on_this_gpu_is_shown_as_refused_not_failed(monkeypatch):

@@ -37,7 +37,7 @@ def _cuda_available() -> bool:
 
 def _select_variants(spec: str, chunk_sizes: list[int], K: int, V: int, dtype: str | None = None):
     """Resolve ``--variants`` to ChunkConfigs for one head dim; ConfigError on bad names."""
-    from dnprof.variants.chunk_config import ChunkConfig
+    from dnprof.variants.chunk_config import MAX_CHUNK_TILE, ChunkConfig
 
     spec = spec.strip()
     if spec in ("default", "all"):
@@ -54,6 +54,12 @@ def _select_variants(spec: str, chunk_sizes: list[int], K: int, V: int, dtype: s
                     for fo in ChunkConfig.choices()["fuse_output"]:
                         out.append(ChunkConfig(**{**base.to_dict(), "state_dtype": sd, "fuse_wy": fw, "wy_in_loop": wl,
                                                   "fuse_output": fo}))
+                # the separate output kernel's own forms: a chunk's V blocks in one program, and (without a
+                # backward) chunks twice as long
+                apart = {**base.to_dict(), "state_dtype": sd, "fuse_output": False}
+                out.append(ChunkConfig(**{**apart, "output_vloop": True}))
+                if 2 * c * max(base.BK, base.BV) <= MAX_CHUNK_TILE:
+                    out.append(ChunkConfig(**{**apart, "output_chunk": 2 * c}))
         return out
     return [ChunkConfig.from_name(name).validate(K, V) for name in spec.split(",") if name.strip()]
 

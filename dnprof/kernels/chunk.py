@@ -12,7 +12,8 @@ forward
        (chunk_serial_t.py), which ``auto`` picks for a forward with the output fused that no backward
        follows, when there are programs enough. With ``wy_in_loop`` this loop applies ``X`` itself:
        step 1 then computes ``X`` alone, and ``W``/``U`` are never formed.
-    3. without ``fuse_output``: ``fwd_output_kernel``, parallel over chunks. With no backward to follow
+    3. without ``fuse_output``: ``fwd_output_kernel``, parallel over chunks (and V blocks, unless
+       ``output_vloop`` has one program walk a chunk's V blocks). With no backward to follow
        these may be ``output_chunk`` tokens long (a multiple of ``C``): step 2 then stores only their
        first states.
 backward
@@ -285,10 +286,12 @@ def _forward(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, scale: float, h0: Te
         # taller output chunks hold taller tiles: their kernel takes proportionally more warps (at most 8;
         # at D = 256, 128-token chunks spill at 4)
         out_warps = max(nw, min(8, nw * out_tables.chunk_size // BT))
+        # output_vloop: one program per chunk walks the V blocks (Q K^T formed once), else one per V block
+        v_programs = 1 if cfg.output_vloop else triton.cdiv(V, BV)
         launch(
-            fwd_output_kernel, (out_tables.n_chunks * triton.cdiv(V, BV), H),
+            fwd_output_kernel, (out_tables.n_chunks * v_programs, H),
             q, k, Hs, Vn, o, out_tables.chunk_start, out_tables.chunk_end, scale, H, K, V, out_tables.chunk_size,
-            BK, BV, dprec, num_warps=out_warps, num_stages=ns,
+            BK, BV, dprec, cfg.output_vloop, num_warps=out_warps, num_stages=ns,
         )
     keep_w = save and inter != torch.float32 and W is not None
     return o, ht, X, (Hs if save else None), (Vn if save else None), (W if keep_w else None)

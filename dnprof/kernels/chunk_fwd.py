@@ -8,7 +8,8 @@ which forms no ``W`` or ``U``), optionally the output
 ``O = scale (Q h + tril(Q K^T) Vn)`` (``fuse_output``), and updates ``h += K^T Vn``. Program ids run the
 V blocks of one (sequence, head) side by side, so they read its ``W``, ``K`` and ``Q`` tiles at
 about the same time and share them through L2.
-``fwd_output_kernel`` computes the output in parallel over chunks from the stored states instead;
+``fwd_output_kernel`` computes the output in parallel over chunks from the stored states instead
+(with ``output_vloop`` one program per chunk walks its V blocks, forming ``Q K^T`` once);
 its chunks may span several of the loop's (``output_chunk``), when the loop stores only their first
 states: ``Vn`` carries each chunk's delta correction, so ``Q h + tril(Q K^T) Vn`` holds over the span.
 
@@ -130,28 +131,53 @@ def fwd_state_kernel(q, k, W, U, h0, Hs, Vn, o, ht, beta, seq_start, seq_chunk0,
 
 @triton.jit
 def fwd_output_kernel(q, k, Hs, Vn, o, chunk_start, chunk_end, scale, H, K: tl.constexpr, V: tl.constexpr,
-                      BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, PREC: tl.constexpr):
-    """One program per (chunk and V block, head): ``O = scale (Q h + tril(Q K^T) Vn)`` from stored h and Vn.
+                      BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, PREC: tl.constexpr,
+                      V_LOOP: tl.constexpr = False):
+    """``O = scale (Q h + tril(Q K^T) Vn)`` from stored h and Vn, one program per (chunk and V block, head).
 
     Chunk-major program ids: the V blocks of one chunk run side by side and share its Q and K tiles in L2.
+    ``V_LOOP`` (``output_vloop``): one program per (chunk, head) forms ``tril(Q K^T)`` once and walks the
+    chunk's V blocks, instead of each V block's program forming it again.
     """
     NVB: tl.constexpr = (V + BV - 1) // BV
-    c = tl.program_id(0) // NVB
     i_h = tl.program_id(1)
-    v0 = (tl.program_id(0) % NVB) * BV
+    if V_LOOP:
+        c = tl.program_id(0)
+    else:
+        c = tl.program_id(0) // NVB
     t0 = tl.load(chunk_start + c).to(tl.int64)
     eos = tl.load(chunk_end + c).to(tl.int64)
     rows = tl.arange(0, BT)
-    b_s = tl.zeros([BT, BT], dtype=tl.float32)
-    b_o = tl.zeros([BT, BV], dtype=tl.float32)
-    for i_k in range(0, tl.cdiv(K, BK)):
-        b_q = load_tile(q, t0, eos, i_h, H, K, i_k * BK, BT, BK)
-        b_k = load_tile(k, t0, eos, i_h, H, K, i_k * BK, BT, BK)
-        p, m = state_ptrs(Hs, c, i_h, H, K, V, i_k * BK, v0, BK, BV)
-        b_h = tl.load(p, mask=m, other=0.0)
-        b_s += mm(b_q, tl.trans(b_k), PREC)
-        b_o += dot32(b_q, b_h, PREC)
-    b_s = tl.where(rows[:, None] >= rows[None, :], b_s, 0.0)
-    b_vn = load_tile(Vn, t0, eos, i_h, H, V, v0, BT, BV)
-    b_o = (b_o + dot32(b_s, b_vn, PREC)) * scale
-    store_tile(o, b_o, t0, eos, i_h, H, V, v0, BT, BV)
+    causal = rows[:, None] >= rows[None, :]
+    if V_LOOP:
+        b_s = tl.zeros([BT, BT], dtype=tl.float32)
+        for i_k in range(0, tl.cdiv(K, BK)):
+            b_q = load_tile(q, t0, eos, i_h, H, K, i_k * BK, BT, BK)
+            b_k = load_tile(k, t0, eos, i_h, H, K, i_k * BK, BT, BK)
+            b_s += mm(b_q, tl.trans(b_k), PREC)
+        b_s = tl.where(causal, b_s, 0.0)
+        for i_v in range(0, NVB):
+            v0 = i_v * BV
+            b_o = tl.zeros([BT, BV], dtype=tl.float32)
+            for i_k in range(0, tl.cdiv(K, BK)):
+                b_q = load_tile(q, t0, eos, i_h, H, K, i_k * BK, BT, BK)
+                p, m = state_ptrs(Hs, c, i_h, H, K, V, i_k * BK, v0, BK, BV)
+                b_o += dot32(b_q, tl.load(p, mask=m, other=0.0), PREC)
+            b_vn = load_tile(Vn, t0, eos, i_h, H, V, v0, BT, BV)
+            b_o = (b_o + dot32(b_s, b_vn, PREC)) * scale
+            store_tile(o, b_o, t0, eos, i_h, H, V, v0, BT, BV)
+    else:
+        v0 = (tl.program_id(0) % NVB) * BV
+        b_s = tl.zeros([BT, BT], dtype=tl.float32)
+        b_o = tl.zeros([BT, BV], dtype=tl.float32)
+        for i_k in range(0, tl.cdiv(K, BK)):
+            b_q = load_tile(q, t0, eos, i_h, H, K, i_k * BK, BT, BK)
+            b_k = load_tile(k, t0, eos, i_h, H, K, i_k * BK, BT, BK)
+            p, m = state_ptrs(Hs, c, i_h, H, K, V, i_k * BK, v0, BK, BV)
+            b_h = tl.load(p, mask=m, other=0.0)
+            b_s += mm(b_q, tl.trans(b_k), PREC)
+            b_o += dot32(b_q, b_h, PREC)
+        b_s = tl.where(causal, b_s, 0.0)
+        b_vn = load_tile(Vn, t0, eos, i_h, H, V, v0, BT, BV)
+        b_o = (b_o + dot32(b_s, b_vn, PREC)) * scale
+        store_tile(o, b_o, t0, eos, i_h, H, V, v0, BT, BV)

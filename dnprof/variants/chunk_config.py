@@ -19,6 +19,9 @@ the launch parameters, and the fusion/storage choices the kernels implement:
   because ``Vn`` already carries the delta correction. That halves (at twice the chunk size) the
   states written and read again. A backward needs every chunk's state, so with one it has no effect
   (name ``-os<output_chunk>``, e.g. ``-os128``).
+- ``output_vloop``: with the output apart, one output program per chunk forms ``tril(Q K^T)`` once and
+  walks the chunk's ``V / BV`` blocks, where otherwise each block's program forms it again (name
+  ``-osv``, ``-os128v``).
 - ``dot_operands``: operands of the tensor-core products outside the WY transform. ``fp32``: computed
   operands (states, Vn, P, ...) stay fp32 and multiply as tf32; ``input``: they are rounded to the
   input's 16-bit dtype first (twice the tensor-core rate, half the shared memory, a little more
@@ -116,6 +119,11 @@ class ChunkConfig:
     rec: str = "main"
     wy_in_loop: bool = False
     output_chunk: int = 0
+    output_vloop: bool = False
+
+    #: Fields of the separate output kernel: with ``fuse_output`` they have no meaning and keep their
+    #: defaults, so the tuner's space does not enumerate them there (``dnprof.variants.space``).
+    SEPARATE_OUTPUT_FIELDS = ("output_chunk", "output_vloop")
 
     # ----------------------------------------------------------------------------------- space
     @classmethod
@@ -134,6 +142,7 @@ class ChunkConfig:
             "rec": ("main", "auto"),
             "wy_in_loop": (False, True),
             "output_chunk": (0, 128),
+            "output_vloop": (False, True),
         }
 
     @classmethod
@@ -184,7 +193,7 @@ class ChunkConfig:
         space = self.choices()
         for name, allowed in space.items():  # every field has its choices (the tuner checks this space per candidate)
             value = getattr(self, name)
-            if name in ("fuse_wy", "fuse_output", "wy_in_loop"):
+            if name in ("fuse_wy", "fuse_output", "wy_in_loop", "output_vloop"):
                 if not isinstance(value, bool):
                     raise ConfigError(f"{name} must be True or False, got {value!r}")
                 continue
@@ -199,6 +208,9 @@ class ChunkConfig:
                 raise ConfigError(f"{name} must be one of {allowed}, got {value!r}")
         if self.output_chunk != 0:
             self._validate_output_chunk()
+        if self.output_vloop and self.fuse_output:
+            raise ConfigError("output_vloop sets how the separate output kernel walks V, and fuse_output=True computes "
+                              "the output in the state loop: use output_vloop=False or fuse_output=False")
         if self.wy_in_loop and not self.fuse_wy:
             raise ConfigError("wy_in_loop forms no W or U, so fuse_wy (where they are formed) has no meaning: "
                               "leave it True")
@@ -283,7 +295,7 @@ class ChunkConfig:
         return (
             f"c{self.chunk_size}-bk{self.BK}-bv{self.BV}-w{self.num_warps}-s{self.num_stages}"
             f"-h{self.state_dtype}-wy{'x' if self.wy_in_loop else 'f' if self.fuse_wy else 's'}"
-            f"-o{'f' if self.fuse_output else 's'}{self.output_chunk or ''}"
+            f"-o{'f' if self.fuse_output else 's'}{self.output_chunk or ''}{'v' if self.output_vloop else ''}"
             + ("-m16" if self.dot_operands == "input" else "")
             + ("" if self.rec == "main" else f"-r{self.rec}")
         )
@@ -311,13 +323,13 @@ class ChunkConfig:
         except ValueError:
             raise ConfigError(f"not a chunk variant name: {name!r}") from None
         flags = {"f": True, "s": False}
-        out = re.fullmatch(r"([fs])(\d*)", vals[7])
+        out = re.fullmatch(r"([fs])(\d*)(v?)", vals[7])
         if vals[6] not in ("f", "s", "x") or out is None:
             raise ConfigError(f"not a chunk variant name: {name!r} (wy must end in 'f', 's' or 'x', o in 'f', 's' "
-                              f"or 's' and the output chunk, like 's128')")
+                              f"or 's' then the output chunk and 'v', like 's128' or 'sv')")
         cfg = cls(*ints, state_dtype=vals[5], fuse_wy=vals[6] != "s", fuse_output=flags[out.group(1)],
                   dot_operands=dot_operands, rec=rec, wy_in_loop=vals[6] == "x",
-                  output_chunk=int(out.group(2) or 0))
+                  output_chunk=int(out.group(2) or 0), output_vloop=out.group(3) == "v")
         return cfg.validate()
 
     # ----------------------------------------------------------------------------------- dicts

@@ -44,6 +44,7 @@ fit; anything they let through that still does not fit fails at compile time and
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import random
@@ -259,9 +260,7 @@ def generate_space(K: int, V: int, dtype: str, limits: DeviceLimits, families: I
             space.defaults[fam] = Candidate(fam, default)
         except ValueError:
             pass
-        names = list(choices)
-        for values in itertools.product(*(choices[n] for n in names)):
-            raw = dict(zip(names, values))
+        for raw in _raw_combinations(cls, choices):
             space.total += 1
             try:
                 cfg = cls(**raw)
@@ -278,6 +277,22 @@ def generate_space(K: int, V: int, dtype: str, limits: DeviceLimits, families: I
             for flag in _flags(cand, limits):
                 space.flags.setdefault(flag, []).append(cand)
     return space
+
+
+def _raw_combinations(cls: Any, choices: dict[str, tuple]) -> Iterable[dict[str, Any]]:
+    """Every combination of ``choices``, except fields a config class declares moot in some combinations
+    (``ChunkConfig.SEPARATE_OUTPUT_FIELDS`` where the output is fused), which keep their defaults there."""
+    moot = getattr(cls, "SEPARATE_OUTPUT_FIELDS", ())
+    names = [n for n in choices if n not in moot]
+    defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+    free = list(itertools.product(*(choices[n] for n in moot)))
+    for values in itertools.product(*(choices[n] for n in names)):
+        raw = dict(zip(names, values))
+        if raw.get("fuse_output"):
+            yield {**raw, **{n: defaults[n] for n in moot}}
+            continue
+        for out in free:
+            yield {**raw, **dict(zip(moot, out))}
 
 
 def _prune_rule(cand: Candidate, K: int, V: int, dtype: str, mode: str, limits: DeviceLimits) -> tuple[str, str] | None:

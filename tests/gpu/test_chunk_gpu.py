@@ -203,25 +203,32 @@ def test_transposed_state_in_a_fused_forward_without_backward_bf16(D, rec, want)
     assert want in launch.noted_tilings()
 
 
+@pytest.mark.parametrize("mode", ["fwd", "fwdbwd"])
 @pytest.mark.parametrize("D", [64, 128, 256])
-def test_output_chunk_128_forward_without_backward_bf16(D):
-    """A no-grad forward whose output kernel spans 128 tokens (the loop storing every other state,
-    ``-os128``): output and final state agree with float64 as closely as the per-chunk output kernel's
-    (the same products, summed over a longer span), and the noted loop is the one storing every 2nd state."""
+def test_separate_output_kernel_forms_bf16(D, mode):
+    """The separate output kernel's forms against float64, each as accurate as the plain one (the same
+    products, summed over a longer span or in another order): ``-osv`` (one program walks a chunk's V
+    blocks) and, in a forward that no backward follows, ``-os128`` (128-token output chunks, the loop
+    storing every other state, noted as ``fwd_state_kernel+h2``)."""
     import dataclasses
 
     from dnprof.kernels import launch
 
     base = dataclasses.replace(ChunkConfig.default_for(D, D, 64, torch.bfloat16, "fwdbwd"), fuse_output=False)
+    forms = [base, dataclasses.replace(base, output_vloop=True)]
+    if mode == "fwd":
+        forms.append(dataclasses.replace(base, output_chunk=128))
     errors = {}
-    for cfg in (base, dataclasses.replace(base, output_chunk=128)):
+    for cfg in forms:
         launch.reset_lowered()
         kernel = functools.partial(chunk_delta_rule, config=cfg)
-        res = verify_delta_kernel(kernel, 2, 4096, 2048 // D, D, D, dtype=torch.bfloat16, device="cuda", mode="fwd",
+        res = verify_delta_kernel(kernel, 2, 4096, 2048 // D, D, D, dtype=torch.bfloat16, device="cuda", mode=mode,
                                   reference="chunk")
-        print(f"D={D} {cfg.name} fwd: " + " ".join(f"{k}={v:.2e}" for k, v in res.errors.items()))
+        print(f"D={D} {cfg.name} {mode}: " + " ".join(f"{k}={v:.2e}" for k, v in res.errors.items()))
         assert res.passed, res.errors
-        errors[cfg.output_chunk] = res.errors
-    assert any("+h2 " in t for t in launch.noted_tilings()), launch.noted_tilings()
-    for key, err in errors[128].items():
-        assert err <= 1.1 * errors[0][key] + 1e-4, f"{key}: os128 {err:.2e} vs os {errors[0][key]:.2e}"
+        errors[cfg.name] = res.errors
+        if cfg.output_chunk:
+            assert any("+h2 " in t for t in launch.noted_tilings()), launch.noted_tilings()
+    for name, errs in errors.items():
+        for key, err in errs.items():
+            assert err <= 1.1 * errors[base.name][key] + 1e-4, f"{name} {key}: {err:.2e} vs {errors[base.name][key]:.2e}"

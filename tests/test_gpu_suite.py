@@ -36,3 +36,20 @@ def _has_cuda() -> bool:
     import torch
 
     return torch.cuda.is_available()
+
+
+def test_forms_step_names_the_separate_output_variants(tmp_path):
+    """``forms-D`` compares the default with its separate output kernel's four forms; without a GPU the
+    compare stops with exit code 2 after resolving every provider name (a bad name would say so)."""
+    out = _run(tmp_path, "forms-256:120")
+    summary = (tmp_path / "out" / "summary.txt").read_text().splitlines()
+    assert len(summary) == 1 and summary[0].startswith("forms-256")
+    log = (tmp_path / "out" / "forms-256.log").read_text()
+    assert "unknown provider" not in log, log
+    assert ("rc=0" if _has_cuda() else "rc=2") in summary[0], (summary, log)
+    from dnprof.variants.chunk_config import ChunkConfig
+
+    names = (tmp_path / "out" / "forms-d256.providers").read_text().strip().split(",")
+    forms = [ChunkConfig.from_name(n.removeprefix("dnprof-chunk-")).validate(256, 256) for n in names]
+    assert {(c.output_chunk, c.output_vloop) for c in forms} == {(0, False), (0, True), (128, False), (128, True)}
+    assert all(not c.fuse_output and c.rec == "auto" for c in forms)

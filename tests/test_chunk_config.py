@@ -148,3 +148,23 @@ def test_output_chunk_names_and_limits():
             ChunkConfig(**kw).validate()
     with pytest.raises(ConfigError, match="not a chunk variant name"):
         ChunkConfig.from_name("c64-bk64-bv64-w4-s2-hfp32-wyf-osx")
+
+
+def test_output_tiling_names_and_limits():
+    """The separate output kernel's own tiling round-trips through its name part (``-obv256w8``, before
+    ``-m16`` and ``-r``) and is checked against the choices, the tile bound and the value head dim."""
+    cfg = ChunkConfig(BV=32, dot_operands="input", rec="auto", output_vloop=True, output_tiling="bv256w8")
+    assert cfg.name == "c64-bk64-bv32-w4-s2-hfp32-wyf-osv-obv256w8-m16-rauto"
+    assert ChunkConfig.from_name(cfg.name) == cfg and ChunkConfig.from_dict(cfg.to_dict()) == cfg
+    assert cfg.output_launch(64) == (256, 8) and ChunkConfig(BV=32).output_launch(64) == (32, 4)
+    assert ChunkConfig(output_chunk=128).output_launch(128) == (64, 8)  # taller chunks: more warps
+    assert "output_tiling" in ChunkConfig.SEPARATE_OUTPUT_FIELDS and ChunkConfig.choices()["output_tiling"] == ("main",)
+    for kw, match in ((dict(output_tiling="bv256w8", fuse_output=True), "fuse_output"),
+                      (dict(output_tiling="wide"), "like 'bv256w8'"),
+                      (dict(output_tiling="bv48w8"), "BV must be one of"),
+                      (dict(output_tiling="bv256w3"), "warps one of"),
+                      (dict(output_tiling="bv256w8", output_chunk=128), "exceeds")):
+        with pytest.raises(ConfigError, match=match):
+            ChunkConfig(**kw).validate()
+    with pytest.raises(ConfigError, match="padded value head dim"):
+        ChunkConfig(output_tiling="bv256w8").validate(128, 128)

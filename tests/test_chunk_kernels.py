@@ -46,6 +46,9 @@ VARIANTS = [
      1e-5),
     # one output program per chunk walking its V blocks (V = 48 padded to 64: 4 blocks), 2 K slabs
     (_cfg(chunk_size=32, BK=16, BV=16, output_vloop=True), 2, 45, 2, 32, 48, 1e-5),
+    # ... and the output kernel at its own tiling: one V tile for all of V, and two walked by one program
+    (_cfg(chunk_size=16, BK=16, BV=16, output_tiling="bv64w8"), 1, 37, 2, 32, 48, 1e-5),
+    (_cfg(chunk_size=16, BK=16, BV=16, output_vloop=True, output_tiling="bv32w4"), 1, 37, 2, 16, 48, 1e-5),
     # X applied in the forward loop (W and U never formed): transposed, output fused; slabs, 2 K slabs
     (_cfg(chunk_size=16, BK=32, BV=16, fuse_output=True, wy_in_loop=True, rec="tbv16w4s2"), 2, 45, 2, 24, 48, 1e-5),
     (_cfg(chunk_size=32, BK=16, BV=16, wy_in_loop=True), 1, 70, 2, 32, 32, 1e-5),

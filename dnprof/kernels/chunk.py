@@ -283,15 +283,13 @@ def _forward(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, scale: float, h0: Te
     launch_state(q, k, *((X, v) if apply_x else (W, U)), h0, Hs, Vn, o, ht, tables, scale, cfg, store_h, store_vn,
                  plan.fwd, beta, hs_tables=None if out_tables is tables else out_tables)
     if not cfg.fuse_output:
-        # taller output chunks hold taller tiles: their kernel takes proportionally more warps (at most 8;
-        # at D = 256, 128-token chunks spill at 4)
-        out_warps = max(nw, min(8, nw * out_tables.chunk_size // BT))
+        out_bv, out_warps = cfg.output_launch(out_tables.chunk_size)
         # output_vloop: one program per chunk walks the V blocks (Q K^T formed once), else one per V block
-        v_programs = 1 if cfg.output_vloop else triton.cdiv(V, BV)
+        v_programs = 1 if cfg.output_vloop else triton.cdiv(V, out_bv)
         launch(
             fwd_output_kernel, (out_tables.n_chunks * v_programs, H),
             q, k, Hs, Vn, o, out_tables.chunk_start, out_tables.chunk_end, scale, H, K, V, out_tables.chunk_size,
-            BK, BV, dprec, cfg.output_vloop, num_warps=out_warps, num_stages=ns,
+            BK, out_bv, dprec, cfg.output_vloop, num_warps=out_warps, num_stages=ns,
         )
     keep_w = save and inter != torch.float32 and W is not None
     return o, ht, X, (Hs if save else None), (Vn if save else None), (W if keep_w else None)

@@ -22,6 +22,10 @@ the launch parameters, and the fusion/storage choices the kernels implement:
 - ``output_vloop``: with the output apart, one output program per chunk forms ``tril(Q K^T)`` once and
   walks the chunk's ``V / BV`` blocks, where otherwise each block's program forms it again (name
   ``-osv``, ``-os128v``).
+- ``output_tiling``: the separate output kernel's own ``BV`` and warps, ``main`` (the variant's) or
+  like ``bv256w8`` (name part ``-obv256w8``). Its ``Q h`` and ``tril(Q K^T) Vn`` products are only as
+  wide as its V tile, so at large head dims a wider tile than the WY launch wants may pay; the
+  tuner's space holds ``main`` only until a GPU run has measured the others.
 - ``dot_operands``: operands of the tensor-core products outside the WY transform. ``fp32``: computed
   operands (states, Vn, P, ...) stay fp32 and multiply as tf32; ``input``: they are rounded to the
   input's 16-bit dtype first (twice the tensor-core rate, half the shared memory, a little more
@@ -61,6 +65,8 @@ MAX_CHUNK_TILE = 128 * 128
 #: An explicit launch tiling of the serial kernels: ``bv32w4s3``, ``bk256bv32w4s3`` with the slab height,
 #: ``tbv64w8s2`` with the state transposed, or ``tjbv128w8s2`` transposed with the W and Q products joined.
 _REC_TILING = re.compile(r"(?:(tj?)|bk(\d+))?bv(\d+)w(\d+)s(\d+)")
+#: An explicit tiling of the separate output kernel: ``bv256w8``.
+_OUT_TILING = re.compile(r"bv(\d+)w(\d+)")
 
 
 class RecTiling(NamedTuple):
@@ -120,10 +126,11 @@ class ChunkConfig:
     wy_in_loop: bool = False
     output_chunk: int = 0
     output_vloop: bool = False
+    output_tiling: str = "main"
 
     #: Fields of the separate output kernel: with ``fuse_output`` they have no meaning and keep their
     #: defaults, so the tuner's space does not enumerate them there (``dnprof.variants.space``).
-    SEPARATE_OUTPUT_FIELDS = ("output_chunk", "output_vloop")
+    SEPARATE_OUTPUT_FIELDS = ("output_chunk", "output_vloop", "output_tiling")
 
     # ----------------------------------------------------------------------------------- space
     @classmethod
@@ -143,6 +150,7 @@ class ChunkConfig:
             "wy_in_loop": (False, True),
             "output_chunk": (0, 128),
             "output_vloop": (False, True),
+            "output_tiling": ("main",),
         }
 
     @classmethod
@@ -200,7 +208,7 @@ class ChunkConfig:
             if name == "rec":
                 self._validate_rec(allowed)
                 continue
-            if name == "output_chunk":  # the tuner's choices are a subset: checked below
+            if name in ("output_chunk", "output_tiling"):  # the tuner's choices are a subset: checked below
                 continue
             if name in ("BK", "BV") and not _is_pow2(value):
                 raise ConfigError(f"{name} must be a power of two, got {value!r}")
@@ -208,6 +216,7 @@ class ChunkConfig:
                 raise ConfigError(f"{name} must be one of {allowed}, got {value!r}")
         if self.output_chunk != 0:
             self._validate_output_chunk()
+        self._validate_output_tiling(V)
         if self.output_vloop and self.fuse_output:
             raise ConfigError("output_vloop sets how the separate output kernel walks V, and fuse_output=True computes "
                               "the output in the state loop: use output_vloop=False or fuse_output=False")
@@ -243,6 +252,40 @@ class ChunkConfig:
             if tiling is not None and tiling.BV > Vp:
                 raise ConfigError(f"rec {self.rec}: BV {tiling.BV} is larger than the padded value head dim {Vp} (V = {V})")
         return self
+
+    def output_launch(self, chunk: int) -> tuple[int, int]:
+        """The separate output kernel's ``(BV, warps)`` on chunks of ``chunk`` tokens: ``output_tiling``'s, or
+        the variant's ``BV`` and warps, the warps scaled with a taller chunk (at most 8: at D = 256,
+        128-token chunks spill at 4)."""
+        tiling = _OUT_TILING.fullmatch(self.output_tiling)
+        if tiling is not None:
+            return int(tiling.group(1)), int(tiling.group(2))
+        return self.BV, max(self.num_warps, min(8, self.num_warps * chunk // self.chunk_size))
+
+    def _validate_output_tiling(self, V: int | None) -> bool:
+        """``output_tiling`` is ``main`` or ``bv<BV>w<warps>`` within the choices and the tile bound, for a
+        separate output kernel; True when explicit."""
+        if self.output_tiling == "main":
+            return False
+        m = _OUT_TILING.fullmatch(self.output_tiling) if isinstance(self.output_tiling, str) else None
+        if m is None:
+            raise ConfigError(f"output_tiling must be 'main' or like 'bv256w8', got {self.output_tiling!r}")
+        if self.fuse_output:
+            raise ConfigError(f"output_tiling {self.output_tiling} sets the separate output kernel's tiles, and "
+                              f"fuse_output=True computes the output in the state loop: use fuse_output=False")
+        bv, warps = int(m.group(1)), int(m.group(2))
+        space = self.choices()
+        if bv not in space["BV"] or warps not in space["num_warps"]:
+            raise ConfigError(f"output_tiling {self.output_tiling}: BV must be one of {space['BV']}, warps one of "
+                              f"{space['num_warps']}")
+        chunk = max(self.chunk_size, self.output_chunk)
+        if chunk * bv > MAX_CHUNK_TILE:
+            raise ConfigError(f"output_tiling {self.output_tiling}: the output chunk {chunk} x BV {bv} exceeds "
+                              f"{MAX_CHUNK_TILE} elements")
+        if V is not None and bv > padded_dim(V):
+            raise ConfigError(f"output_tiling {self.output_tiling}: BV {bv} is larger than the padded value head dim "
+                              f"{padded_dim(V)} (V = {V})")
+        return True
 
     def _validate_output_chunk(self) -> None:
         """``output_chunk`` (when set) is a larger multiple of the chunk size, for the separate output kernel
@@ -296,6 +339,7 @@ class ChunkConfig:
             f"c{self.chunk_size}-bk{self.BK}-bv{self.BV}-w{self.num_warps}-s{self.num_stages}"
             f"-h{self.state_dtype}-wy{'x' if self.wy_in_loop else 'f' if self.fuse_wy else 's'}"
             f"-o{'f' if self.fuse_output else 's'}{self.output_chunk or ''}{'v' if self.output_vloop else ''}"
+            + ("" if self.output_tiling == "main" else f"-o{self.output_tiling}")
             + ("-m16" if self.dot_operands == "input" else "")
             + ("" if self.rec == "main" else f"-r{self.rec}")
         )
@@ -307,11 +351,13 @@ class ChunkConfig:
     def from_name(cls, name: str) -> "ChunkConfig":
         """Parse a name made by :attr:`name`; ConfigError on anything else."""
         parts = name.strip().split("-")
-        dot_operands, rec = "fp32", "main"
+        dot_operands, rec, out_tiling = "fp32", "main", "main"
         if len(parts) > 8 and parts[-1].startswith("r") and parts[-1] != "r":
             parts, rec = parts[:-1], parts[-1][1:]
-        if len(parts) == 9 and parts[-1] == "m16":
+        if len(parts) > 8 and parts[-1] == "m16":
             parts, dot_operands = parts[:-1], "input"
+        if len(parts) == 9 and _OUT_TILING.fullmatch(parts[-1][1:]) and parts[-1].startswith("o"):
+            parts, out_tiling = parts[:-1], parts[-1][1:]
         prefixes = ("c", "bk", "bv", "w", "s", "h", "wy", "o")
         if len(parts) != len(prefixes) or not all(p.startswith(x) for p, x in zip(parts, prefixes)):
             raise ConfigError(
@@ -329,7 +375,7 @@ class ChunkConfig:
                               f"or 's' then the output chunk and 'v', like 's128' or 'sv')")
         cfg = cls(*ints, state_dtype=vals[5], fuse_wy=vals[6] != "s", fuse_output=flags[out.group(1)],
                   dot_operands=dot_operands, rec=rec, wy_in_loop=vals[6] == "x",
-                  output_chunk=int(out.group(2) or 0), output_vloop=out.group(3) == "v")
+                  output_chunk=int(out.group(2) or 0), output_vloop=out.group(3) == "v", output_tiling=out_tiling)
         return cfg.validate()
 
     # ----------------------------------------------------------------------------------- dicts

@@ -208,14 +208,15 @@ def test_transposed_state_in_a_fused_forward_without_backward_bf16(D, rec, want)
 def test_separate_output_kernel_forms_bf16(D, mode):
     """The separate output kernel's forms against float64, each as accurate as the plain one (the same
     products, summed over a longer span or in another order): ``-osv`` (one program walks a chunk's V
-    blocks) and, in a forward that no backward follows, ``-os128`` (128-token output chunks, the loop
-    storing every other state, noted as ``fwd_state_kernel+h2``)."""
+    blocks), the output kernel at one 8-warp tile over all of V (``-obv<D>w8``) and, in a forward that no
+    backward follows, ``-os128`` (128-token output chunks, the loop storing every other state, noted as
+    ``fwd_state_kernel+h2``)."""
     import dataclasses
 
     from dnprof.kernels import launch
 
     base = dataclasses.replace(ChunkConfig.default_for(D, D, 64, torch.bfloat16, "fwdbwd"), fuse_output=False)
-    forms = [base, dataclasses.replace(base, output_vloop=True)]
+    forms = [base, dataclasses.replace(base, output_vloop=True), dataclasses.replace(base, output_tiling=f"bv{D}w8")]
     if mode == "fwd":
         forms.append(dataclasses.replace(base, output_chunk=128))
     errors = {}

@@ -185,3 +185,27 @@ def test_fusing_the_output_is_one_knob_from_the_default_in_a_forward_search():
     twin = dataclasses.replace(default, fuse_output=True, state_dtype="fp32").name
     assert names[0] == default.name
     assert twin in names[:16]
+
+
+def test_space_reuses_validate_verdicts_only_where_they_cannot_differ():
+    """The space reuses ``validate``'s verdict across ``ChunkConfig.VALIDATE_IGNORES``; checking every
+    combination itself gives the same kept set and the same invalid reasons."""
+    import itertools
+
+    from dnprof.variants.chunk_config import ConfigError
+
+    for K in (64, 256):
+        space = generate_space(K, K, "bf16", PROFILES["h100"], ("chunk",), mode="fwd", chunk_sizes=[64])
+        invalid = {tuple(sorted(p.raw.items())): p.detail for p in space.pruned if p.rule == "invalid"}
+        choices = dict(ChunkConfig.choices(), chunk_size=(64,))
+        names = list(choices)
+        for values in itertools.product(*choices.values()):
+            raw = dict(zip(names, values))
+            if raw["fuse_output"] and any(raw[n] != ChunkConfig.__dataclass_fields__[n].default
+                                          for n in ChunkConfig.SEPARATE_OUTPUT_FIELDS):
+                continue  # not enumerated: these fields keep their defaults where the output is fused
+            try:
+                ChunkConfig(**raw).validate(K, K)
+            except ConfigError as exc:
+                assert invalid.pop(tuple(sorted(raw.items()))) == str(exc)
+        assert not invalid  # nothing the space calls invalid is valid

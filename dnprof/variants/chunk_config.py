@@ -131,6 +131,9 @@ class ChunkConfig:
     #: Fields of the separate output kernel: with ``fuse_output`` they have no meaning and keep their
     #: defaults, so the tuner's space does not enumerate them there (``dnprof.variants.space``).
     SEPARATE_OUTPUT_FIELDS = ("output_chunk", "output_vloop", "output_tiling")
+    #: Fields :meth:`validate` checks only against :meth:`choices`: its verdict on a combination of the
+    #: choices does not depend on them (the tuner's space reuses it across them).
+    VALIDATE_IGNORES = ("num_warps", "num_stages", "state_dtype")
 
     # ----------------------------------------------------------------------------------- space
     @classmethod

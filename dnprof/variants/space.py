@@ -47,6 +47,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import operator
 import random
 from collections import Counter
 from dataclasses import dataclass, field
@@ -260,14 +261,30 @@ def generate_space(K: int, V: int, dtype: str, limits: DeviceLimits, families: I
             space.defaults[fam] = Candidate(fam, default)
         except ValueError:
             pass
+        # validate's verdict, per combination of the fields it looks at (a config class may name those it
+        # checks only against their choices, which every combination here meets): most combinations are
+        # invalid for their tiles alone, and this skips building and checking each of them again
+        ignored = getattr(cls, "VALIDATE_IGNORES", None)
+        checked = None if ignored is None else operator.itemgetter(*(n for n in choices if n not in ignored))
+        verdicts: dict[tuple, str | None] = {}
         for raw in _raw_combinations(cls, choices):
             space.total += 1
+            key = checked(raw) if checked is not None else None
+            verdict = verdicts.get(key, _UNSEEN) if key is not None else _UNSEEN
+            if isinstance(verdict, str):
+                space.pruned.append(Pruned(None, "invalid", verdict, raw))
+                continue
             try:
                 cfg = cls(**raw)
-                cfg.validate(K, V)
+                if verdict is _UNSEEN:
+                    cfg.validate(K, V)
             except _config_errors() as exc:
+                if key is not None:
+                    verdicts[key] = str(exc)
                 space.pruned.append(Pruned(None, "invalid", str(exc), raw))
                 continue
+            if key is not None:
+                verdicts[key] = None
             cand = Candidate(fam, cfg)
             rule = _prune_rule(cand, K, V, dtype, mode, limits)
             if rule is not None:
@@ -277,6 +294,10 @@ def generate_space(K: int, V: int, dtype: str, limits: DeviceLimits, families: I
             for flag in _flags(cand, limits):
                 space.flags.setdefault(flag, []).append(cand)
     return space
+
+
+#: a verdict not yet reached (None is "valid", a string the reason it is not)
+_UNSEEN = object()
 
 
 def _raw_combinations(cls: Any, choices: dict[str, tuple]) -> Iterable[dict[str, Any]]:

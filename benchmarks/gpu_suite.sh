@@ -8,7 +8,8 @@
 #   compare-D        dnprof compare at head dim D, T = 4096 and 16384, fwd and fwd+bwd, every provider
 #   tune-D           dnprof tune at head dim D (fwd+bwd, chunk sizes 64 and 128)
 #   forms-D          dnprof compare at head dim D, T = 4096 and 16384, fwd and fwd+bwd: the default beside
-#                    its separate output kernel's forms (-os, -osv, -os128, -os128v) and fla-core
+#                    its separate output kernel's forms (-os, -osv, -os128, -os128v, and -os/-osv at
+#                    8-warp output tilings of BV 128 and the whole padded V) and fla-core
 #   sweep            benchmarks/recurrence_sweep.py: the serial kernels' tilings at D = 64, 128, 256
 # e.g. benchmarks/gpu_suite.sh out tests:240 compare-128:300 tune-256:300
 # A step that reaches its limit is reported with exit code 124 and the next step runs; results files
@@ -48,11 +49,13 @@ for spec in "$@"; do
         --output "$out/tune-d$d.json" ;;
     forms-*) d="${step#forms-}"
       forms=$("$py" -c "import dataclasses, sys
-from dnprof.variants.chunk_config import ChunkConfig
+from dnprof.variants.chunk_config import ChunkConfig, padded_dim
 d = int(sys.argv[1])
 base = dataclasses.replace(ChunkConfig.default_for(d, d, 64, 'bf16', 'fwdbwd'), fuse_output=False)
-print(','.join('dnprof-chunk-' + dataclasses.replace(base, output_chunk=oc, output_vloop=v).name
-               for oc in (0, 128) for v in (False, True)))" "$d") || { echo "forms-$d: bad head dim" >&2; exit 2; }
+wide = sorted({f'bv{min(padded_dim(d), 128)}w8', f'bv{padded_dim(d)}w8'})
+forms = [(oc, v, 'main') for oc in (0, 128) for v in (False, True)] + [(0, v, t) for t in wide for v in (False, True)]
+print(','.join('dnprof-chunk-' + dataclasses.replace(base, output_chunk=oc, output_vloop=v, output_tiling=t)
+               .validate(d, d).name for oc, v, t in forms))" "$d") || { echo "forms-$d: bad head dim" >&2; exit 2; }
       echo "$forms" > "$out/forms-d$d.providers"
       run_step "$step" "$limit" "$py" -m dnprof compare --seq-len 4096,16384 --head-dim "$d" --mode fwd,fwdbwd \
         --providers "dnprof-chunk,$forms,fla-deltanet" --output "$out/forms-d$d.json" ;;

@@ -39,7 +39,7 @@ def _has_cuda() -> bool:
 
 
 def test_forms_step_names_the_separate_output_variants(tmp_path):
-    """``forms-D`` compares the default with its separate output kernel's four forms; without a GPU the
+    """``forms-D`` compares the default with its separate output kernel's eight forms; without a GPU the
     compare stops with exit code 2 after resolving every provider name (a bad name would say so)."""
     out = _run(tmp_path, "forms-256:120")
     summary = (tmp_path / "out" / "summary.txt").read_text().splitlines()
@@ -51,5 +51,7 @@ def test_forms_step_names_the_separate_output_variants(tmp_path):
 
     names = (tmp_path / "out" / "forms-d256.providers").read_text().strip().split(",")
     forms = [ChunkConfig.from_name(n.removeprefix("dnprof-chunk-")).validate(256, 256) for n in names]
-    assert {(c.output_chunk, c.output_vloop) for c in forms} == {(0, False), (0, True), (128, False), (128, True)}
+    assert {(c.output_chunk, c.output_vloop, c.output_tiling) for c in forms} == {
+        (0, False, "main"), (0, True, "main"), (128, False, "main"), (128, True, "main"),
+        (0, False, "bv128w8"), (0, True, "bv128w8"), (0, False, "bv256w8"), (0, True, "bv256w8")}
     assert all(not c.fuse_output and c.rec == "auto" for c in forms)

@@ -37,7 +37,7 @@ def _cuda_available() -> bool:
 
 def _select_variants(spec: str, chunk_sizes: list[int], K: int, V: int, dtype: str | None = None):
     """Resolve ``--variants`` to ChunkConfigs for one head dim; ConfigError on bad names."""
-    from dnprof.variants.chunk_config import MAX_CHUNK_TILE, ChunkConfig
+    from dnprof.variants.chunk_config import ChunkConfig, ConfigError
 
     spec = spec.strip()
     if spec in ("default", "all"):
@@ -57,9 +57,11 @@ def _select_variants(spec: str, chunk_sizes: list[int], K: int, V: int, dtype: s
                 # the separate output kernel's own forms: a chunk's V blocks in one program, and (without a
                 # backward) chunks twice as long
                 apart = {**base.to_dict(), "state_dtype": sd, "fuse_output": False}
-                out.append(ChunkConfig(**{**apart, "output_vloop": True}))
-                if 2 * c * max(base.BK, base.BV) <= MAX_CHUNK_TILE:
-                    out.append(ChunkConfig(**{**apart, "output_chunk": 2 * c}))
+                for form in ({"output_vloop": True}, {"output_chunk": 2 * c}):
+                    try:
+                        out.append(ChunkConfig(**{**apart, **form}).validate(K, V))
+                    except ConfigError:  # e.g. chunks too tall for the tiles: nothing to verify
+                        pass
         return out
     return [ChunkConfig.from_name(name).validate(K, V) for name in spec.split(",") if name.strip()]
 

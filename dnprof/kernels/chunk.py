@@ -203,8 +203,8 @@ def launch_state(q: Tensor, k: Tensor, W: Tensor, U: Tensor, h0: Tensor | None, 
     The recurrence's V tiling is independent of the chunk-parallel kernels': it only decides how
     many programs walk each sequence (``B * H * V / BV``) and what fits shared memory. With
     ``tiling.apply_x`` (``wy_in_loop``) ``W`` is the fp32 ``X``, ``U`` is ``v`` and ``beta`` is needed.
-    ``hs_tables``: the output kernel's coarser chunks (``output_chunk``); the loop then stores only the
-    state at each of their starts, in their numbering."""
+    ``hs_tables``: the chunks whose first states are stored (the output kernel's, ``output_chunk``; by
+    default the loop's own), numbered as they number them."""
     join_wq = tiling.transposed and tiling.joint and cfg.fuse_output
     _check_x(tiling, W, beta)
     if join_wq and W.dtype != q.dtype:
@@ -215,14 +215,15 @@ def launch_state(q: Tensor, k: Tensor, W: Tensor, U: Tensor, h0: Tensor | None, 
     flags = (h0 is not None, ht is not None, store_h, store_vn, cfg.fuse_output)
     x_flags = (tiling.apply_x, _precision(q.dtype))
     form = "+x" if tiling.apply_x else "+wq" if join_wq else ""
-    every = 1 if hs_tables is None else hs_tables.chunk_size // cfg.chunk_size
+    hs_tables = hs_tables or tables
+    every = hs_tables.chunk_size // tables.chunk_size
     if tiling.transposed:
         if every > 1:
             raise ValueError(f"config: output_chunk {cfg.output_chunk} stores every {every}th state, which the "
                              f"transposed state loop does not; use a slab tiling for rec (got {cfg.rec})")
         return _launch_serial(fwd_state_t_kernel, tiling, tables, scale, cfg, q, U.shape[-1], tensors,
                               flags + (join_wq,) + x_flags, form)
-    hs_flags = ((hs_tables or tables).seq_chunk0, every)
+    hs_flags = (hs_tables.seq_chunk0, every)
     return _launch_serial(fwd_state_kernel, tiling, tables, scale, cfg, q, U.shape[-1], tensors,
                           flags + x_flags + hs_flags, form + (f"+h{every}" if every > 1 else ""))
 
@@ -281,7 +282,7 @@ def _forward(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, scale: float, h0: Te
     ht = torch.empty(tables.n_seqs, H, K, V, dtype=torch.float32, device=dev) if output_final_state else None
     # under wy_in_loop the loop forms Vn from X, v and beta itself
     launch_state(q, k, *((X, v) if apply_x else (W, U)), h0, Hs, Vn, o, ht, tables, scale, cfg, store_h, store_vn,
-                 plan.fwd, beta, hs_tables=None if out_tables is tables else out_tables)
+                 plan.fwd, beta, hs_tables=out_tables)
     if not cfg.fuse_output:
         out_bv, out_warps = cfg.output_launch(out_tables.chunk_size)
         # output_vloop: one program per chunk walks the V blocks (Q K^T formed once), else one per V block

@@ -130,6 +130,15 @@ def fwd_state_kernel(q, k, W, U, h0, Hs, Vn, o, ht, beta, seq_start, seq_chunk0,
 
 
 @triton.jit
+def _store_output(b_o, b_s, Vn, o, scale, t0, eos, i_h, H, V: tl.constexpr, v0, BT: tl.constexpr, BV: tl.constexpr,
+                  PREC: tl.constexpr):
+    """Store ``O = scale (Q h + S Vn)`` for the ``[BT, BV]`` block at ``v0``: ``b_o`` holds ``Q h``, ``b_s``
+    the masked ``tril(Q K^T)``."""
+    b_vn = load_tile(Vn, t0, eos, i_h, H, V, v0, BT, BV)
+    store_tile(o, (b_o + dot32(b_s, b_vn, PREC)) * scale, t0, eos, i_h, H, V, v0, BT, BV)
+
+
+@triton.jit
 def fwd_output_kernel(q, k, Hs, Vn, o, chunk_start, chunk_end, scale, H, K: tl.constexpr, V: tl.constexpr,
                       BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, PREC: tl.constexpr,
                       V_LOOP: tl.constexpr = False):
@@ -163,9 +172,7 @@ def fwd_output_kernel(q, k, Hs, Vn, o, chunk_start, chunk_end, scale, H, K: tl.c
                 b_q = load_tile(q, t0, eos, i_h, H, K, i_k * BK, BT, BK)
                 p, m = state_ptrs(Hs, c, i_h, H, K, V, i_k * BK, v0, BK, BV)
                 b_o += dot32(b_q, tl.load(p, mask=m, other=0.0), PREC)
-            b_vn = load_tile(Vn, t0, eos, i_h, H, V, v0, BT, BV)
-            b_o = (b_o + dot32(b_s, b_vn, PREC)) * scale
-            store_tile(o, b_o, t0, eos, i_h, H, V, v0, BT, BV)
+            _store_output(b_o, b_s, Vn, o, scale, t0, eos, i_h, H, V, v0, BT, BV, PREC)
     else:
         v0 = (tl.program_id(0) % NVB) * BV
         b_s = tl.zeros([BT, BT], dtype=tl.float32)
@@ -177,7 +184,4 @@ def fwd_output_kernel(q, k, Hs, Vn, o, chunk_start, chunk_end, scale, H, K: tl.c
             b_h = tl.load(p, mask=m, other=0.0)
             b_s += mm(b_q, tl.trans(b_k), PREC)
             b_o += dot32(b_q, b_h, PREC)
-        b_s = tl.where(causal, b_s, 0.0)
-        b_vn = load_tile(Vn, t0, eos, i_h, H, V, v0, BT, BV)
-        b_o = (b_o + dot32(b_s, b_vn, PREC)) * scale
-        store_tile(o, b_o, t0, eos, i_h, H, V, v0, BT, BV)
+        _store_output(b_o, tl.where(causal, b_s, 0.0), Vn, o, scale, t0, eos, i_h, H, V, v0, BT, BV, PREC)

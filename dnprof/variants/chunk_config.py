@@ -217,12 +217,14 @@ class ChunkConfig:
                 raise ConfigError(f"{name} must be a power of two, got {value!r}")
             if value not in allowed or isinstance(value, bool):
                 raise ConfigError(f"{name} must be one of {allowed}, got {value!r}")
+        if self.fuse_output:
+            moot = [n for n in self.SEPARATE_OUTPUT_FIELDS if getattr(self, n) != _DEFAULTS[n]]
+            if moot:
+                raise ConfigError(f"{', '.join(moot)} set the separate output kernel, and fuse_output=True computes the "
+                                  f"output in the state loop: use fuse_output=False or leave them at their defaults")
         if self.output_chunk != 0:
             self._validate_output_chunk()
         self._validate_output_tiling(V)
-        if self.output_vloop and self.fuse_output:
-            raise ConfigError("output_vloop sets how the separate output kernel walks V, and fuse_output=True computes "
-                              "the output in the state loop: use output_vloop=False or fuse_output=False")
         if self.wy_in_loop and not self.fuse_wy:
             raise ConfigError("wy_in_loop forms no W or U, so fuse_wy (where they are formed) has no meaning: "
                               "leave it True")
@@ -265,17 +267,13 @@ class ChunkConfig:
             return int(tiling.group(1)), int(tiling.group(2))
         return self.BV, max(self.num_warps, min(8, self.num_warps * chunk // self.chunk_size))
 
-    def _validate_output_tiling(self, V: int | None) -> bool:
-        """``output_tiling`` is ``main`` or ``bv<BV>w<warps>`` within the choices and the tile bound, for a
-        separate output kernel; True when explicit."""
+    def _validate_output_tiling(self, V: int | None) -> None:
+        """``output_tiling`` is ``main`` or ``bv<BV>w<warps>`` within the choices and the tile bound."""
         if self.output_tiling == "main":
-            return False
+            return
         m = _OUT_TILING.fullmatch(self.output_tiling) if isinstance(self.output_tiling, str) else None
         if m is None:
             raise ConfigError(f"output_tiling must be 'main' or like 'bv256w8', got {self.output_tiling!r}")
-        if self.fuse_output:
-            raise ConfigError(f"output_tiling {self.output_tiling} sets the separate output kernel's tiles, and "
-                              f"fuse_output=True computes the output in the state loop: use fuse_output=False")
         bv, warps = int(m.group(1)), int(m.group(2))
         space = self.choices()
         if bv not in space["BV"] or warps not in space["num_warps"]:
@@ -288,7 +286,6 @@ class ChunkConfig:
         if V is not None and bv > padded_dim(V):
             raise ConfigError(f"output_tiling {self.output_tiling}: BV {bv} is larger than the padded value head dim "
                               f"{padded_dim(V)} (V = {V})")
-        return True
 
     def _validate_output_chunk(self) -> None:
         """``output_chunk`` (when set) is a larger multiple of the chunk size, for the separate output kernel
@@ -296,9 +293,6 @@ class ChunkConfig:
         oc, c = self.output_chunk, self.chunk_size
         if not _is_pow2(oc) or isinstance(oc, bool):
             raise ConfigError(f"output_chunk must be 0 or a power of two, got {oc!r}")
-        if self.fuse_output:
-            raise ConfigError(f"output_chunk {oc} sets the separate output kernel's chunk, and fuse_output=True "
-                              f"computes the output in the state loop: use output_chunk=0 or fuse_output=False")
         if oc <= c or oc % c:
             raise ConfigError(f"output_chunk must be 0 or a larger multiple of chunk_size {c}, got {oc}")
         for name in ("BK", "BV"):
@@ -396,3 +390,7 @@ class ChunkConfig:
         if unknown:
             raise ConfigError(f"unknown ChunkConfig keys {unknown}; known keys are {sorted(known)}")
         return cls(**d).validate()
+
+
+#: Each field's default (the separate output kernel's fields must keep theirs where the output is fused).
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(ChunkConfig)}

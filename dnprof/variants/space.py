@@ -269,8 +269,8 @@ def generate_space(K: int, V: int, dtype: str, limits: DeviceLimits, families: I
         verdicts: dict[tuple, str | None] = {}
         for raw in _raw_combinations(cls, choices):
             space.total += 1
-            key = checked(raw) if checked is not None else None
-            verdict = verdicts.get(key, _UNSEEN) if key is not None else _UNSEEN
+            key = checked(raw) if checked is not None else object()  # a class without the list: no reuse
+            verdict = verdicts.get(key, _UNSEEN)
             if isinstance(verdict, str):
                 space.pruned.append(Pruned(None, "invalid", verdict, raw))
                 continue
@@ -279,12 +279,10 @@ def generate_space(K: int, V: int, dtype: str, limits: DeviceLimits, families: I
                 if verdict is _UNSEEN:
                     cfg.validate(K, V)
             except _config_errors() as exc:
-                if key is not None:
-                    verdicts[key] = str(exc)
+                verdicts[key] = str(exc)
                 space.pruned.append(Pruned(None, "invalid", str(exc), raw))
                 continue
-            if key is not None:
-                verdicts[key] = None
+            verdicts[key] = None
             cand = Candidate(fam, cfg)
             rule = _prune_rule(cand, K, V, dtype, mode, limits)
             if rule is not None:

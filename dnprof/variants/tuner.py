@@ -31,6 +31,7 @@ from typing import Any, Callable
 
 from dnprof.distributed import Executor, TaskOutcome
 from dnprof.variants.db import (MAX_CRASHES, CandidateState, TuneKey, TuningDB, config_id)
+from dnprof.variants.errors import ConfigError
 from dnprof.variants.limits import DeviceLimits
 from dnprof.variants.search import (Budget, Deadline, RoundPlan, SearchResult, initial_set, planned_measurements,
                                     run_rounds)
@@ -147,7 +148,7 @@ def classify_failure(exc: BaseException) -> str:
     """The failure type of an exception raised while compiling or running a candidate."""
     name = type(exc).__name__
     mod = type(exc).__module__ or ""
-    if "ConfigError" in {cls.__name__ for cls in type(exc).__mro__}:
+    if isinstance(exc, ConfigError):
         return "invalid"  # the config's own checks, or refused on this GPU before launch (RefusedOnDevice)
     if name == "OutOfResources" or "out of resource" in str(exc).lower():
         return "out-of-resources"

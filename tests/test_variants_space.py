@@ -209,3 +209,35 @@ def test_space_reuses_validate_verdicts_only_where_they_cannot_differ():
             except ConfigError as exc:
                 assert invalid.pop(tuple(sorted(raw.items()))) == str(exc)
         assert not invalid  # nothing the space calls invalid is valid
+
+
+def test_a_space_for_a_shape_cuts_what_the_launch_guard_refuses_there():
+    """Generated for a shape, the space cuts a variant the launch guard would refuse at that many (sequence,
+    head) streams (rule ``refused``, with the guard's reason): at D = 256 and 16 streams ``auto`` tiles the
+    forward loop at BV 32, where ``wy_in_loop`` is refused on sm_90; at 64 streams it tiles at BV 64 and the
+    same variant stays. Without a shape, or on an architecture with no such rule, nothing is cut for it."""
+    from dnprof.kernels.chunk import plan_launch
+    from dnprof.variants.errors import RefusedOnDevice
+
+    wyx = dataclasses.replace(ChunkConfig.default_for(256, 256, 64, "bf16", "fwd"), wy_in_loop=True)
+
+    def verdict(space):
+        if wyx.name in {c.name for c in space.kept}:
+            return "kept"
+        return next(p for p in space.pruned if p.candidate is not None and p.candidate.name == wyx.name)
+
+    def space_at(n_streams, profile="h200"):
+        return generate_space(256, 256, "bf16", PROFILES[profile], ("chunk",), mode="fwd", chunk_sizes=[64],
+                              n_streams=n_streams)
+
+    cut = verdict(space_at(16))
+    assert cut.rule == "refused" and "at 16 (sequence, head) streams" in cut.detail and "BV 32" in cut.detail
+    with pytest.raises(RefusedOnDevice):  # the same verdict as the guard that runs before every launch
+        plan_launch(wyx, 256, 256, 16, 132, 9, save=False)
+    assert verdict(space_at(64)) == "kept"
+    assert verdict(space_at(None)) == "kept"
+    assert verdict(space_at(16, "a100")) == "kept"
+    assert "refused" not in space_at(None).reasons()
+    # the rule names every refused variant, and none of them is among the kept ones
+    refused = [p.candidate.name for p in space_at(16).pruned if p.rule == "refused"]
+    assert refused and all("-wyx-" in name or "-s1-" in name for name in refused)

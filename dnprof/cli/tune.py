@@ -87,7 +87,8 @@ def _print_space(console: Console, space, strategy: str, budget, seed: int) -> N
     from dnprof.variants.space import FLAG_NOTES, RULE_NOTES
 
     lim = space.limits
-    console.print(f"[bold]Variant space[/] K={space.K} V={space.V} {space.dtype} {space.mode} on {lim.name} "
+    shape = f" at {space.n_streams} (sequence, head) streams" if space.n_streams else ""
+    console.print(f"[bold]Variant space[/] K={space.K} V={space.V} {space.dtype} {space.mode}{shape} on {lim.name} "
                   f"(cc {lim.compute_capability}, {lim.smem_per_block // 1024} KiB shared memory per block, "
                   f"{lim.regs_per_sm} registers per SM; limits from {lim.source})")
     table = Table(title="Size before and after pruning")
@@ -357,7 +358,7 @@ def command(ctx: click.Context, head_dim, key_dim, value_dim, seq_len, batch, to
         budget_v = parse_budget(budget or (CPU_DEFAULTS["budget"] if cpu else DEFAULT_BUDGET))
         sizes = None if not chunk_size else [int(x) for x in chunk_size.split(",") if x.strip()]
         limits = device_limits(device_profile, device=device)
-        space = generate_space(K, V, dtype, limits, families, mode=mode, chunk_sizes=sizes)
+        space = generate_space(K, V, dtype, limits, families, mode=mode, chunk_sizes=sizes, n_streams=B * H)
     except ValueError as exc:
         raise TuneError(str(exc)) from None
     if list_only:
@@ -417,7 +418,7 @@ def _tune_on_ray(console: Console, req, address: str, db_path: Path | None, outp
         for g in groups:
             limits = device_limits(device_profile) if device_profile else g.info.limits
             spaces[g.label] = space = generate_space(req.K, req.V, req.dtype, limits, req.families, mode=req.mode,
-                                                     chunk_sizes=sizes)
+                                                     chunk_sizes=sizes, n_streams=req.B * req.H)
             if not space.kept:
                 raise TuneError(f"no variant of {', '.join(req.families)} fits K={req.K} V={req.V} on {g.label}")
         dbs = {g.label: _open_db(db_path, g.gpu, g.compute_capability) for g in groups}

@@ -156,16 +156,16 @@ def _stores_states(cfg: ChunkConfig, save: bool) -> bool:
     return save or not cfg.fuse_output
 
 
-def launch_plan(cfg: ChunkConfig, K: int, V: int, H: int, tables: _ChunkTables, device: torch.device,
+def plan_launch(cfg: ChunkConfig, K: int, V: int, n_streams: int, sms: int, major: int | None,
                 save: bool = True) -> LaunchPlan:
-    """The :class:`LaunchPlan` of ``cfg`` for this batch on ``device`` (``save``: a backward will follow, so
-    the forward stores its states); :class:`RefusedOnDevice` (a ValueError starting ``config:``) for a
-    kernel of the call that must not launch there (sm_90: an unpipelined narrow serial tiling, see
-    ``check_pipelined``; ``wy_in_loop`` at a narrow tiling, see ``check_wy_in_loop``; or a C = 128 WY transform at one stage, which faulted once and returned
-    wrong values once on an H200 at 8 warps, D = 256: docs/performance.md, change 21)."""
-    dev = _device_index(device)
-    major = compute_major(dev)
-    tilings = {kernel: recurrence_tiling(cfg, kernel, K, V, tables.n_seqs * H, sm_count(dev), major,
+    """The :class:`LaunchPlan` of ``cfg`` for ``n_streams`` (sequence, head) pairs on a GPU of ``sms`` SMs and
+    compute capability ``major`` (None off-GPU), with no device needed (the tuner prunes by it before
+    compiling): :class:`RefusedOnDevice` (a ValueError starting ``config:``) for a kernel of the call that
+    must not launch there (sm_90: an unpipelined narrow serial tiling, see ``check_pipelined``;
+    ``wy_in_loop`` at a narrow tiling, see ``check_wy_in_loop``; or a C = 128 WY transform at one stage,
+    which faulted once and returned wrong values once on an H200 at 8 warps, D = 256:
+    docs/performance.md, change 21). ``save``: a backward will follow, so the forward stores its states."""
+    tilings = {kernel: recurrence_tiling(cfg, kernel, K, V, n_streams, sms, major,
                                          stores_states=_stores_states(cfg, save)) for kernel in ("fwd", "bwd")}
     for kernel in ("fwd", "bwd") if save else ("fwd",):  # with no backward to follow the reverse never launches
         check_pipelined(tilings[kernel], kernel)
@@ -176,6 +176,13 @@ def launch_plan(cfg: ChunkConfig, K: int, V: int, H: int, tables: _ChunkTables, 
                          f"stages on sm_90 (at one stage it faulted or returned wrong values with Triton 3.6); "
                          f"got num_stages={cfg.num_stages}")
     return LaunchPlan(tilings["fwd"], tilings["bwd"], wy_min)
+
+
+def launch_plan(cfg: ChunkConfig, K: int, V: int, H: int, tables: _ChunkTables, device: torch.device,
+                save: bool = True) -> LaunchPlan:
+    """:func:`plan_launch` for this batch on ``device`` (its SM count and compute capability)."""
+    dev = _device_index(device)
+    return plan_launch(cfg, K, V, tables.n_seqs * H, sm_count(dev), compute_major(dev), save)
 
 
 def _launch_serial(kernel, tiling: Tiling, tables: _ChunkTables, scale: float, cfg: ChunkConfig, q: Tensor,

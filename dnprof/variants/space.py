@@ -25,6 +25,13 @@ Pruning rules, applied in this order (the first that applies names the reason):
     (:mod:`dnprof.kernels.recurrence_tiling`). Also cut: chunk size 128 at one stage, whose WY
     transform faulted once and returned wrong values once on an H200 (8 warps, D = 256), while the
     same variant at two stages verified (``dnprof.kernels.chunk.launch_plan``).
+``refused``
+    Only when the space is generated for a shape (``n_streams``, the (sequence, head) pairs of the
+    tuning batch): the launch guard of :func:`dnprof.kernels.chunk.plan_launch` would refuse the
+    variant on this device at that shape, because its ``auto`` serial tiling lands where a kernel
+    form is known to fault or return wrong values (e.g. ``wy_in_loop`` at BV <= 32 on sm_90, which
+    ``auto`` picks at D = 256 with 16 streams). Cutting it here keeps it from taking a place in the
+    budget only to be reported as refused.
 ``duplicate``
     The variant computes exactly what another one does in this mode: in a forward-only run with the
     output fused into the state kernel no states are stored, so ``state_dtype`` has no effect and
@@ -147,6 +154,7 @@ class Space:
     mode: str
     limits: DeviceLimits
     families: tuple[str, ...]
+    n_streams: int | None = None  # the shape's (sequence, head) pairs, when generated for one
     total: int = 0
     kept: list[Candidate] = field(default_factory=list)
     pruned: list[Pruned] = field(default_factory=list)
@@ -239,13 +247,15 @@ def _config_errors() -> tuple[type[BaseException], ...]:
 
 
 def generate_space(K: int, V: int, dtype: str, limits: DeviceLimits, families: Iterable[str] = ("chunk",),
-                   mode: str = "fwdbwd", chunk_sizes: Iterable[int] | None = None) -> Space:
-    """Enumerate every variant of ``families`` for head dims (K, V) and prune it for ``limits``."""
+                   mode: str = "fwdbwd", chunk_sizes: Iterable[int] | None = None,
+                   n_streams: int | None = None) -> Space:
+    """Enumerate every variant of ``families`` for head dims (K, V) and prune it for ``limits``; with
+    ``n_streams`` (batch x heads of the shape to tune) also what the launch guard refuses at that shape."""
     families = tuple(families)
     for fam in families:
         if fam not in FAMILIES:
             raise ValueError(f"family must be one of {FAMILIES}, got {fam!r}")
-    space = Space(K=K, V=V, dtype=dtype, mode=mode, limits=limits, families=families)
+    space = Space(K=K, V=V, dtype=dtype, mode=mode, limits=limits, families=families, n_streams=n_streams)
     sizes = None if chunk_sizes is None else tuple(int(c) for c in chunk_sizes)
     for fam in families:
         cls = _config_classes(fam)
@@ -284,7 +294,7 @@ def generate_space(K: int, V: int, dtype: str, limits: DeviceLimits, families: I
                 continue
             verdicts[key] = None
             cand = Candidate(fam, cfg)
-            rule = _prune_rule(cand, K, V, dtype, mode, limits)
+            rule = _prune_rule(cand, K, V, dtype, mode, limits) or _refusal(cand, K, V, mode, limits, n_streams)
             if rule is not None:
                 space.pruned.append(Pruned(cand, rule[0], rule[1], raw))
                 continue
@@ -347,6 +357,22 @@ def _prune_rule(cand: Candidate, K: int, V: int, dtype: str, mode: str, limits: 
     return None
 
 
+def _refusal(cand: Candidate, K: int, V: int, mode: str, limits: DeviceLimits,
+             n_streams: int | None) -> tuple[str, str] | None:
+    """``refused`` with the launch guard's reason, when a chunk variant would be refused at launch on this
+    device for ``n_streams`` (sequence, head) pairs; None without a shape or for other families."""
+    if n_streams is None or cand.family != "chunk":
+        return None
+    from dnprof.kernels.chunk import plan_launch
+    from dnprof.variants.errors import RefusedOnDevice
+
+    try:
+        plan_launch(cand.config, K, V, n_streams, limits.sm_count, limits.major or None, save=mode != "fwd")
+    except RefusedOnDevice as exc:
+        return "refused", f"{cand.name}: at {n_streams} (sequence, head) streams, {exc}"
+    return None
+
+
 def _unpipelined_narrow(cfg: Any) -> bool:
     """True when ``cfg`` asks for C <= 64, BV <= 32 and one stage, in its main tiling or an explicit ``rec`` one."""
     from dnprof.variants.chunk_config import parse_rec_tiling
@@ -373,4 +399,5 @@ RULE_NOTES = {
     "registers": "estimated registers exceed 255 per thread (spill) or the SM's register file",
     "duplicate": "same computation as a kept variant in this mode",
     "known-fault": "a combination seen to fault or return wrong values on this architecture",
+    "refused": "the launch guard refuses it on this device at this shape (its auto tiling hits a known fault)",
 }

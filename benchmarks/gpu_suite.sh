@@ -11,6 +11,9 @@
 #                    its separate output kernel's forms (-os, -osv, -os128, -os128v, and -os/-osv at
 #                    8-warp output tilings of BV 128 and the whole padded V) and fla-core
 #   sweep            benchmarks/recurrence_sweep.py: the serial kernels' tilings at D = 64, 128, 256
+#   cache            pack Triton's cache ($TRITON_CACHE_DIR, set by benchmarks/device_env.sh) into
+#                    OUTDIR/triton-cache.tgz.partaa, ab, ... (15 MiB each, under the 16 MiB a returned file may
+#                    have); copy them to .tc/ and carry .tc to the next call, where device_env.sh unpacks them
 # e.g. benchmarks/gpu_suite.sh out tests:240 compare-128:300 tune-256:300
 # A step that reaches its limit is reported with exit code 124 and the next step runs; results files
 # already written by a cut compare stay valid (rows are written as they finish). Prints one line per
@@ -61,6 +64,9 @@ print(','.join('dnprof-chunk-' + dataclasses.replace(base, output_chunk=oc, outp
         --providers "dnprof-chunk,$forms,fla-deltanet" --output "$out/forms-d$d.json" ;;
     sweep) run_step sweep "$limit" "$py" benchmarks/recurrence_sweep.py --head-dim 64,128,256 \
       --seq-len 4096,16384 --warps 4,8 --stages 2,3 --json "$out/sweep.jsonl" ;;
-    *) echo "unknown step: $step (tests, breakdown, compare-D, tune-D, forms-D, sweep)" >&2; exit 2 ;;
+    cache) cache="${TRITON_CACHE_DIR:?cache: source benchmarks/device_env.sh first}"
+      run_step cache "$limit" bash -c "tar czf - -C '$(dirname "$cache")' '$(basename "$cache")' \
+        | split -b 15m - '$out/triton-cache.tgz.part' && ls -l '$out'/triton-cache.tgz.part*" ;;
+    *) echo "unknown step: $step (tests, breakdown, compare-D, tune-D, forms-D, sweep, cache)" >&2; exit 2 ;;
   esac
 done

@@ -55,3 +55,36 @@ def test_forms_step_names_the_separate_output_variants(tmp_path):
         (0, False, "main"), (0, True, "main"), (128, False, "main"), (128, True, "main"),
         (0, False, "bv128w8"), (0, True, "bv128w8"), (0, False, "bv256w8"), (0, True, "bv256w8")}
     assert all(not c.fuse_output and c.rec == "auto" for c in forms)
+
+
+def test_cache_step_packs_what_device_env_unpacks_on_the_next_machine(tmp_path):
+    """``cache`` packs Triton's cache into parts under OUTDIR; on the next machine, with the parts in
+    ``.tc/``, sourcing ``benchmarks/device_env.sh`` puts the same files back and points Triton at them."""
+    cache = tmp_path / "first" / ".triton-cache"
+    (cache / "abc").mkdir(parents=True)
+    payload = os.urandom(3000)
+    (cache / "abc" / "kernel.cubin").write_bytes(payload)
+    env = dict(os.environ, PYTHON=sys.executable, TRITON_CACHE_DIR=str(cache))
+    out = subprocess.run(["bash", str(SCRIPT), str(tmp_path / "out"), "cache:60"], capture_output=True, text=True,
+                         env=env, timeout=120, cwd=SCRIPT.parents[1])
+    assert out.returncode == 0 and "rc=0" in out.stdout, (out.stdout, out.stderr)
+    parts = sorted((tmp_path / "out").glob("triton-cache.tgz.part*"))
+    assert parts
+    second = tmp_path / "second"
+    (second / ".tc").mkdir(parents=True)
+    for p in parts:
+        (second / ".tc" / p.name).write_bytes(p.read_bytes())
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_CACHE_DIR"}
+    probe = subprocess.run(["bash", "-c", f"source '{SCRIPT.parent / 'device_env.sh'}' && echo \"$TRITON_CACHE_DIR\""],
+                           capture_output=True, text=True, env=env, timeout=120, cwd=second)
+    assert probe.returncode == 0, probe.stderr
+    assert probe.stdout.strip() == str(second / ".triton-cache")
+    assert (second / ".triton-cache" / "abc" / "kernel.cubin").read_bytes() == payload
+
+
+def test_cache_step_without_a_cache_folder_says_so(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_CACHE_DIR"}
+    env["PYTHON"] = sys.executable
+    out = subprocess.run(["bash", str(SCRIPT), str(tmp_path / "out"), "cache:60"], capture_output=True, text=True,
+                         env=env, timeout=60, cwd=SCRIPT.parents[1])
+    assert out.returncode != 0 and "source benchmarks/device_env.sh first" in out.stderr

@@ -246,8 +246,9 @@ def test_html_escapes_text_from_results_files(page: str) -> None:
 def test_html_says_plainly_when_sections_have_no_data(tmp_path: Path) -> None:
     d = _frame(("compare", [_row("fla-deltanet", 2.0, tokens_per_s=256e3)]))
     page = render_html(d)
-    assert page.count('class="empty"') == 8  # all but throughput and runs
-    for message in ("No speedups", "No tuning results", "No rows carry error figures",
+    assert page.count('class="empty"') == 9  # all but throughput and runs
+    for message in ("No speedups", "No run has both an ok dnprof-chunk row and an ok fla-deltanet row",
+                    "No tuning results", "No rows carry error figures",
                     "None: every row has status ok", "No ok compare rows carry a roofline floor"):
         assert message in page
     assert 'id="fig-throughput"' in page
@@ -367,3 +368,53 @@ def test_chunk_sizes_compare_within_one_run_and_take_the_most_recent() -> None:
     cs = chunk_size_comparison(d.rows)
     assert len(cs) == 1
     assert (cs.iloc[0]["ms_64"], cs.iloc[0]["ms_128"], cs.iloc[0]["ratio"]) == (1.5, 1.0, 1.5)
+
+
+# -- the targets against fla-core ------------------------------------------------------------------------------
+
+
+def test_targets_judge_speed_memory_and_accuracy_per_shape_from_one_run() -> None:
+    """Each shape is judged from the run the headline pairs: the speedup against its mode's target, peak
+    memory no higher than fla-core's and every shared error figure no higher (the worst ratio kept); a
+    missing figure leaves its part unjudged (None) and the shape not met."""
+    from dnprof.reports.peer import peer_scorecard
+
+    errs = {"o": 4e-3, "dk": 5e-3}
+    d = _frame(("compare", [
+        # fwd at T = 256: 2x faster (target 1.5x), less memory, smaller errors -> meets
+        _row("dnprof-chunk", 1.0, peak_mem_mb=100.0, errors={"o": 3e-3, "dk": 4e-3}),
+        _row("fla-deltanet", 2.0, peak_mem_mb=200.0, errors=errs),
+        # fwdbwd at T = 256: 1.2x (target 1.25x), more memory, one error above fla-core's -> three misses
+        _row("dnprof-chunk", 5.0, mode="fwdbwd", peak_mem_mb=300.0, errors={"o": 3e-3, "dk": 6e-3}),
+        _row("fla-deltanet", 6.0, mode="fwdbwd", peak_mem_mb=250.0, errors=errs),
+        # fwd at T = 512: fast and accurate but no memory figure for fla-core -> memory not judged
+        _row("dnprof-chunk", 1.0, T=512, peak_mem_mb=100.0, errors={"o": 3e-3}),
+        _row("fla-deltanet", 2.0, T=512, errors=errs),
+    ]))
+    card = peer_scorecard(d.rows).set_index(["mode", "T"])
+    ok = card.loc[("fwd", 256)]
+    assert (ok["speedup"], ok["target"]) == (2.0, 1.5)
+    assert (ok["fast_enough"], ok["lean_enough"], ok["accurate_enough"], ok["meets"]) == (True, True, True, True)
+    assert ok["error_ratio"] == pytest.approx(0.8) and ok["error_name"] in ("dk", "o")
+    short = card.loc[("fwdbwd", 256)]
+    assert (short["fast_enough"], short["lean_enough"], short["accurate_enough"], short["meets"]) == (
+        False, False, False, False)
+    assert short["error_ratio"] == pytest.approx(1.2) and short["error_name"] == "dk"
+    unknown = card.loc[("fwd", 512)]
+    assert unknown["lean_enough"] is None and unknown["fast_enough"] and not unknown["meets"]
+    assert unknown["error_ratio"] == pytest.approx(0.75) and unknown["error_name"] == "o"  # the one shared figure
+    # other targets are the caller's
+    assert not peer_scorecard(d.rows, {"fwd": 2.5, "fwdbwd": 1.1}).set_index(["mode", "T"]).loc[("fwd", 256), "meets"]
+
+
+def test_targets_in_every_format_and_on_the_command_line(results_dir: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    md = runner.invoke(main, ["report", str(results_dir), "--format", "md"])
+    assert md.exit_code == 0, md.output
+    assert "## Against fla-core's DeltaNet (speedup targets: fwd 1.50x, fwdbwd 1.25x" in md.output
+    strict = runner.invoke(main, ["report", str(results_dir), "--format", "md", "--target-fwd", "50",
+                                  "--target-fwdbwd", "50"])
+    section = strict.output.split("## Against fla-core's DeltaNet", 1)[1].split("\n## ", 1)[0]
+    assert "fwd 50.00x, fwdbwd 50.00x" in section and "| yes |" not in section and "| **no** |" in section
+    bad = runner.invoke(main, ["report", str(results_dir), "--target-fwd", "0"])
+    assert bad.exit_code == 2 and "--target-fwd" in bad.output

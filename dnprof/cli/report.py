@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from dnprof.bench.results import ResultsFileError, atomic_write_text
+from dnprof.reports.peer import DEFAULT_TARGETS
 
 _DEFAULT_HTML = "report.html"
 
@@ -24,8 +25,13 @@ def _one_line(text: str) -> str:
 @click.option("--format", "fmt", type=click.Choice(["html", "md", "csv"]), default="html", show_default=True,
               help="html: the full page with figures; md: tables for a pull request; csv: the flat rows.")
 @click.option("--title", default="dnprof report", show_default=True, help="Page and document title.")
+@click.option("--target-fwd", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_TARGETS["fwd"],
+              show_default=True, help="Forward speedup over fla-core's DeltaNet that the targets table asks for.")
+@click.option("--target-fwdbwd", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_TARGETS["fwdbwd"],
+              show_default=True, help="Forward + backward speedup over fla-core's DeltaNet the targets table asks for.")
 @click.pass_context
-def command(ctx: click.Context, paths: tuple[Path, ...], output: Path | None, fmt: str, title: str) -> None:
+def command(ctx: click.Context, paths: tuple[Path, ...], output: Path | None, fmt: str, title: str,
+            target_fwd: float, target_fwdbwd: float) -> None:
     """Report on results files and folders (searched recursively for *.json) from compare and tune runs."""
     from dnprof.reports import load_report_data, render_html, render_markdown, to_csv
 
@@ -35,10 +41,11 @@ def command(ctx: click.Context, paths: tuple[Path, ...], output: Path | None, fm
         click.echo(f"dnprof report: error: {_one_line(exc.path)}: {_one_line(exc.reason)}", err=True)
         ctx.exit(2)
         return
+    targets = {"fwd": target_fwd, "fwdbwd": target_fwdbwd}
     if fmt == "html":
-        text = render_html(data, title)
+        text = render_html(data, title, targets)
     elif fmt == "md":
-        text = render_markdown(data, title)
+        text = render_markdown(data, title, targets)
     else:
         text = to_csv(data)
     if output is None and fmt != "html":

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as _dt
 from html import escape
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
@@ -16,6 +16,7 @@ from plotly.offline import get_plotlyjs
 from dnprof import __version__
 from dnprof.reports import figures, tables
 from dnprof.reports.frame import ReportData
+from dnprof.reports.peer import DEFAULT_TARGETS
 from dnprof.reports.speedup import (
     BASELINES,
     chunk_size_comparison,
@@ -28,6 +29,7 @@ from dnprof.reports.speedup import (
 #: Section ids and titles, in page order.
 SECTIONS = (
     ("headline", "Headline: dnprof's speedup"),
+    ("targets", "Against fla-core's DeltaNet: the targets"),
     ("throughput", "Throughput"),
     ("speedup", "Speedup against sequence length"),
     ("memory", "Peak memory"),
@@ -136,8 +138,21 @@ def _tuning(data: ReportData, gpus: Sequence[str]) -> str:
     return "".join(parts)
 
 
-def render_html(data: ReportData, title: str = "dnprof report") -> str:
-    """The whole report page as one HTML string."""
+def _targets(rows, targets: Mapping[str, float] | None) -> str:
+    """The per-shape verdicts against fla-core's DeltaNet, or why there are none."""
+    table = tables.peer_targets(rows, targets)
+    if not len(table):
+        return empty("No run has both an ok dnprof-chunk row and an ok fla-deltanet row at one shape.")
+    goals = ", ".join(f"{m} {t:.2f}x" for m, t in (targets or DEFAULT_TARGETS).items())
+    return note(f"Each shape judged from one run (the one the headline pairs): the speedup over fla-core's "
+                f"chunk_delta_rule against its mode's target ({goals}), peak memory no higher than "
+                f"fla-core's, and every error figure both carry no higher than fla-core's (the worst ratio is "
+                f"shown; each provider is checked on its own fresh inputs of that kind, at its row's verify "
+                f"T). A dash: a figure is missing, so that part is not judged.") + table_html(table)
+
+
+def render_html(data: ReportData, title: str = "dnprof report", targets: Mapping[str, float] | None = None) -> str:
+    """The whole report page as one HTML string; ``targets``: speedup targets per mode over fla-core."""
     rows = data.rows
     gpus = data.gpus
     sp = speedups(rows)
@@ -146,6 +161,7 @@ def render_html(data: ReportData, title: str = "dnprof report") -> str:
     failed = tables.failed(rows)
     content = {
         "headline": _headline(data, sp, gpus),
+        "targets": _targets(rows, targets),
         "throughput": _figure_or_empty(figures.throughput_figure(rows, gpus), "fig-throughput",
                                        "No ok compare rows with tokens/s to plot."),
         "speedup": _figure_or_empty(figures.speedup_figure(sp, gpus), "fig-speedup",

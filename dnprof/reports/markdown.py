@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from html import escape
+from typing import Mapping
 
 from dnprof.reports import tables
 from dnprof.reports.frame import ReportData
+from dnprof.reports.peer import DEFAULT_TARGETS
 from dnprof.reports.speedup import speedups
 
 
@@ -29,8 +31,9 @@ def md_table(table: tables.Table) -> str:
     return "\n".join(lines)
 
 
-def render_markdown(data: ReportData, title: str = "dnprof report") -> str:
-    """Headline speedups, chunk sizes, tuning winners, accuracy, failures and runs as Markdown."""
+def render_markdown(data: ReportData, title: str = "dnprof report", targets: Mapping[str, float] | None = None) -> str:
+    """Headline speedups, the targets against fla-core (``targets``: speedup per mode), chunk sizes, tuning
+    winners, accuracy, failures and runs as Markdown."""
     rows = data.rows
     gpus = data.gpus
     sp = speedups(rows)
@@ -48,6 +51,10 @@ def render_markdown(data: ReportData, title: str = "dnprof report") -> str:
             t = tables.headline(sp, gpu)
             if len(t):
                 out += [f"### {md_cell(gpu)}", "", md_table(t), ""]
+    goals = ", ".join(f"{m} {t:.2f}x" for m, t in (targets or DEFAULT_TARGETS).items())
+    section(f"Against fla-core's DeltaNet (speedup targets: {goals}; memory and errors no higher)",
+            tables.peer_targets(rows, targets), "No run has both an ok dnprof-chunk row and an ok fla-deltanet row "
+            "at one shape.")
     section("Chunk size 64 against 128", tables.chunk_sizes(rows),
             "No shape has ok dnprof-chunk rows at both chunk size 64 and 128.")
     section("Tuning winners", tables.winners(rows), "No tuning results.")

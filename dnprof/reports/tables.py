@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
 from dnprof.reports.frame import ReportData
+from dnprof.reports.peer import peer_scorecard
 from dnprof.reports.speedup import (
     BASELINES,
     accuracy_table,
@@ -157,6 +158,33 @@ def accuracy(rows: pd.DataFrame) -> Table:
             table.row_flags[i] = "fail"
             table.flags[(i, len(row) - 1)] = "bad"
         table.rows.append(row)
+    return table
+
+
+def _verdict_flag(verdict: Any) -> str | None:
+    """The cell flag of a verdict: good, bad, or none where a figure was missing (not judged)."""
+    if verdict is None or missing(verdict):
+        return None
+    return "good" if verdict else "bad"
+
+
+def peer_targets(rows: pd.DataFrame, targets: Mapping[str, float] | None = None) -> Table:
+    """dnprof against fla-core's DeltaNet per GPU and shape: speedup against its mode's target, peak memory
+    and worst error ratio, each judged (a dash where a figure is missing), and whether all three hold."""
+    card = peer_scorecard(rows, targets)
+    table = Table(["GPU", "shape", "dnprof ms", "fla-core ms", "speedup (target)", "peak MB dnprof / fla-core",
+                   "worst error ratio dnprof / fla-core", "meets", "run"], code_columns={8}, wrap_columns={0, 1})
+    for i, (_, r) in enumerate(card.iterrows()):
+        target = "no target" if missing(r["target"]) else f"{r['target']:.2f}x"
+        ratio = "-" if missing(r["error_ratio"]) else f"{r['error_ratio']:.2f} ({r['error_name']})"
+        table.rows.append([r["gpu"], shape_label(r), num(r["dnprof_ms"], ".3f"), num(r["peer_ms"], ".3f"),
+                           f"{r['speedup']:.2f}x ({target})",
+                           f"{num(r['dnprof_peak_mb'], '.0f')} / {num(r['peer_peak_mb'], '.0f')}", ratio,
+                           "yes" if r["meets"] else "no", text(r["file"])])
+        for col, key in ((4, "fast_enough"), (5, "lean_enough"), (6, "accurate_enough"), (7, "meets")):
+            flag = _verdict_flag(r[key])
+            if flag:
+                table.flags[(i, col)] = flag
     return table
 
 

@@ -152,6 +152,16 @@ def test_cli_list_works_without_a_gpu():
     assert out.exit_code == 2 and "not supported" in out.output
 
 
+def test_cli_list_names_the_shape_and_what_the_guard_refuses_there():
+    """``--list`` generates the space for the shape it would tune (B x H streams) and shows the refused rule."""
+    args = ["tune", "--list", "--head-dim", "256", "--mode", "fwd", "--chunk-size", "64", "--device-profile", "h200"]
+    long = CliRunner().invoke(main, [*args, "--seq-len", "16384"], terminal_width=250)
+    assert long.exit_code == 0, long.output
+    assert "at 16 (sequence, head) streams" in long.output and "refused" in long.output
+    short = CliRunner().invoke(main, [*args, "--seq-len", "4096"], terminal_width=250)
+    assert "at 64 (sequence, head) streams" in short.output
+
+
 def test_forward_space_keeps_and_leads_with_the_fused_forward_default():
     space = generate_space(128, 128, "bf16", PROFILES["h100"], ("chunk",), mode="fwd")
     default = space.defaults["chunk"]

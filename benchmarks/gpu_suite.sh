@@ -6,6 +6,8 @@
 #   tests            python -m pytest -m gpu tests/gpu
 #   breakdown        benchmarks/kernel_breakdown.py at D = 64, 128, 256, T = 4096 (default variants)
 #   compare-D        dnprof compare at head dim D, T = 4096 and 16384, fwd and fwd+bwd, every provider
+#                    ($SEQ_LENS and $PROVIDERS, comma lists, choose others: e.g. SEQ_LENS=2048,8192 or
+#                    PROVIDERS=dnprof-chunk,fla-deltanet,fla-gla)
 #   tune-D           dnprof tune at head dim D (fwd+bwd, chunk sizes 64 and 128)
 #   forms-D          dnprof compare at head dim D, T = 4096 and 16384, fwd and fwd+bwd: the default beside
 #                    its separate output kernel's forms (-os, -osv, -os128, -os128v, and -os/-osv at
@@ -45,8 +47,8 @@ for spec in "$@"; do
     breakdown) run_step breakdown "$limit" bash -c "for d in 64 128 256; do $py benchmarks/kernel_breakdown.py \
       --head-dim \$d --seq-len 4096 --variants selected --json '$out/breakdown-d'\$d'.jsonl' || exit; done" ;;
     compare-*) d="${step#compare-}"
-      run_step "$step" "$limit" "$py" -m dnprof compare --seq-len 4096,16384 --head-dim "$d" --mode fwd,fwdbwd \
-        --output "$out/compare-d$d.json" ;;
+      run_step "$step" "$limit" "$py" -m dnprof compare --seq-len "${SEQ_LENS:-4096,16384}" --head-dim "$d" \
+        --mode fwd,fwdbwd ${PROVIDERS:+--providers "$PROVIDERS"} --output "$out/compare-d$d.json" ;;
     tune-*) d="${step#tune-}"
       run_step "$step" "$limit" "$py" -m dnprof tune --head-dim "$d" --chunk-size 64,128 \
         --output "$out/tune-d$d.json" ;;

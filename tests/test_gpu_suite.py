@@ -88,3 +88,14 @@ def test_cache_step_without_a_cache_folder_says_so(tmp_path):
     out = subprocess.run(["bash", str(SCRIPT), str(tmp_path / "out"), "cache:60"], capture_output=True, text=True,
                          env=env, timeout=60, cwd=SCRIPT.parents[1])
     assert out.returncode != 0 and "source benchmarks/device_env.sh first" in out.stderr
+
+
+def test_compare_step_takes_its_sequence_lengths_and_providers_from_the_environment(tmp_path):
+    """``SEQ_LENS`` and ``PROVIDERS`` reach ``dnprof compare``: a bad value of either is its error, in the log."""
+    for var, value, word in (("PROVIDERS", "dnprof-chunk,no-such-provider", "--providers"),
+                             ("SEQ_LENS", "4096,x", "--seq-len")):
+        env = dict(os.environ, PYTHON=sys.executable, **{var: value})
+        out = subprocess.run(["bash", str(SCRIPT), str(tmp_path / var), "compare-64:60"], capture_output=True,
+                             text=True, env=env, timeout=120, cwd=SCRIPT.parents[1])
+        log = (tmp_path / var / "compare-64.log").read_text()
+        assert "rc=2" in out.stdout and word in log and value.split(",")[1] in log, (out.stdout, log)

@@ -126,6 +126,8 @@ def test_speedup_takes_the_fastest_variant_of_the_same_run_and_only_ok_compare_r
     assert (r["dnprof_provider"], r["dnprof_variant"], r["dnprof_ms"]) == ("dnprof-chunk-wide", "wide", 1.0)
     assert (r["baseline_ms"], r["speedup"]) == (3.0, 3.0)
     assert r["file"] == "run0.json"
+    paired = d.rows.loc[[r["dnprof_row"], r["baseline_row"]]]  # the two rows themselves, for their other figures
+    assert list(paired["provider"]) == ["dnprof-chunk-wide", "fla-deltanet"] and list(paired["ms"]) == [1.0, 3.0]
 
 
 def test_speedup_never_divides_times_of_different_runs_and_takes_the_most_recent_pair() -> None:

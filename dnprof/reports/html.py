@@ -16,7 +16,7 @@ from plotly.offline import get_plotlyjs
 from dnprof import __version__
 from dnprof.reports import figures, tables
 from dnprof.reports.frame import ReportData
-from dnprof.reports.peer import DEFAULT_TARGETS
+from dnprof.reports.peer import NO_PAIRS, targets_text
 from dnprof.reports.speedup import (
     BASELINES,
     chunk_size_comparison,
@@ -142,10 +142,9 @@ def _targets(rows, targets: Mapping[str, float] | None) -> str:
     """The per-shape verdicts against fla-core's DeltaNet, or why there are none."""
     table = tables.peer_targets(rows, targets)
     if not len(table):
-        return empty("No run has both an ok dnprof-chunk row and an ok fla-deltanet row at one shape.")
-    goals = ", ".join(f"{m} {t:.2f}x" for m, t in (targets or DEFAULT_TARGETS).items())
+        return empty(NO_PAIRS)
     return note(f"Each shape judged from one run (the one the headline pairs): the speedup over fla-core's "
-                f"chunk_delta_rule against its mode's target ({goals}), peak memory no higher than "
+                f"chunk_delta_rule against its mode's target ({targets_text(targets)}), peak memory no higher than "
                 f"fla-core's, and every error figure both carry no higher than fla-core's (the worst ratio is "
                 f"shown; each provider is checked on its own fresh inputs of that kind, at its row's verify "
                 f"T). A dash: a figure is missing, so that part is not judged.") + table_html(table)

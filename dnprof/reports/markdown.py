@@ -7,7 +7,7 @@ from typing import Mapping
 
 from dnprof.reports import tables
 from dnprof.reports.frame import ReportData
-from dnprof.reports.peer import DEFAULT_TARGETS
+from dnprof.reports.peer import NO_PAIRS, targets_text
 from dnprof.reports.speedup import speedups
 
 
@@ -51,10 +51,8 @@ def render_markdown(data: ReportData, title: str = "dnprof report", targets: Map
             t = tables.headline(sp, gpu)
             if len(t):
                 out += [f"### {md_cell(gpu)}", "", md_table(t), ""]
-    goals = ", ".join(f"{m} {t:.2f}x" for m, t in (targets or DEFAULT_TARGETS).items())
-    section(f"Against fla-core's DeltaNet (speedup targets: {goals}; memory and errors no higher)",
-            tables.peer_targets(rows, targets), "No run has both an ok dnprof-chunk row and an ok fla-deltanet row "
-            "at one shape.")
+    section(f"Against fla-core's DeltaNet (speedup targets: {targets_text(targets)}; memory and errors no higher)",
+            tables.peer_targets(rows, targets), NO_PAIRS)
     section("Chunk size 64 against 128", tables.chunk_sizes(rows),
             "No shape has ok dnprof-chunk rows at both chunk size 64 and 128.")
     section("Tuning winners", tables.winners(rows), "No tuning results.")

@@ -15,27 +15,19 @@ from typing import Mapping
 import pandas as pd
 
 from dnprof.reports.frame import SHAPE_KEY
-from dnprof.reports.speedup import error_columns, measured, speedups
+from dnprof.reports.speedup import error_columns, speedups
 
 #: The peer every target is quoted against.
 PEER = "fla-deltanet"
 #: Speedup targets per mode (peer ms / dnprof ms), the project's bar.
 DEFAULT_TARGETS: dict[str, float] = {"fwd": 1.5, "fwdbwd": 1.25}
+#: What a report says where no run has both providers ok at one shape.
+NO_PAIRS = "No run has both an ok dnprof-chunk row and an ok fla-deltanet row at one shape."
 
 SCORECARD_COLUMNS = [
     *SHAPE_KEY, "dnprof_variant", "dnprof_ms", "peer_ms", "speedup", "target", "fast_enough",
     "dnprof_peak_mb", "peer_peak_mb", "lean_enough", "error_ratio", "error_name", "accurate_enough", "meets", "file",
 ]
-
-
-def _row_at(ok: pd.DataFrame, pair: pd.Series, provider: str, ms: float) -> pd.Series | None:
-    """The ok row of ``provider`` in the pair's run and shape that took ``ms`` (its fastest there)."""
-    hit = ok[(ok["file"] == pair["file"]) & (ok["provider"] == provider)]
-    for key in SHAPE_KEY:
-        hit = hit[hit[key] == pair[key]]
-    if hit.empty:
-        return None
-    return hit.loc[(hit["ms"] - ms).abs().idxmin()]
 
 
 def _worst_error_ratio(dn: pd.Series, peer: pd.Series, names: list[str]) -> tuple[float, str | None]:
@@ -49,6 +41,11 @@ def _worst_error_ratio(dn: pd.Series, peer: pd.Series, names: list[str]) -> tupl
         if math.isnan(worst) or ratio > worst:
             worst, which = ratio, col.removeprefix("err_")
     return worst, which
+
+
+def targets_text(targets: Mapping[str, float] | None = None) -> str:
+    """The targets as a report states them, e.g. ``fwd 1.50x, fwdbwd 1.25x``."""
+    return ", ".join(f"{mode} {t:.2f}x" for mode, t in (DEFAULT_TARGETS if targets is None else targets).items())
 
 
 def _at_most(value: float, limit: float) -> bool | None:
@@ -66,14 +63,10 @@ def peer_scorecard(rows: pd.DataFrame, targets: Mapping[str, float] | None = Non
     sp = sp[sp["baseline"] == peer] if not sp.empty else sp
     if sp.empty:
         return pd.DataFrame(columns=SCORECARD_COLUMNS)
-    ok = measured(rows)
-    names = error_columns(ok)
+    names = error_columns(rows)
     records = []
     for _, pair in sp.iterrows():
-        dn = _row_at(ok, pair, pair["dnprof_provider"], pair["dnprof_ms"])
-        base = _row_at(ok, pair, peer, pair["baseline_ms"])
-        if dn is None or base is None:  # speedups() built the pair from these rows: cannot happen
-            continue
+        dn, base = rows.loc[pair["dnprof_row"]], rows.loc[pair["baseline_row"]]
         target = targets.get(pair["mode"], math.nan)
         ratio, which = _worst_error_ratio(dn, base, names)
         fast = _at_most(target, pair["speedup"])

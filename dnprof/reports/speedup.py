@@ -75,9 +75,10 @@ def speedups(rows: pd.DataFrame) -> pd.DataFrame:
     Within a run dnprof is its fastest ``dnprof-chunk`` variant at the shape. Where several runs
     paired dnprof with a baseline at a shape, the most recent run (fingerprint date, then file name)
     counts: times from different runs, often different machines, are never divided by each other.
+    ``dnprof_row`` and ``baseline_row`` are the index labels in ``rows`` of the two rows paired.
     """
     cols = [*SHAPE_KEY, "dnprof_provider", "dnprof_variant", "dnprof_ms", "baseline", "family", "baseline_ms",
-            "speedup", "file"]
+            "speedup", "file", "dnprof_row", "baseline_row"]
     ok = measured(rows)
     if ok.empty:
         return pd.DataFrame(columns=cols)
@@ -86,9 +87,11 @@ def speedups(rows: pd.DataFrame) -> pd.DataFrame:
     base = ok[ok["provider"].isin(list(BASELINES))]
     if dn.empty or base.empty:
         return pd.DataFrame(columns=cols)
-    dn = _fastest(dn, run_key)[[*run_key, "date", "provider", "variant", "ms"]].rename(
+    dn = _fastest(dn, run_key)
+    dn = dn[[*run_key, "date", "provider", "variant", "ms"]].assign(dnprof_row=dn.index).rename(
         columns={"provider": "dnprof_provider", "variant": "dnprof_variant", "ms": "dnprof_ms"})
-    base = _fastest(base, [*run_key, "provider"])[[*run_key, "provider", "ms"]].rename(
+    base = _fastest(base, [*run_key, "provider"])
+    base = base[[*run_key, "provider", "ms"]].assign(baseline_row=base.index).rename(
         columns={"provider": "baseline", "ms": "baseline_ms"})
     out = dn.merge(base, on=run_key, how="inner")
     if out.empty:

@@ -163,7 +163,7 @@ def accuracy(rows: pd.DataFrame) -> Table:
 
 def _verdict_flag(verdict: Any) -> str | None:
     """The cell flag of a verdict: good, bad, or none where a figure was missing (not judged)."""
-    if verdict is None or missing(verdict):
+    if missing(verdict):
         return None
     return "good" if verdict else "bad"
 

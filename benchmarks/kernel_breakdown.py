@@ -71,6 +71,7 @@ def main() -> None:
     ap.add_argument("--variants", default="selected",
                     help="comma list of ChunkConfig names, 'selected' (the variant chunk_delta_rule picks), "
                          "'selected-m16' (it with 16-bit dot operands) or 'fla' (fla-core's chunk_delta_rule)")
+    ap.add_argument("--modes", default="fwd,fwdbwd", help="comma list of fwd, fwdbwd")
     ap.add_argument("--json", default=None, help="also append the breakdown as JSON lines to this file")
     args = ap.parse_args()
     if args.json:  # the machine first, so the figures below can be traced to a GPU and versions
@@ -79,7 +80,7 @@ def main() -> None:
         with open(args.json, "a") as fh:
             fh.write(json.dumps({"fingerprint": fingerprint()}) + "\n")
     for spec in args.variants.split(","):
-        for mode in ("fwd", "fwdbwd"):
+        for mode in args.modes.split(","):
             if spec == "fla":
                 cfg = None
             elif spec.startswith("selected"):

@@ -69,10 +69,11 @@ def _prepare(D: int, T: int, tokens: int, model_dim: int, device: str) -> dict[s
 
 
 def _runner(p: dict[str, Any], kernel: str, BV: int, warps: int, stages: int, BK: int = 0, layout: str = "slabs",
-            wy_in_loop: bool = False):
+            wy_in_loop: bool = False, tma: bool = False):
     """A zero-argument launch of ``kernel`` at this tiling (``BK``: the state's slab height, 0 for the
     variant's own; ``layout`` ``t``: the transposed-state form, one tile; ``tj``: that with the W and Q
-    products joined; ``wy_in_loop``: a forward applies X itself), and a function returning its outputs."""
+    products joined; ``wy_in_loop``: a forward applies X itself; ``tma``: a slab loop loads its tiles
+    through tensor descriptors), and a function returning its outputs."""
     import torch
 
     from dnprof.kernels import chunk as ck
@@ -83,7 +84,7 @@ def _runner(p: dict[str, Any], kernel: str, BV: int, warps: int, stages: int, BK
     # min 1: the sweep measures the unpipelined settings too
     transposed = layout in ("t", "tj")
     tiling = Tiling(BV, warps, stages, 1, padded_dim(q.shape[-1]) if transposed else BK or cfg.BK, transposed,
-                    layout == "tj", wy_in_loop)
+                    layout == "tj", wy_in_loop, tma)
     T, H, D = q.shape
     n_states = tables.n_seqs
     f32 = dict(dtype=torch.float32, device=q.device)
@@ -142,7 +143,7 @@ def worker(items: list[dict[str, Any]], compile_only: bool) -> None:
             run()
             refs[rkey] = [o.clone() for o in outs()]
         run, outs = _runner(p, it["kernel"], it["BV"], it["warps"], it["stages"], it.get("BK", 0),
-                            it.get("layout", "slabs"), bool(it.get("x", 0)))
+                            it.get("layout", "slabs"), bool(it.get("x", 0)), bool(it.get("tma", 0)))
         rec = dict(it)
         try:
             rec["stages_ran"] = run()
@@ -205,6 +206,7 @@ def main() -> None:
     ap.add_argument("--bk", default="0", help="height of the state's slabs (0: the variant's BK; the head dim: one slab)")
     ap.add_argument("--layout", default="slabs", help="slabs (the state as [BK, BV] slabs), t (transposed, one tile), tj (t with the W and Q products joined)")
     ap.add_argument("--wy-in-loop", default="0", help="0 and/or 1: the kernels also applying X in the loop")
+    ap.add_argument("--tma", default="0", help="0 and/or 1: the slab loops loading their tiles through tensor descriptors (ChunkConfig.tma)")
     ap.add_argument("--warps", default="2,4,8")
     ap.add_argument("--stages", default="1,2,3")
     ap.add_argument("--tokens", type=int, default=32768, help="B * T")
@@ -221,17 +223,19 @@ def main() -> None:
     ints = lambda s: [int(x) for x in s.split(",")]  # noqa: E731
     groups: dict[tuple, list[dict[str, Any]]] = {}
     layouts = a.layout.split(",")
-    for D, lay, x, BK, BV, w, T, kern, s in itertools.product(ints(a.head_dim), layouts, ints(a.wy_in_loop),
-                                                              ints(a.bk), ints(a.bv), ints(a.warps), ints(a.seq_len),
-                                                              a.kernels.split(","), ints(a.stages)):
+    for D, lay, x, tma, BK, BV, w, T, kern, s in itertools.product(
+            ints(a.head_dim), layouts, ints(a.wy_in_loop), ints(a.tma), ints(a.bk), ints(a.bv), ints(a.warps),
+            ints(a.seq_len), a.kernels.split(","), ints(a.stages)):
         if lay in ("t", "tj"):
             BK = 0  # one tile of the head dim
         if x and lay == "tj":
             continue  # joining needs W, which X in the loop never forms
+        if tma and (lay != "slabs" or x):
+            continue  # descriptors are written for the slab loops reading W (and U) only
         if BV <= D and BK <= D and (BK == 0 or 4 * BK >= D):
-            item = dict(D=D, T=T, kernel=kern, layout=lay, x=x, BK=BK, BV=BV, warps=w, stages=s, tokens=a.tokens,
+            item = dict(D=D, T=T, kernel=kern, layout=lay, x=x, tma=tma, BK=BK, BV=BV, warps=w, stages=s, tokens=a.tokens,
                         model_dim=a.model_dim, device=a.device)
-            group = groups.setdefault((D, lay, x, BK, BV, w), [])
+            group = groups.setdefault((D, lay, x, tma, BK, BV, w), [])
             if item not in group:
                 group.append(item)
     with ThreadPoolExecutor(max_workers=a.jobs) as pool:  # compile every group side by side
@@ -244,7 +248,8 @@ def main() -> None:
     for group in groups.values():  # then time one group at a time
         for rec in _run_group(group, False):
             ms = f"{rec['ms']:.3f} ms" if "ms" in rec else ""
-            lay = (rec["layout"] if rec.get("layout") in ("t", "tj") else f"bk{rec.get('BK', 0)}") + ("+x" * rec.get("x", 0))
+            lay = ((rec["layout"] if rec.get("layout") in ("t", "tj") else f"bk{rec.get('BK', 0)}")
+                   + ("+x" * rec.get("x", 0)) + ("+tma" if rec.get("tma") else ""))
             print(f"D={rec['D']} T={rec['T']} {rec['kernel']:13s} {lay} bv{rec['BV']} w{rec['warps']} s{rec['stages']}"
                   f" (ran s{rec.get('stages_ran', '?')}) {ms} err={rec.get('rel_err', float('nan')):.1e} "
                   f"{rec['status']}", flush=True)

@@ -53,6 +53,10 @@ VARIANTS = [
     (_cfg(chunk_size=16, BK=32, BV=16, fuse_output=True, wy_in_loop=True, rec="tbv16w4s2"), 2, 45, 2, 24, 48, 1e-5),
     (_cfg(chunk_size=32, BK=16, BV=16, wy_in_loop=True), 1, 70, 2, 32, 32, 1e-5),
     (_cfg(chunk_size=64, BK=16, BV=16, fuse_output=True, wy_in_loop=True, rec="bv32w4s2"), 2, 70, 1, 64, 48, 1e-5),
+    # the slab loops' tiles through tensor descriptors: 2 K slabs, V padded; 4 K slabs, output fused; K padded
+    (_cfg(chunk_size=32, BK=16, BV=16, tma=True), 2, 45, 2, 32, 48, 1e-5),
+    (_cfg(chunk_size=64, BK=16, BV=32, fuse_output=True, tma=True), 1, 131, 1, 64, 32, 1e-5),
+    (_cfg(chunk_size=16, BK=16, BV=16, rec="bv32w4s2", tma=True), 2, 37, 2, 24, 32, 1e-5),
 ]
 
 
@@ -387,3 +391,52 @@ def test_output_chunk_forward_matches_float64_and_stores_fewer_states(device, mo
     o_g, _ = chunk_delta_rule(q, inp.k, inp.v, inp.beta, initial_state=inp.initial_state, cu_seqlens=inp.cu_seqlens,
                               config=wide)
     assert relative_error(o_g.detach(), ref_o) < 1e-5
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("fuse_output", [False, True], ids=["os", "of"])
+def test_tma_loads_equal_per_thread_loads(device, dtype, fuse_output):
+    """Tensor-descriptor loads read exactly what the masked per-thread loads read, at sequence ends that cut
+    a chunk and past a padded head dim (K = 24 of 32): outputs and every gradient equal bit for bit, and
+    the run notes name the ``+tma`` launches of both serial loops."""
+    from dnprof.kernels import launch
+
+    cu = [0, 13, 50, 67]
+    grads = []
+    for tma in (False, True):
+        inp = make_delta_inputs(1, 67, 2, 24, 48, dtype=dtype, device=device, seed=4, requires_grad=True,
+                                cu_seqlens=cu)
+        launch.reset_lowered()
+        cfg = _cfg(chunk_size=16, BK=16, BV=16, fuse_output=fuse_output, dot_operands="input", tma=tma)
+        o, ht = chunk_delta_rule(inp.q, inp.k, inp.v, inp.beta, initial_state=inp.initial_state,
+                                 output_final_state=True, cu_seqlens=torch.tensor(cu, device=device), config=cfg)
+        g = torch.autograd.grad((o * inp.do).sum() + ht.sum(), [inp.q, inp.k, inp.v, inp.beta, inp.initial_state])
+        grads.append((o, ht, *g))
+        forms = [t.split(" ")[0] for t in launch.noted_tilings()]
+        assert forms == (["bwd_dh_kernel+tma", "fwd_state_kernel+tma"] if tma else ["bwd_dh_kernel", "fwd_state_kernel"])
+    for a, b in zip(*grads):
+        assert torch.equal(a, b)
+
+
+def test_tma_is_left_out_where_the_copy_engine_cannot_read(device):
+    """A row of K = 36 bf16 values (72 bytes) or a base address off a 16-byte boundary cannot be read by the
+    copy engine: those launches load per thread (no ``+tma`` in the notes) and compute the same result."""
+    from dnprof.kernels import launch
+    from dnprof.kernels.chunk import tma_ready
+
+    cfg = _cfg(chunk_size=16, BK=16, BV=16, dot_operands="input", tma=True)
+    inp = make_delta_inputs(1, 40, 2, 36, 32, dtype=torch.bfloat16, device=device, seed=2)
+    assert not tma_ready(inp.q.reshape(40, 2, 36))
+    launch.reset_lowered()
+    o_odd, _ = _fwd(inp, config=cfg)
+    assert [t.split(" ")[0] for t in launch.noted_tilings()] == ["fwd_state_kernel"]
+    assert torch.equal(o_odd, _fwd(inp, config=dataclasses.replace(cfg, tma=False))[0])
+    inp = make_delta_inputs(1, 40, 2, 32, 32, dtype=torch.bfloat16, device=device, seed=2)
+    shifted = torch.empty(inp.q.numel() + 1, dtype=inp.q.dtype, device=device)[1:].view_as(inp.q)
+    shifted.copy_(inp.q)
+    assert shifted.data_ptr() % 16 and not tma_ready(shifted.reshape(40, 2, 32)) and tma_ready(inp.q.reshape(40, 2, 32))
+    launch.reset_lowered()
+    with torch.no_grad():
+        o_shift, _ = chunk_delta_rule(shifted, inp.k, inp.v, inp.beta, initial_state=inp.initial_state, config=cfg)
+    assert [t.split(" ")[0] for t in launch.noted_tilings()] == ["fwd_state_kernel"]
+    assert torch.equal(o_shift, _fwd(inp, config=cfg)[0])

@@ -51,6 +51,7 @@ chunks never straddle sequences.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from typing import NamedTuple
 
@@ -61,7 +62,7 @@ from dnprof.kernels.chunk_bwd import bwd_chunk_k_kernel, bwd_chunk_v_kernel, bwd
 from dnprof.kernels.chunk_fwd import fwd_output_kernel, fwd_state_kernel
 from dnprof.kernels.chunk_serial_t import bwd_dh_t_kernel, fwd_state_t_kernel
 from dnprof.kernels.chunk_wy import wy_forward, wy_recompute_w
-from dnprof.kernels.launch import launch, note_tiling
+from dnprof.kernels.launch import descriptor_scratch, launch, note_tiling
 from dnprof.kernels.recurrence_tiling import (Tiling, check_pipelined, check_wy_in_loop, compute_major, recurrence_tiling,
                                              sm_count)
 from dnprof.kernels.validation import check_delta_inputs
@@ -185,19 +186,31 @@ def launch_plan(cfg: ChunkConfig, K: int, V: int, H: int, tables: _ChunkTables, 
     return plan_launch(cfg, K, V, tables.n_seqs * H, sm_count(dev), compute_major(dev), save)
 
 
+def tma_ready(*tensors: Tensor) -> bool:
+    """Whether the serial loops can load these ``[T_total, H, D]`` tensors through tensor descriptors: on a
+    GPU of compute capability 9.0 or later (or in the interpreter, on the CPU), each base address and each
+    row of ``D`` elements a multiple of 16 bytes (what the copy engine requires)."""
+    if any(t.data_ptr() % 16 or (t.shape[-1] * t.element_size()) % 16 for t in tensors):
+        return False
+    dev = tensors[0].device
+    return dev.type != "cuda" or torch.cuda.get_device_capability(dev)[0] >= 9
+
+
 def _launch_serial(kernel, tiling: Tiling, tables: _ChunkTables, scale: float, cfg: ChunkConfig, q: Tensor,
-                   V: int, tensors: tuple, flags: tuple, form: str = "") -> int:
+                   V: int, tensors: tuple, flags: tuple, form: str = "", tma: bool = False) -> int:
     """Launch one serial kernel (slab or transposed form) at ``tiling``: one program per (sequence, V block,
-    head), the arguments both forms share around ``tensors`` and ``flags``; note the tiling (with ``form``,
-    see :func:`dnprof.kernels.launch.note_tiling`), return the stages."""
+    head), the arguments both forms share around ``tensors`` and ``flags`` (``tma``: a slab kernel's last
+    argument, its loads through tensor descriptors, whose scratch this provides); note the tiling (with
+    ``form``, see :func:`dnprof.kernels.launch.note_tiling`), return the stages."""
     H, K = q.shape[1], q.shape[2]
-    ran = launch(
-        kernel, (tables.n_seqs * triton.cdiv(V, tiling.BV), H), *tensors,
-        tables.seq_start, tables.seq_chunk0, tables.max_chunks, scale, H, K, V, cfg.chunk_size, tiling.BK, tiling.BV,
-        padded_dim(K) // tiling.BK, _dot_precision(q.dtype, cfg), *flags,
-        num_warps=tiling.num_warps, num_stages=tiling.num_stages, min_stages=tiling.min_stages,
-    )
-    note_tiling(kernel, tiling.BK, tiling.BV, tiling.num_warps, ran, form)
+    with descriptor_scratch(q.device) if tma else contextlib.nullcontext():
+        ran = launch(
+            kernel, (tables.n_seqs * triton.cdiv(V, tiling.BV), H), *tensors,
+            tables.seq_start, tables.seq_chunk0, tables.max_chunks, scale, H, K, V, cfg.chunk_size, tiling.BK,
+            tiling.BV, padded_dim(K) // tiling.BK, _dot_precision(q.dtype, cfg), *flags, *((True,) if tma else ()),
+            num_warps=tiling.num_warps, num_stages=tiling.num_stages, min_stages=tiling.min_stages,
+        )
+    note_tiling(kernel, tiling.BK, tiling.BV, tiling.num_warps, ran, form + ("+tma" if tma else ""))
     return ran
 
 
@@ -231,8 +244,9 @@ def launch_state(q: Tensor, k: Tensor, W: Tensor, U: Tensor, h0: Tensor | None, 
         return _launch_serial(fwd_state_t_kernel, tiling, tables, scale, cfg, q, U.shape[-1], tensors,
                               flags + (join_wq,) + x_flags, form)
     hs_flags = (hs_tables.seq_chunk0, every)
+    tma = tiling.tma and not tiling.apply_x and tma_ready(q, k, W, U)
     return _launch_serial(fwd_state_kernel, tiling, tables, scale, cfg, q, U.shape[-1], tensors,
-                          flags + x_flags + hs_flags, form + (f"+h{every}" if every > 1 else ""))
+                          flags + x_flags + hs_flags, form + (f"+h{every}" if every > 1 else ""), tma)
 
 
 def launch_dh(q: Tensor, k: Tensor, W: Tensor, do: Tensor, dht: Tensor | None, dHs: Tensor, dVn: Tensor,
@@ -241,11 +255,12 @@ def launch_dh(q: Tensor, k: Tensor, W: Tensor, do: Tensor, dht: Tensor | None, d
     """Launch the backward's reverse recurrence (dh', dVn, dh0) at its own tiling; return the stages run.
     With ``tiling.apply_x`` (``wy_in_loop``) ``W`` is the fp32 ``X`` and ``beta`` is needed."""
     _check_x(tiling, W, beta)
+    tma = tiling.tma and not tiling.transposed and not tiling.apply_x and tma_ready(q, k, W, do)
     return _launch_serial(
         bwd_dh_t_kernel if tiling.transposed else bwd_dh_kernel, tiling, tables, scale, cfg, q, do.shape[-1],
         (q, k, W, do, dht if dht is not None else dHs, dHs, dVn, dh0 if dh0 is not None else dHs,
          W if beta is None else beta),
-        (dht is not None, dh0 is not None, tiling.apply_x, _precision(q.dtype)), "+x" if tiling.apply_x else "")
+        (dht is not None, dh0 is not None, tiling.apply_x, _precision(q.dtype)), "+x" if tiling.apply_x else "", tma)
 
 
 def _check_x(tiling: Tiling, W: Tensor, beta: Tensor | None) -> None:

@@ -21,15 +21,16 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from dnprof.kernels.chunk_common import (chunk_beta, dot32, load_state_slabs, load_tile, mm, serial_program,
-                                         state_ptrs, store_state_slabs, store_tile, x_block)
+from dnprof.kernels.chunk_common import (chunk_beta, dot32, load_state_slabs, load_tile, loop_descs, mm,
+                                         serial_program, state_ptrs, store_state_slabs, store_tile, tile_via, x_block)
 
 
 @triton.jit
 def _dh_step(W, b_q, b_do, b_dvn, dh, t0, eos, i_h, H, K: tl.constexpr, k0, scale,
-             BT: tl.constexpr, BK: tl.constexpr, PREC: tl.constexpr):
-    """One ``[BK, BV]`` slab of ``dh = dh' + scale Q^T dO - W^T dVn`` (``b_q``: the slab's query tile)."""
-    b_w = load_tile(W, t0, eos, i_h, H, K, k0, BT, BK)
+             BT: tl.constexpr, BK: tl.constexpr, PREC: tl.constexpr, w_desc=None, TMA: tl.constexpr = False, r=0):
+    """One ``[BK, BV]`` slab of ``dh = dh' + scale Q^T dO - W^T dVn`` (``b_q``: the slab's query tile; ``W``'s
+    through ``w_desc`` at row ``r`` of the sequence with ``TMA``)."""
+    b_w = tile_via(W, w_desc, TMA, t0, eos, r, i_h, H, K, k0, BT, BK)
     return dh + mm(tl.trans(b_q), b_do, PREC) * scale - dot32(tl.trans(b_w), b_dvn, PREC)
 
 
@@ -37,10 +38,13 @@ def _dh_step(W, b_q, b_do, b_dvn, dh, t0, eos, i_h, H, K: tl.constexpr, k0, scal
 def bwd_dh_kernel(q, k, W, do, dht, dHs, dVn, dh0, beta, seq_start, seq_chunk0, max_chunks, scale, H,
                   K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
                   NKS: tl.constexpr, PREC: tl.constexpr, USE_DHT: tl.constexpr, STORE_DH0: tl.constexpr,
-                  APPLY_X: tl.constexpr, XPREC: tl.constexpr):
+                  APPLY_X: tl.constexpr, XPREC: tl.constexpr, TMA: tl.constexpr = False):
     """The reverse recurrence (module docstring). ``APPLY_X`` (``wy_in_loop``): ``W`` is the fp32 ``X``
-    and ``W^T dVn = K^T (diag(beta) X^T dVn)``, that product at ``XPREC``; ``beta`` is read only then."""
+    and ``W^T dVn = K^T (diag(beta) X^T dVn)``, that product at ``XPREC``; ``beta`` is read only then.
+    ``TMA``: the chunk's ``Q``, ``K``, ``dO`` and ``W`` tiles come through tensor descriptors
+    (:func:`sequence_desc`) instead of per-thread masked loads (not with ``APPLY_X``)."""
     i_n, i_h, v0, bos, eos, c0 = serial_program(seq_start, seq_chunk0, V, BV)
+    q_desc, k_desc, w_desc, do_desc = loop_descs(q, k, W, do, bos, eos, i_h, H, K, V, BT, BK, BV, TMA, APPLY_X)
     h1 = tl.zeros([BK, BV], dtype=tl.float32)
     h2 = h1
     h3 = h1
@@ -53,11 +57,12 @@ def bwd_dh_kernel(q, k, W, do, dht, dHs, dVn, dh0, beta, seq_start, seq_chunk0, 
     for j in range(0, max_chunks):  # pipelined; steps past a short sequence's end are masked no-ops
         i = max_chunks - 1 - j
         c = c0 + i
-        t0 = bos + i * BT
+        r = i * BT
+        t0 = bos + r
         store_state_slabs(dHs, c, i_h, H, K, V, v0, BK, BV, NKS, h1, h2, h3, h4, i < n_chunks)
         # dVn = scale tril(Q K^T)^T dO + K dh'; each query and key tile is loaded once per chunk.
-        q1 = load_tile(q, t0, eos, i_h, H, K, 0, BT, BK)
-        k1 = load_tile(k, t0, eos, i_h, H, K, 0, BT, BK)
+        q1 = tile_via(q, q_desc, TMA, t0, eos, r, i_h, H, K, 0, BT, BK)
+        k1 = tile_via(k, k_desc, TMA, t0, eos, r, i_h, H, K, 0, BT, BK)
         b_s = mm(q1, tl.trans(k1), PREC)
         b_dvn = dot32(k1, h1, PREC)
         q2 = q1
@@ -67,21 +72,21 @@ def bwd_dh_kernel(q, k, W, do, dht, dHs, dVn, dh0, beta, seq_start, seq_chunk0, 
         k3 = k1
         k4 = k1
         if NKS > 1:
-            q2 = load_tile(q, t0, eos, i_h, H, K, BK, BT, BK)
-            k2 = load_tile(k, t0, eos, i_h, H, K, BK, BT, BK)
+            q2 = tile_via(q, q_desc, TMA, t0, eos, r, i_h, H, K, BK, BT, BK)
+            k2 = tile_via(k, k_desc, TMA, t0, eos, r, i_h, H, K, BK, BT, BK)
             b_s += mm(q2, tl.trans(k2), PREC)
             b_dvn += dot32(k2, h2, PREC)
         if NKS > 2:
-            q3 = load_tile(q, t0, eos, i_h, H, K, 2 * BK, BT, BK)
-            k3 = load_tile(k, t0, eos, i_h, H, K, 2 * BK, BT, BK)
+            q3 = tile_via(q, q_desc, TMA, t0, eos, r, i_h, H, K, 2 * BK, BT, BK)
+            k3 = tile_via(k, k_desc, TMA, t0, eos, r, i_h, H, K, 2 * BK, BT, BK)
             b_s += mm(q3, tl.trans(k3), PREC)
             b_dvn += dot32(k3, h3, PREC)
-            q4 = load_tile(q, t0, eos, i_h, H, K, 3 * BK, BT, BK)
-            k4 = load_tile(k, t0, eos, i_h, H, K, 3 * BK, BT, BK)
+            q4 = tile_via(q, q_desc, TMA, t0, eos, r, i_h, H, K, 3 * BK, BT, BK)
+            k4 = tile_via(k, k_desc, TMA, t0, eos, r, i_h, H, K, 3 * BK, BT, BK)
             b_s += mm(q4, tl.trans(k4), PREC)
             b_dvn += dot32(k4, h4, PREC)
         b_s = tl.where(causal, b_s, 0.0) * scale
-        b_do = load_tile(do, t0, eos, i_h, H, V, v0, BT, BV)
+        b_do = tile_via(do, do_desc, TMA, t0, eos, r, i_h, H, V, v0, BT, BV)
         b_dvn += dot32(tl.trans(b_s), b_do, PREC)
         store_tile(dVn, b_dvn, t0, eos, i_h, H, V, v0, BT, BV)
         # dh = dh' + scale Q^T dO - W^T dVn
@@ -95,12 +100,12 @@ def bwd_dh_kernel(q, k, W, do, dht, dHs, dVn, dh0, beta, seq_start, seq_chunk0, 
                 h3 += mm(tl.trans(q3), b_do, PREC) * scale - dot32(tl.trans(k3), b_y, PREC)
                 h4 += mm(tl.trans(q4), b_do, PREC) * scale - dot32(tl.trans(k4), b_y, PREC)
         else:
-            h1 = _dh_step(W, q1, b_do, b_dvn, h1, t0, eos, i_h, H, K, 0, scale, BT, BK, PREC)
+            h1 = _dh_step(W, q1, b_do, b_dvn, h1, t0, eos, i_h, H, K, 0, scale, BT, BK, PREC, w_desc, TMA, r)
             if NKS > 1:
-                h2 = _dh_step(W, q2, b_do, b_dvn, h2, t0, eos, i_h, H, K, BK, scale, BT, BK, PREC)
+                h2 = _dh_step(W, q2, b_do, b_dvn, h2, t0, eos, i_h, H, K, BK, scale, BT, BK, PREC, w_desc, TMA, r)
             if NKS > 2:
-                h3 = _dh_step(W, q3, b_do, b_dvn, h3, t0, eos, i_h, H, K, 2 * BK, scale, BT, BK, PREC)
-                h4 = _dh_step(W, q4, b_do, b_dvn, h4, t0, eos, i_h, H, K, 3 * BK, scale, BT, BK, PREC)
+                h3 = _dh_step(W, q3, b_do, b_dvn, h3, t0, eos, i_h, H, K, 2 * BK, scale, BT, BK, PREC, w_desc, TMA, r)
+                h4 = _dh_step(W, q4, b_do, b_dvn, h4, t0, eos, i_h, H, K, 3 * BK, scale, BT, BK, PREC, w_desc, TMA, r)
     if STORE_DH0:
         store_state_slabs(dh0, i_n, i_h, H, K, V, v0, BK, BV, NKS, h1, h2, h3, h4, True)
 

@@ -35,6 +35,41 @@ def store_tile(ptr, val, t0, eos, i_h, H, D: tl.constexpr, d0, BT: tl.constexpr,
 
 
 @triton.jit
+def sequence_desc(ptr, bos, eos, i_h, H, D: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr):
+    """A tensor descriptor of ``[BT, BD]`` blocks over head ``i_h`` of one sequence (rows ``bos .. eos`` of a
+    ``[T_total, H, D]`` tensor), for loads through Hopper's tensor-memory copy engine: a block's rows past the
+    sequence's end and columns past ``D`` read as zero, like :func:`load_tile`'s masks. Needs ``D`` times the
+    element size and the base address to be multiples of 16 bytes (see ``dnprof.kernels.chunk.tma_ready``)."""
+    return tl.make_tensor_descriptor(ptr + (bos * H + i_h) * D, shape=[(eos - bos).to(tl.int32), D],
+                                     strides=[H * D, 1], block_shape=[BT, BD])
+
+
+@triton.jit
+def loop_descs(q, k, W, v_like, bos, eos, i_h, H, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr,
+               BK: tl.constexpr, BV: tl.constexpr, TMA: tl.constexpr, APPLY_X: tl.constexpr):
+    """A slab loop's descriptors for ``TMA`` (:func:`sequence_desc`): its key-dim tensors ``q``, ``k``, ``W``
+    in ``[BT, BK]`` blocks and its value-dim one (``U`` or ``dO``) in ``[BT, BV]``; without ``TMA`` the
+    tensors themselves, which :func:`tile_via` then reads per thread."""
+    if TMA:
+        tl.static_assert(not APPLY_X, "TMA loads are not written for wy_in_loop")
+        return (sequence_desc(q, bos, eos, i_h, H, K, BT, BK), sequence_desc(k, bos, eos, i_h, H, K, BT, BK),
+                sequence_desc(W, bos, eos, i_h, H, K, BT, BK), sequence_desc(v_like, bos, eos, i_h, H, V, BT, BV))
+    else:
+        return q, k, W, v_like
+
+
+@triton.jit
+def tile_via(ptr, desc, TMA: tl.constexpr, t0, eos, r, i_h, H, D: tl.constexpr, d0, BT: tl.constexpr,
+             BD: tl.constexpr):
+    """:func:`load_tile`, or with ``TMA`` the same block through ``desc`` (a :func:`sequence_desc` of ``ptr``)
+    at row ``r`` of the sequence (``r = t0 - bos``)."""
+    if TMA:
+        return desc.load([r, d0])
+    else:
+        return load_tile(ptr, t0, eos, i_h, H, D, d0, BT, BD)
+
+
+@triton.jit
 def serial_program(seq_start, seq_chunk0, V: tl.constexpr, BV: tl.constexpr):
     """Where a serial kernel's program works: ``(sequence, head, v0, bos, eos, first chunk)``.
 

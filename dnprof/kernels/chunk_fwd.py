@@ -24,22 +24,25 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from dnprof.kernels.chunk_common import (chunk_beta, dot32, load_state_slabs, load_tile, load_tile32, mm,
-                                         serial_program, state_ptrs, store_state_slabs, store_tile, x_block)
+from dnprof.kernels.chunk_common import (chunk_beta, dot32, load_state_slabs, load_tile, load_tile32, loop_descs,
+                                         mm, serial_program, state_ptrs, store_state_slabs, store_tile,
+                                         tile_via, x_block)
 
 
 @triton.jit
-def _key_slabs(k, t0, eos, i_h, H, K: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, NKS: tl.constexpr):
-    """The chunk's ``NKS`` key tiles ``[BT, BK]`` (the unused ones repeat the first)."""
-    k1 = load_tile(k, t0, eos, i_h, H, K, 0, BT, BK)
+def _key_slabs(k, t0, eos, i_h, H, K: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, NKS: tl.constexpr,
+               k_desc=None, TMA: tl.constexpr = False, r=0):
+    """The chunk's ``NKS`` key tiles ``[BT, BK]`` (the unused ones repeat the first); with ``TMA`` through
+    ``k_desc`` at row ``r`` of the sequence."""
+    k1 = tile_via(k, k_desc, TMA, t0, eos, r, i_h, H, K, 0, BT, BK)
     k2 = k1
     k3 = k1
     k4 = k1
     if NKS > 1:
-        k2 = load_tile(k, t0, eos, i_h, H, K, BK, BT, BK)
+        k2 = tile_via(k, k_desc, TMA, t0, eos, r, i_h, H, K, BK, BT, BK)
     if NKS > 2:
-        k3 = load_tile(k, t0, eos, i_h, H, K, 2 * BK, BT, BK)
-        k4 = load_tile(k, t0, eos, i_h, H, K, 3 * BK, BT, BK)
+        k3 = tile_via(k, k_desc, TMA, t0, eos, r, i_h, H, K, 2 * BK, BT, BK)
+        k4 = tile_via(k, k_desc, TMA, t0, eos, r, i_h, H, K, 3 * BK, BT, BK)
     return k1, k2, k3, k4
 
 
@@ -48,13 +51,17 @@ def fwd_state_kernel(q, k, W, U, h0, Hs, Vn, o, ht, beta, seq_start, seq_chunk0,
                      K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
                      NKS: tl.constexpr, PREC: tl.constexpr, USE_H0: tl.constexpr, STORE_FINAL: tl.constexpr,
                      STORE_H: tl.constexpr, STORE_VN: tl.constexpr, FUSE_OUTPUT: tl.constexpr,
-                     APPLY_X: tl.constexpr, XPREC: tl.constexpr, hs_chunk0, HS_EVERY: tl.constexpr):
+                     APPLY_X: tl.constexpr, XPREC: tl.constexpr, hs_chunk0, HS_EVERY: tl.constexpr,
+                     TMA: tl.constexpr = False):
     """The state recurrence (module docstring). ``APPLY_X`` (``wy_in_loop``): ``W`` is the fp32
     ``X [n_chunks, H, C, C]``, ``U`` is ``v``, and ``Vn = X diag(beta) (V - K h)``, the ``X`` product at
     ``XPREC`` (tf32, or full fp32 for fp32 inputs); ``beta`` is read only then. ``HS_EVERY > 1``
     (``output_chunk``): the state is stored only at every ``HS_EVERY``-th chunk, into the slots that
-    ``hs_chunk0`` (each sequence's first slot) numbers."""
+    ``hs_chunk0`` (each sequence's first slot) numbers. ``TMA``: the chunk's ``K``, ``W``, ``U`` and ``Q``
+    tiles come through Hopper's tensor-memory copy engine (:func:`sequence_desc`) instead of per-thread
+    masked loads (not with ``APPLY_X``)."""
     i_n, i_h, v0, bos, eos, c0 = serial_program(seq_start, seq_chunk0, V, BV)
+    q_desc, k_desc, w_desc, u_desc = loop_descs(q, k, W, U, bos, eos, i_h, H, K, V, BT, BK, BV, TMA, APPLY_X)
     if HS_EVERY > 1:
         s0 = tl.load(hs_chunk0 + i_n)
     h1 = tl.zeros([BK, BV], dtype=tl.float32)
@@ -68,7 +75,8 @@ def fwd_state_kernel(q, k, W, U, h0, Hs, Vn, o, ht, beta, seq_start, seq_chunk0,
     n_chunks = tl.cdiv(eos - bos, BT)
     for i in range(0, max_chunks):
         c = c0 + i
-        t0 = bos + i * BT
+        r = i * BT
+        t0 = bos + r
         if STORE_H:
             if HS_EVERY > 1:
                 store_state_slabs(Hs, s0 + i // HS_EVERY, i_h, H, K, V, v0, BK, BV, NKS, h1, h2, h3, h4,
@@ -89,30 +97,30 @@ def fwd_state_kernel(q, k, W, U, h0, Hs, Vn, o, ht, beta, seq_start, seq_chunk0,
         else:
             # Vn = U - W h, each W slab loaded just before its product: loading them all first, as the
             # branch above must, compiles the D = 256, T = 16384 default to 187 registers instead of 168
-            b_vn = load_tile32(U, t0, eos, i_h, H, V, v0, BT, BV)
-            b_vn -= dot32(load_tile(W, t0, eos, i_h, H, K, 0, BT, BK), h1, PREC)
+            b_vn = tile_via(U, u_desc, TMA, t0, eos, r, i_h, H, V, v0, BT, BV).to(tl.float32)
+            b_vn -= dot32(tile_via(W, w_desc, TMA, t0, eos, r, i_h, H, K, 0, BT, BK), h1, PREC)
             if NKS > 1:
-                b_vn -= dot32(load_tile(W, t0, eos, i_h, H, K, BK, BT, BK), h2, PREC)
+                b_vn -= dot32(tile_via(W, w_desc, TMA, t0, eos, r, i_h, H, K, BK, BT, BK), h2, PREC)
             if NKS > 2:
-                b_vn -= dot32(load_tile(W, t0, eos, i_h, H, K, 2 * BK, BT, BK), h3, PREC)
-                b_vn -= dot32(load_tile(W, t0, eos, i_h, H, K, 3 * BK, BT, BK), h4, PREC)
+                b_vn -= dot32(tile_via(W, w_desc, TMA, t0, eos, r, i_h, H, K, 2 * BK, BT, BK), h3, PREC)
+                b_vn -= dot32(tile_via(W, w_desc, TMA, t0, eos, r, i_h, H, K, 3 * BK, BT, BK), h4, PREC)
         if STORE_VN:
             store_tile(Vn, b_vn, t0, eos, i_h, H, V, v0, BT, BV)
         if not APPLY_X:
-            k1, k2, k3, k4 = _key_slabs(k, t0, eos, i_h, H, K, BT, BK, NKS)
+            k1, k2, k3, k4 = _key_slabs(k, t0, eos, i_h, H, K, BT, BK, NKS, k_desc, TMA, r)
         if FUSE_OUTPUT:
-            b_q = load_tile(q, t0, eos, i_h, H, K, 0, BT, BK)
+            b_q = tile_via(q, q_desc, TMA, t0, eos, r, i_h, H, K, 0, BT, BK)
             b_s = mm(b_q, tl.trans(k1), PREC)
             b_o = dot32(b_q, h1, PREC)
             if NKS > 1:
-                b_q = load_tile(q, t0, eos, i_h, H, K, BK, BT, BK)
+                b_q = tile_via(q, q_desc, TMA, t0, eos, r, i_h, H, K, BK, BT, BK)
                 b_s += mm(b_q, tl.trans(k2), PREC)
                 b_o += dot32(b_q, h2, PREC)
             if NKS > 2:
-                b_q = load_tile(q, t0, eos, i_h, H, K, 2 * BK, BT, BK)
+                b_q = tile_via(q, q_desc, TMA, t0, eos, r, i_h, H, K, 2 * BK, BT, BK)
                 b_s += mm(b_q, tl.trans(k3), PREC)
                 b_o += dot32(b_q, h3, PREC)
-                b_q = load_tile(q, t0, eos, i_h, H, K, 3 * BK, BT, BK)
+                b_q = tile_via(q, q_desc, TMA, t0, eos, r, i_h, H, K, 3 * BK, BT, BK)
                 b_s += mm(b_q, tl.trans(k4), PREC)
                 b_o += dot32(b_q, h4, PREC)
             b_s = tl.where(causal, b_s, 0.0)

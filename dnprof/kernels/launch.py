@@ -10,6 +10,8 @@ once per process, not once per call. Any other error propagates unchanged.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -102,3 +104,20 @@ def launch(kernel: Any, grid: tuple, *args: Any, num_warps: int, num_stages: int
             _FITTED[key] = stages
         _LOWERED.add((_name(kernel), num_stages, stages))
     return stages
+
+
+@contextlib.contextmanager
+def descriptor_scratch(device: torch.device) -> Iterator[None]:
+    """Give Triton a global scratch allocator for a launch that builds tensor descriptors on the device
+    (each program writes its descriptors there), unless the caller has set one of their own."""
+    from triton.runtime import _allocation
+
+    if not isinstance(_allocation._allocator.get(), _allocation.NullAllocator):
+        yield
+        return
+    token = _allocation._allocator.set(
+        lambda size, alignment, stream: torch.empty(size, dtype=torch.int8, device=device))
+    try:
+        yield
+    finally:
+        _allocation._allocator.reset(token)

@@ -62,7 +62,8 @@ class Tiling(NamedTuple):
     height of the slabs its fp32 state is held in (``Kp // BK`` slabs, one to four), whether the
     state is held transposed (:mod:`dnprof.kernels.chunk_serial_t`, one ``[BV, Kp]`` tile), whether
     that forward joins its ``W`` and ``Q`` products (``JOIN_WQ``), and whether the kernel applies ``X``
-    itself instead of reading ``W`` and ``U`` (``APPLY_X``: ``ChunkConfig.wy_in_loop``)."""
+    itself instead of reading ``W`` and ``U`` (``APPLY_X``: ``ChunkConfig.wy_in_loop``), and whether a slab-held
+    loop loads its chunk tiles through tensor descriptors (``tma``: ``ChunkConfig.tma``, where the launch can)."""
 
     BV: int
     num_warps: int
@@ -72,6 +73,7 @@ class Tiling(NamedTuple):
     transposed: bool = False
     joint: bool = False
     apply_x: bool = False
+    tma: bool = False
 
 
 @functools.lru_cache(maxsize=8)
@@ -125,9 +127,14 @@ def _tiling(bv: int, warps: int, stages: int, bk: int, chunk_size: int, major: i
 def recurrence_tiling(cfg: ChunkConfig, kernel: str, K: int, V: int, n_streams: int, sms: int,
                       major: int | None = None, stores_states: bool = True) -> Tiling:
     """The tiling of ``kernel`` (``"fwd"``: state recurrence, ``"bwd"``: reverse) for ``cfg.rec``, marked
-    to apply ``X`` itself under ``cfg.wy_in_loop`` (see :func:`_rec_tiling`)."""
+    to apply ``X`` itself under ``cfg.wy_in_loop`` and to load through tensor descriptors under
+    ``cfg.tma`` where its state is held in slabs (see :func:`_rec_tiling`)."""
     tiling = _rec_tiling(cfg, kernel, K, V, n_streams, sms, major, stores_states)
-    return tiling._replace(apply_x=True) if cfg.wy_in_loop else tiling
+    if cfg.wy_in_loop:
+        tiling = tiling._replace(apply_x=True)
+    if cfg.tma and not tiling.transposed and (major is None or major >= 9):
+        tiling = tiling._replace(tma=True)
+    return tiling
 
 
 def _rec_tiling(cfg: ChunkConfig, kernel: str, K: int, V: int, n_streams: int, sms: int,

@@ -43,6 +43,13 @@ the launch parameters, and the fusion/storage choices the kernels implement:
   (:mod:`dnprof.kernels.chunk_serial_t`); ``tj`` (``tjbv128w8s2``) also joins the fused forward's
   ``W`` and ``Q`` products, and needs 16-bit dot operands (``-m16``: ``W`` then has the input's dtype)
   and ``W`` (not with ``wy_in_loop``).
+- ``tma``: the slab-held serial loops (the forward state recurrence and the backward's reverse
+  recurrence) load each chunk's tiles through Hopper's tensor-memory copy engine, from a descriptor
+  per sequence and head, instead of per-thread masked loads: far fewer instructions in loops that are
+  bound by their issue rate (name ``-tma``). It applies where it can: on compute capability 9.0 and
+  later (and in the interpreter), with 16-byte aligned tensors and rows; elsewhere those loops load as
+  without it, which computes the same values. Not with ``wy_in_loop`` or a transposed ``rec`` tiling;
+  under ``rec="auto"`` a loop that ``auto`` holds transposed loads as without it.
 
 The tuner builds its search space from :meth:`ChunkConfig.choices` and checks each candidate with
 :meth:`ChunkConfig.validate`.
@@ -127,6 +134,7 @@ class ChunkConfig:
     output_chunk: int = 0
     output_vloop: bool = False
     output_tiling: str = "main"
+    tma: bool = False
 
     #: Fields of the separate output kernel: with ``fuse_output`` they have no meaning and keep their
     #: defaults, so the tuner's space does not enumerate them there (``dnprof.variants.space``).
@@ -154,6 +162,7 @@ class ChunkConfig:
             "output_chunk": (0, 128),
             "output_vloop": (False, True),
             "output_tiling": ("main",),
+            "tma": (False, True),
         }
 
     @classmethod
@@ -204,7 +213,7 @@ class ChunkConfig:
         space = self.choices()
         for name, allowed in space.items():  # every field has its choices (the tuner checks this space per candidate)
             value = getattr(self, name)
-            if name in ("fuse_wy", "fuse_output", "wy_in_loop", "output_vloop"):
+            if name in ("fuse_wy", "fuse_output", "wy_in_loop", "output_vloop", "tma"):
                 if not isinstance(value, bool):
                     raise ConfigError(f"{name} must be True or False, got {value!r}")
                 continue
@@ -225,6 +234,9 @@ class ChunkConfig:
         if self.output_chunk != 0:
             self._validate_output_chunk()
         self._validate_output_tiling(V)
+        if self.tma and self.wy_in_loop:
+            raise ConfigError("tma loads are written for the serial loops that read W and U, and wy_in_loop forms "
+                              "neither: use tma=False or wy_in_loop=False")
         if self.wy_in_loop and not self.fuse_wy:
             raise ConfigError("wy_in_loop forms no W or U, so fuse_wy (where they are formed) has no meaning: "
                               "leave it True")
@@ -235,6 +247,9 @@ class ChunkConfig:
                     f"per tile (too much shared memory); use {name} <= {max(16, MAX_CHUNK_TILE // self.chunk_size)}"
                 )
         tiling = parse_rec_tiling(self.rec)
+        if self.tma and tiling is not None and tiling.transposed:
+            raise ConfigError(f"rec {self.rec}: tma loads are written for the slab-held serial loops, not the "
+                              f"transposed one: use a slab tiling (main, auto or like 'bv32w4s3') or tma=False")
         if K is not None:
             Kp = padded_dim(K)
             if self.BK > Kp:
@@ -331,7 +346,8 @@ class ChunkConfig:
     @property
     def name(self) -> str:
         """Short printable name, e.g. ``c64-bk64-bv64-w4-s2-hfp32-wyf-os`` (``-m16`` appended for 16-bit
-        dot operands, ``-r<rec>`` for a serial-kernel tiling other than ``main``); ``from_name`` inverts it."""
+        dot operands, ``-r<rec>`` for a serial-kernel tiling other than ``main``, ``-tma`` for tensor-descriptor
+        loads); ``from_name`` inverts it."""
         return (
             f"c{self.chunk_size}-bk{self.BK}-bv{self.BV}-w{self.num_warps}-s{self.num_stages}"
             f"-h{self.state_dtype}-wy{'x' if self.wy_in_loop else 'f' if self.fuse_wy else 's'}"
@@ -339,6 +355,7 @@ class ChunkConfig:
             + ("" if self.output_tiling == "main" else f"-o{self.output_tiling}")
             + ("-m16" if self.dot_operands == "input" else "")
             + ("" if self.rec == "main" else f"-r{self.rec}")
+            + ("-tma" if self.tma else "")
         )
 
     def __str__(self) -> str:
@@ -348,7 +365,9 @@ class ChunkConfig:
     def from_name(cls, name: str) -> "ChunkConfig":
         """Parse a name made by :attr:`name`; ConfigError on anything else."""
         parts = name.strip().split("-")
-        dot_operands, rec, out_tiling = "fp32", "main", "main"
+        dot_operands, rec, out_tiling, tma = "fp32", "main", "main", False
+        if len(parts) > 8 and parts[-1] == "tma":
+            parts, tma = parts[:-1], True
         if len(parts) > 8 and parts[-1].startswith("r") and parts[-1] != "r":
             parts, rec = parts[:-1], parts[-1][1:]
         if len(parts) > 8 and parts[-1] == "m16":
@@ -372,7 +391,8 @@ class ChunkConfig:
                               f"or 's' then the output chunk and 'v', like 's128' or 'sv')")
         cfg = cls(*ints, state_dtype=vals[5], fuse_wy=vals[6] != "s", fuse_output=flags[out.group(1)],
                   dot_operands=dot_operands, rec=rec, wy_in_loop=vals[6] == "x",
-                  output_chunk=int(out.group(2) or 0), output_vloop=out.group(3) == "v", output_tiling=out_tiling)
+                  output_chunk=int(out.group(2) or 0), output_vloop=out.group(3) == "v", output_tiling=out_tiling,
+                  tma=tma)
         return cfg.validate()
 
     # ----------------------------------------------------------------------------------- dicts

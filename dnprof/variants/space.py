@@ -35,7 +35,7 @@ Pruning rules, applied in this order (the first that applies names the reason):
 ``duplicate``
     The variant computes exactly what another one does in this mode: in a forward-only run with the
     output fused into the state kernel no states are stored, so ``state_dtype`` has no effect and
-    only ``fp32`` is kept.
+    only ``fp32`` is kept; before compute capability 9.0 ``tma`` has no effect.
 
 Flags (soft rules, the variant is *kept*; ``--list`` shows the counts):
 
@@ -351,6 +351,9 @@ def _prune_rule(cand: Candidate, K: int, V: int, dtype: str, mode: str, limits: 
         return "duplicate", f"{cand.name}: fp32 inputs always multiply in fp32, so dot_operands has no effect"
     if cand.family == "chunk" and mode == "fwd" and getattr(cfg, "fuse_output", False) and getattr(cfg, "state_dtype", "fp32") != "fp32":
         return "duplicate", f"{cand.name}: a fused-output forward stores no states, so state_dtype has no effect"
+    if cand.family == "chunk" and getattr(cfg, "tma", False) and 0 < (limits.major or 0) < 9:
+        return "duplicate", (f"{cand.name}: tensor-descriptor loads need compute capability 9.0, so on this device "
+                             "the loops load as without tma")
     if cand.family == "chunk" and mode != "fwd" and getattr(cfg, "output_chunk", 0):
         return "duplicate", (f"{cand.name}: a backward needs every chunk's state, so output_chunk has no effect "
                              "in fwd+bwd")

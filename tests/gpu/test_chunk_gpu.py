@@ -233,3 +233,40 @@ def test_separate_output_kernel_forms_bf16(D, mode):
     for name, errs in errors.items():
         for key, err in errs.items():
             assert err <= 1.1 * errors[base.name][key] + 1e-4, f"{name} {key}: {err:.2e} vs {errors[base.name][key]:.2e}"
+
+
+@pytest.mark.parametrize("mode", ["fwd", "fwdbwd"])
+@pytest.mark.parametrize("D", [64, 128, 256])
+def test_tma_loads_bf16(D, mode):
+    """The serial loops loading through tensor descriptors (``-tma``) against float64 at T = 4096 and at the
+    long-sequence shape (B = 2, T = 16384 at D = 256, where ``auto`` takes BV = 32), the ``+tma`` launches
+    noted, and equal to the per-thread loads of the same variant on a packed batch whose sequences end
+    inside chunks."""
+    import dataclasses
+
+    from dnprof.bench.inputs import make_delta_inputs
+    from dnprof.kernels import launch
+
+    base = ChunkConfig.default_for(D, D, 64, torch.bfloat16, mode)
+    cfg = dataclasses.replace(base, tma=True)
+    for b, t in ((2, 4096), (2, 16384)) if D == 256 else ((2, 4096),):
+        launch.reset_lowered()
+        res = verify_delta_kernel(functools.partial(chunk_delta_rule, config=cfg), b, t, 2048 // D, D, D,
+                                  dtype=torch.bfloat16, device="cuda", mode=mode, reference="chunk")
+        print(f"D={D} T={t} {cfg.name} {mode}: " + " ".join(f"{k}={v:.2e}" for k, v in res.errors.items()))
+        assert res.passed, res.errors
+        assert any("+tma " in n for n in launch.noted_tilings()), launch.noted_tilings()
+    cu = torch.tensor([0, 1000, 1001, 3500, 4096], device="cuda")
+    outs = []
+    for c in (base, cfg):
+        inp = make_delta_inputs(1, 4096, 2048 // D, D, D, dtype=torch.bfloat16, device="cuda", seed=7,
+                                requires_grad=mode == "fwdbwd", cu_seqlens=cu.tolist())
+        o, ht = chunk_delta_rule(inp.q, inp.k, inp.v, inp.beta, initial_state=inp.initial_state,
+                                 output_final_state=True, cu_seqlens=cu, config=c)
+        got = [o, ht]
+        if mode == "fwdbwd":
+            got += torch.autograd.grad((o.float() * inp.do.float()).sum() + ht.sum(),
+                                       [inp.q, inp.k, inp.v, inp.beta, inp.initial_state])
+        outs.append(got)
+    for a, b in zip(*outs):
+        assert torch.allclose(a.float(), b.float(), rtol=0, atol=0), (a.float() - b.float()).abs().max()

@@ -82,6 +82,10 @@ def test_from_name_rejects_garbage(bad):
         (dict(fuse_wy=1), 64, 64, "fuse_wy must be True or False"),
         (dict(wy_in_loop="yes"), 64, 64, "wy_in_loop must be True or False"),
         (dict(wy_in_loop=True, fuse_wy=False), 64, 64, "fuse_wy .* has no meaning"),
+        (dict(tma=1), 64, 64, "tma must be True or False"),
+        (dict(tma=True, wy_in_loop=True), 64, 64, "tma loads .* wy_in_loop"),
+        (dict(tma=True, rec="tbv64w8s2"), 128, 128, "slab-held serial loops, not the transposed"),
+        (dict(tma=True, rec="bk128bv32w4s3"), 256, 256, None),
     ],
 )
 def test_validate(kw, K, V, match):
@@ -168,3 +172,15 @@ def test_output_tiling_names_and_limits():
             ChunkConfig(**kw).validate()
     with pytest.raises(ConfigError, match="padded value head dim"):
         ChunkConfig(output_tiling="bv256w8").validate(128, 128)
+
+
+def test_tma_names_and_older_records():
+    """``-tma`` ends a name and parses back; a record written before the field existed reads as without it;
+    the 16-bit defaults carry it and the fp32 ones do not (measured for 16-bit inputs only)."""
+    cfg = ChunkConfig(dot_operands="input", rec="auto", tma=True)
+    assert cfg.name == "c64-bk64-bv64-w4-s2-hfp32-wyf-os-m16-rauto-tma" and ChunkConfig.from_name(cfg.name) == cfg
+    assert ChunkConfig.from_name("c64-bk64-bv64-w4-s2-hfp32-wyf-os-tma") == ChunkConfig(tma=True)
+    assert ChunkConfig.from_dict({k: v for k, v in cfg.to_dict().items() if k != "tma"}).tma is False
+    assert ChunkConfig.default_for(128, 128, 64, "bf16").tma and not ChunkConfig.default_for(128, 128, 64, "fp32").tma
+    with pytest.raises(ConfigError):
+        ChunkConfig.from_name("c64-bk64-bv64-w4-s2-hfp32-wyf-os-tma-m16")  # -tma comes last

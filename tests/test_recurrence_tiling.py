@@ -10,7 +10,7 @@ from dnprof.kernels.recurrence_tiling import Tiling, check_pipelined, check_wy_i
 from dnprof.variants.chunk_config import ChunkConfig
 from dnprof.variants.errors import ConfigError
 
-AUTO = ChunkConfig.default_for(128, 128, 64, "bf16", "fwdbwd")
+AUTO = dataclasses.replace(ChunkConfig.default_for(128, 128, 64, "bf16", "fwdbwd"), tma=False)  # tma: its own tests
 H200_SMS = 132
 SM90 = 9
 
@@ -268,3 +268,21 @@ def test_launch_plan_checks_only_the_serial_kernels_the_call_launches(monkeypatc
         chunk.launch_plan(cfg, 256, 256, 8, tables, torch.device("cpu"), save=True)
     explicit = dataclasses.replace(cfg, rec="tbv128w8s2")  # wide enough for both kernels
     chunk.launch_plan(explicit, 256, 256, 8, tables, torch.device("cpu"), save=True)
+
+
+def test_tma_marks_the_slab_loops_where_the_copy_engine_exists():
+    """``tma`` reaches the slab-held loops on sm_90 and in the interpreter (no device), never a transposed
+    loop or an older GPU; with it, a forward storing states at BV = 32 holds a head dim of 256 in one slab
+    (tenth lease sweep), and without it in 128-row slabs as before."""
+    cfg = dataclasses.replace(AUTO, tma=True, fuse_output=False)
+    few = recurrence_tiling(cfg, "fwd", 256, 256, 16, H200_SMS, SM90)
+    assert few.tma and few.BV == 32 and few.BK == 256
+    assert recurrence_tiling(dataclasses.replace(cfg, tma=False), "fwd", 256, 256, 16, H200_SMS, SM90).BK == 128
+    assert recurrence_tiling(cfg, "bwd", 256, 256, 16, H200_SMS, None).tma
+    older = recurrence_tiling(cfg, "fwd", 256, 256, 16, H200_SMS, 8)
+    assert not older.tma and older.BK == 128
+    many = recurrence_tiling(cfg, "fwd", 256, 256, 64, H200_SMS, SM90)  # wide: BV 64, 128-row slabs as measured
+    assert many.tma and many.BV == 64 and many.BK == 128
+    fused = dataclasses.replace(AUTO, tma=True, fuse_output=True)
+    transposed = recurrence_tiling(fused, "fwd", 256, 256, 64, H200_SMS, SM90, stores_states=False)
+    assert transposed.transposed and not transposed.tma

@@ -229,7 +229,7 @@ def test_a_space_for_a_shape_cuts_what_the_launch_guard_refuses_there():
     from dnprof.kernels.chunk import plan_launch
     from dnprof.variants.errors import RefusedOnDevice
 
-    wyx = dataclasses.replace(ChunkConfig.default_for(256, 256, 64, "bf16", "fwd"), wy_in_loop=True)
+    wyx = dataclasses.replace(ChunkConfig.default_for(256, 256, 64, "bf16", "fwd"), wy_in_loop=True, tma=False)
 
     def verdict(space):
         if wyx.name in {c.name for c in space.kept}:

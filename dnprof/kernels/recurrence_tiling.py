@@ -31,6 +31,9 @@ measured on an H200 (bf16, C = 64, ``results/nvidia-h200/runs/lease3-call1-sweep
   0.84 ms; D = 128, T = 4096: 0.23 against the fifth lease's 0.26 ms). It lost wherever the
   programs were fewer, and wherever states are stored or the recurrence runs in reverse, so those
   keep their slabs;
+- with ``tma`` loads (tenth lease, ``runs/lease10/call4-sweep-d256-tma.jsonl``), the forward that stores
+  states at ``BV = 32`` holds its state in one slab at padded head dims above 128 (D = 256, T = 16384:
+  0.379 against 0.431 ms in 128-row slabs; without ``tma`` one slab had been no faster);
 - at padded head dims above 128 with 16-bit dot operands, that transposed forward reads each
   chunk's ``W`` and ``Q`` as one tile (``tj``; seventh lease, ``runs/lease7/call1-sweep.jsonl``:
   D = 256, T = 4096, 0.366 against 0.552 ms; at D = 128 it lost, 0.264 against 0.229 ms).
@@ -166,6 +169,8 @@ def _rec_tiling(cfg: ChunkConfig, kernel: str, K: int, V: int, n_streams: int, s
     bk = _slab_height(kernel, Kp, C, cfg.BK)
     cannot_pipeline = Kp > 128 and (kernel == "bwd" or cfg.fuse_output)
     if not wide or cannot_pipeline:
+        if kernel == "fwd" and not cfg.fuse_output and Kp > 128 and cfg.tma and (major is None or major >= 9):
+            bk = Kp  # tensor-descriptor loads: one slab (tenth lease, see the module docstring)
         return _tiling(min(NARROW_BV, Vp), 4, 3, bk, C, major)
     if kernel == "fwd":
         return _tiling(min(64, Vp), 4, 3 if cfg.fuse_output else 2, bk, C, major)

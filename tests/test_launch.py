@@ -84,3 +84,27 @@ def test_lowered_launches_are_reported_until_reset():
     assert provider.run_notes() == {"stages_lowered": ["tight_kernel s2->s1"]}
     provider.begin_run()
     assert launch_mod.lowered_stages() == []
+
+
+def test_descriptor_scratch_sets_an_allocator_for_the_launch_only():
+    """Kernels that build tensor descriptors on the device need Triton's scratch allocator: dnprof sets one
+    around its launch and takes it away after, and leaves an allocator the caller set alone."""
+    from triton.runtime import _allocation
+
+    from dnprof.kernels.launch import descriptor_scratch
+
+    assert isinstance(_allocation._allocator.get(), _allocation.NullAllocator)
+    with descriptor_scratch(torch.device("cpu")):
+        buf = _allocation._allocator.get()(64, 16, None)
+        assert buf.numel() == 64 and buf.dtype == torch.int8
+    assert isinstance(_allocation._allocator.get(), _allocation.NullAllocator)
+
+    def mine(size, alignment, stream):
+        return torch.zeros(size, dtype=torch.int8)
+
+    token = _allocation._allocator.set(mine)
+    try:
+        with descriptor_scratch(torch.device("cpu")):
+            assert _allocation._allocator.get() is mine
+    finally:
+        _allocation._allocator.reset(token)

@@ -55,9 +55,9 @@ def _select_variants(spec: str, chunk_sizes: list[int], K: int, V: int, dtype: s
                         out.append(ChunkConfig(**{**base.to_dict(), "state_dtype": sd, "fuse_wy": fw, "wy_in_loop": wl,
                                                   "fuse_output": fo}))
                 # the separate output kernel's own forms: a chunk's V blocks in one program, and (without a
-                # backward) chunks twice as long; and the serial loops' tensor-descriptor loads
+                # backward) chunks twice as long; and the serial loops' loads the other way than the default
                 apart = {**base.to_dict(), "state_dtype": sd, "fuse_output": False}
-                for form in ({"output_vloop": True}, {"output_chunk": 2 * c}, {"tma": True}):
+                for form in ({"output_vloop": True}, {"output_chunk": 2 * c}, {"tma": not base.tma}):
                     try:
                         out.append(ChunkConfig(**{**apart, **form}).validate(K, V))
                     except ConfigError:  # e.g. chunks too tall for the tiles: nothing to verify

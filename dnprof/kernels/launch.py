@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
+import triton
 from triton.runtime.errors import OutOfResources
 
 #: (kernel name, constexpr arguments, tensor dtypes, warps, requested stages) -> stages that fit
@@ -110,14 +111,23 @@ def launch(kernel: Any, grid: tuple, *args: Any, num_warps: int, num_stages: int
 def descriptor_scratch(device: torch.device) -> Iterator[None]:
     """Give Triton a global scratch allocator for a launch that builds tensor descriptors on the device
     (each program writes its descriptors there), unless the caller has set one of their own."""
-    from triton.runtime import _allocation
+    def scratch(size: int, alignment: int, stream: int | None) -> torch.Tensor:
+        return torch.empty(size, dtype=torch.int8, device=device)
 
-    if not isinstance(_allocation._allocator.get(), _allocation.NullAllocator):
+    try:
+        from triton.runtime import _allocation
+
+        current = _allocation._allocator
+        unset = isinstance(current.get(), _allocation.NullAllocator)
+    except (ImportError, AttributeError):  # another Triton layout: set it for good, through the public call
+        triton.set_allocator(scratch)
         yield
         return
-    token = _allocation._allocator.set(
-        lambda size, alignment, stream: torch.empty(size, dtype=torch.int8, device=device))
+    if not unset:
+        yield
+        return
+    token = current.set(scratch)
     try:
         yield
     finally:
-        _allocation._allocator.reset(token)
+        current.reset(token)

@@ -251,3 +251,26 @@ def test_a_space_for_a_shape_cuts_what_the_launch_guard_refuses_there():
     # the rule names every refused variant, and none of them is among the kept ones
     refused = [p.candidate.name for p in space_at(16).pruned if p.rule == "refused"]
     assert refused and all("-wyx-" in name or "-s1-" in name for name in refused)
+
+
+def test_a_space_for_a_shape_keeps_one_of_two_variants_that_tma_does_not_change():
+    """At D = 256, T = 4096 (64 streams) a forward with the output fused holds its loop transposed under
+    ``auto``, which ``tma`` does not touch: the space for that shape keeps the variant without it and
+    names the other a duplicate; with the states stored (slab loops) both stay, and so do both without
+    a shape."""
+    fused = dataclasses.replace(ChunkConfig.default_for(256, 256, 64, "bf16", "fwd"), fuse_output=True,
+                                state_dtype="fp32")
+    assert fused.tma
+
+    def names(space):
+        return {c.name for c in space.kept}
+
+    at = generate_space(256, 256, "bf16", PROFILES["h200"], ("chunk",), mode="fwd", chunk_sizes=[64], n_streams=64)
+    plain = dataclasses.replace(fused, tma=False)
+    assert plain.name in names(at) and fused.name not in names(at)
+    why = next(p for p in at.pruned if p.candidate is not None and p.candidate.name == fused.name)
+    assert why.rule == "duplicate" and "transposed" in why.detail
+    slabs = ChunkConfig.default_for(256, 256, 64, "bf16", "fwd")
+    assert {slabs.name, dataclasses.replace(slabs, tma=False).name} <= names(at)
+    free = generate_space(256, 256, "bf16", PROFILES["h200"], ("chunk",), mode="fwd", chunk_sizes=[64])
+    assert {fused.name, plain.name} <= names(free)

@@ -35,7 +35,8 @@ Pruning rules, applied in this order (the first that applies names the reason):
 ``duplicate``
     The variant computes exactly what another one does in this mode: in a forward-only run with the
     output fused into the state kernel no states are stored, so ``state_dtype`` has no effect and
-    only ``fp32`` is kept; before compute capability 9.0 ``tma`` has no effect.
+    only ``fp32`` is kept; before compute capability 9.0 ``tma`` has no effect, nor (for a shape) where
+    ``auto`` holds every serial loop the call launches transposed.
 
 Flags (soft rules, the variant is *kept*; ``--list`` shows the counts):
 
@@ -370,9 +371,12 @@ def _refusal(cand: Candidate, K: int, V: int, mode: str, limits: DeviceLimits,
     from dnprof.variants.errors import RefusedOnDevice
 
     try:
-        plan_launch(cand.config, K, V, n_streams, limits.sm_count, limits.major or None, save=mode != "fwd")
+        plan = plan_launch(cand.config, K, V, n_streams, limits.sm_count, limits.major or None, save=mode != "fwd")
     except RefusedOnDevice as exc:
         return "refused", f"{cand.name}: at {n_streams} (sequence, head) streams, {exc}"
+    if getattr(cand.config, "tma", False) and not plan.fwd.tma and (mode == "fwd" or not plan.bwd.tma):
+        return "duplicate", (f"{cand.name}: at {n_streams} (sequence, head) streams the serial loops it would "
+                             "load through tensor descriptors are held transposed, so tma has no effect")
     return None
 
 

@@ -274,3 +274,14 @@ def test_a_space_for_a_shape_keeps_one_of_two_variants_that_tma_does_not_change(
     assert {slabs.name, dataclasses.replace(slabs, tma=False).name} <= names(at)
     free = generate_space(256, 256, "bf16", PROFILES["h200"], ("chunk",), mode="fwd", chunk_sizes=[64])
     assert {fused.name, plain.name} <= names(free)
+
+
+def test_tma_is_a_duplicate_before_compute_capability_9():
+    """On an A100 the copy engine is absent, so a ``-tma`` variant runs exactly as the one without it: the
+    space keeps only the latter there, and both on an H200."""
+    plain = ChunkConfig.default_for(128, 128, 64, "bf16", "fwd")
+    names = {p: {c.name for c in generate_space(128, 128, "bf16", PROFILES[p], ("chunk",), mode="fwd",
+                                                chunk_sizes=[64]).kept} for p in ("a100", "h200")}
+    off = dataclasses.replace(plain, tma=False)
+    assert plain.tma and off.name in names["a100"] and plain.name not in names["a100"]
+    assert {plain.name, off.name} <= names["h200"]

@@ -187,13 +187,10 @@ def launch_plan(cfg: ChunkConfig, K: int, V: int, H: int, tables: _ChunkTables, 
 
 
 def tma_ready(*tensors: Tensor) -> bool:
-    """Whether the serial loops can load these ``[T_total, H, D]`` tensors through tensor descriptors: on a
-    GPU of compute capability 9.0 or later (or in the interpreter, on the CPU), each base address and each
-    row of ``D`` elements a multiple of 16 bytes (what the copy engine requires)."""
-    if any(t.data_ptr() % 16 or (t.shape[-1] * t.element_size()) % 16 for t in tensors):
-        return False
-    dev = tensors[0].device
-    return dev.type != "cuda" or torch.cuda.get_device_capability(dev)[0] >= 9
+    """Whether the copy engine can read these ``[T_total, H, D]`` tensors through tensor descriptors: each
+    base address and each row of ``D`` elements a multiple of 16 bytes. (Whether the GPU has the engine
+    at all is the tiling's ``tma``, from :func:`dnprof.kernels.recurrence_tiling.tma_applies`.)"""
+    return not any(t.data_ptr() % 16 or (t.shape[-1] * t.element_size()) % 16 for t in tensors)
 
 
 def _launch_serial(kernel, tiling: Tiling, tables: _ChunkTables, scale: float, cfg: ChunkConfig, q: Tensor,
@@ -244,7 +241,7 @@ def launch_state(q: Tensor, k: Tensor, W: Tensor, U: Tensor, h0: Tensor | None, 
         return _launch_serial(fwd_state_t_kernel, tiling, tables, scale, cfg, q, U.shape[-1], tensors,
                               flags + (join_wq,) + x_flags, form)
     hs_flags = (hs_tables.seq_chunk0, every)
-    tma = tiling.tma and not tiling.apply_x and tma_ready(q, k, W, U)
+    tma = tiling.tma and tma_ready(q, k, W, U)
     return _launch_serial(fwd_state_kernel, tiling, tables, scale, cfg, q, U.shape[-1], tensors,
                           flags + x_flags + hs_flags, form + (f"+h{every}" if every > 1 else ""), tma)
 
@@ -255,7 +252,7 @@ def launch_dh(q: Tensor, k: Tensor, W: Tensor, do: Tensor, dht: Tensor | None, d
     """Launch the backward's reverse recurrence (dh', dVn, dh0) at its own tiling; return the stages run.
     With ``tiling.apply_x`` (``wy_in_loop``) ``W`` is the fp32 ``X`` and ``beta`` is needed."""
     _check_x(tiling, W, beta)
-    tma = tiling.tma and not tiling.transposed and not tiling.apply_x and tma_ready(q, k, W, do)
+    tma = tiling.tma and tma_ready(q, k, W, do)
     return _launch_serial(
         bwd_dh_t_kernel if tiling.transposed else bwd_dh_kernel, tiling, tables, scale, cfg, q, do.shape[-1],
         (q, k, W, do, dht if dht is not None else dHs, dHs, dVn, dh0 if dh0 is not None else dHs,

@@ -127,6 +127,16 @@ def _tiling(bv: int, warps: int, stages: int, bk: int, chunk_size: int, major: i
                   joint)
 
 
+#: The first compute capability whose GPUs have the tensor-memory copy engine (``ChunkConfig.tma``).
+TMA_MAJOR = 9
+
+
+def tma_applies(cfg: ChunkConfig, major: int | None) -> bool:
+    """Whether ``cfg``'s ``tma`` loads can run on a GPU of compute capability ``major`` (None: off-GPU, the
+    interpreter, which has them too); elsewhere its loops load per thread."""
+    return cfg.tma and (major is None or major >= TMA_MAJOR)
+
+
 def recurrence_tiling(cfg: ChunkConfig, kernel: str, K: int, V: int, n_streams: int, sms: int,
                       major: int | None = None, stores_states: bool = True) -> Tiling:
     """The tiling of ``kernel`` (``"fwd"``: state recurrence, ``"bwd"``: reverse) for ``cfg.rec``, marked
@@ -135,7 +145,7 @@ def recurrence_tiling(cfg: ChunkConfig, kernel: str, K: int, V: int, n_streams: 
     tiling = _rec_tiling(cfg, kernel, K, V, n_streams, sms, major, stores_states)
     if cfg.wy_in_loop:
         tiling = tiling._replace(apply_x=True)
-    if cfg.tma and not tiling.transposed and (major is None or major >= 9):
+    if tma_applies(cfg, major) and not tiling.transposed:
         tiling = tiling._replace(tma=True)
     return tiling
 
@@ -169,7 +179,7 @@ def _rec_tiling(cfg: ChunkConfig, kernel: str, K: int, V: int, n_streams: int, s
     bk = _slab_height(kernel, Kp, C, cfg.BK)
     cannot_pipeline = Kp > 128 and (kernel == "bwd" or cfg.fuse_output)
     if not wide or cannot_pipeline:
-        if kernel == "fwd" and not cfg.fuse_output and Kp > 128 and cfg.tma and (major is None or major >= 9):
+        if kernel == "fwd" and not cfg.fuse_output and Kp > 128 and tma_applies(cfg, major):
             bk = Kp  # tensor-descriptor loads: one slab (tenth lease, see the module docstring)
         return _tiling(min(NARROW_BV, Vp), 4, 3, bk, C, major)
     if kernel == "fwd":

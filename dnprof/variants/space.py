@@ -352,7 +352,7 @@ def _prune_rule(cand: Candidate, K: int, V: int, dtype: str, mode: str, limits: 
         return "duplicate", f"{cand.name}: fp32 inputs always multiply in fp32, so dot_operands has no effect"
     if cand.family == "chunk" and mode == "fwd" and getattr(cfg, "fuse_output", False) and getattr(cfg, "state_dtype", "fp32") != "fp32":
         return "duplicate", f"{cand.name}: a fused-output forward stores no states, so state_dtype has no effect"
-    if cand.family == "chunk" and getattr(cfg, "tma", False) and 0 < (limits.major or 0) < 9:
+    if cand.family == "chunk" and getattr(cfg, "tma", False) and not _tma_applies(cfg, limits):
         return "duplicate", (f"{cand.name}: tensor-descriptor loads need compute capability 9.0, so on this device "
                              "the loops load as without tma")
     if cand.family == "chunk" and mode != "fwd" and getattr(cfg, "output_chunk", 0):
@@ -378,6 +378,13 @@ def _refusal(cand: Candidate, K: int, V: int, mode: str, limits: DeviceLimits,
         return "duplicate", (f"{cand.name}: at {n_streams} (sequence, head) streams the serial loops it would "
                              "load through tensor descriptors are held transposed, so tma has no effect")
     return None
+
+
+def _tma_applies(cfg: Any, limits: DeviceLimits) -> bool:
+    """The launch's own rule (:func:`dnprof.kernels.recurrence_tiling.tma_applies`) for these limits."""
+    from dnprof.kernels.recurrence_tiling import tma_applies
+
+    return tma_applies(cfg, limits.major or None)
 
 
 def _unpipelined_narrow(cfg: Any) -> bool:

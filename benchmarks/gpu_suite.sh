@@ -9,6 +9,11 @@
 #                    ($SEQ_LENS and $PROVIDERS, comma lists, choose others: e.g. SEQ_LENS=2048,8192 or
 #                    PROVIDERS=dnprof-chunk,fla-deltanet,fla-gla)
 #   tune-D           dnprof tune at head dim D (fwd+bwd, chunk sizes 64 and 128)
+#   warm-D           compile the baselines' kernels at head dim D ($WARM_PROVIDERS, default fla-deltanet,
+#                    fla-gla,fla-recurrent) in one process each, side by side, before a compare-D step: the
+#                    compiled kernels land in Triton's cache, their autotuning choices do not (they were
+#                    timed beside each other), so the compare still autotunes each one alone, from compiled
+#                    binaries, in seconds instead of minutes
 #   forms-D          dnprof compare at head dim D, T = 4096 and 16384, fwd and fwd+bwd: the default beside
 #                    its separate output kernel's forms (-os, -osv, -os128, -os128v, and -os/-osv at
 #                    8-warp output tilings of BV 128 and the whole padded V) and fla-core
@@ -38,6 +43,22 @@ run_step() {
     | tee -a "$out/summary.txt"
 }
 
+# warm-D: each baseline's first fwd and fwd+bwd calls, one process per provider, side by side; nothing is
+# kept but the compiled kernels (their autotuning results are not cached: they were timed side by side).
+warm_baselines() {
+  local d="$1" p pids=() rc=0
+  for p in ${WARM_PROVIDERS//,/ }; do
+    FLA_CACHE_RESULTS=0 TRITON_CACHE_AUTOTUNING=0 "$py" -m dnprof compare --seq-len "${SEQ_LENS%%,*}" \
+      --head-dim "$d" --mode fwd,fwdbwd --providers "$p" --baseline "$p" --warmup 1 --rep 1 -j 0 \
+      --verify-seq-len 256 --output "/tmp/warm-d$d-$p.json" > "$out/warm-d$d-$p.log" 2>&1 &
+    pids+=($!)
+  done
+  for p in "${pids[@]}"; do wait "$p" || rc=1; done
+  return $rc
+}
+export -f warm_baselines
+export out py WARM_PROVIDERS="${WARM_PROVIDERS:-fla-deltanet,fla-gla,fla-recurrent}" SEQ_LENS="${SEQ_LENS:-4096,16384}"
+
 for spec in "$@"; do
   step="${spec%%:*}"
   limit="${spec#*:}"
@@ -52,6 +73,8 @@ for spec in "$@"; do
     tune-*) d="${step#tune-}"
       run_step "$step" "$limit" "$py" -m dnprof tune --head-dim "$d" --chunk-size 64,128 \
         --output "$out/tune-d$d.json" ;;
+    warm-*) d="${step#warm-}"
+      run_step "$step" "$limit" bash -c 'warm_baselines "$@"' _ "$d" ;;
     forms-*) d="${step#forms-}"
       forms=$("$py" -c "import dataclasses, sys
 from dnprof.variants.chunk_config import ChunkConfig, padded_dim
@@ -69,6 +92,6 @@ print(','.join('dnprof-chunk-' + dataclasses.replace(base, output_chunk=oc, outp
     cache) cache="${TRITON_CACHE_DIR:?cache: source benchmarks/device_env.sh first}"
       run_step cache "$limit" bash -c "tar czf - -C '$(dirname "$cache")' '$(basename "$cache")' \
         | split -b 15m - '$out/triton-cache.tgz.part' && ls -l '$out'/triton-cache.tgz.part*" ;;
-    *) echo "unknown step: $step (tests, breakdown, compare-D, tune-D, forms-D, sweep, cache)" >&2; exit 2 ;;
+    *) echo "unknown step: $step (tests, breakdown, compare-D, tune-D, warm-D, forms-D, sweep, cache)" >&2; exit 2 ;;
   esac
 done

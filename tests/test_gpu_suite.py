@@ -99,3 +99,19 @@ def test_compare_step_takes_its_sequence_lengths_and_providers_from_the_environm
                              text=True, env=env, timeout=120, cwd=SCRIPT.parents[1])
         log = (tmp_path / var / "compare-64.log").read_text()
         assert "rc=2" in out.stdout and word in log and value.split(",")[1] in log, (out.stdout, log)
+
+
+def test_warm_step_compiles_each_baseline_in_its_own_process_keeping_no_autotuning(tmp_path):
+    """``warm-D`` starts one ``dnprof compare`` per provider of ``WARM_PROVIDERS`` at the first of
+    ``SEQ_LENS``, with autotuning results kept out of the cache, and waits for them all."""
+    fake = tmp_path / "fake-python"
+    fake.write_text('#!/usr/bin/env bash\necho "FLA=$FLA_CACHE_RESULTS TRITON=$TRITON_CACHE_AUTOTUNING $*"\n')
+    fake.chmod(0o755)
+    env = dict(os.environ, PYTHON=str(fake), WARM_PROVIDERS="fla-gla,fla-deltanet", SEQ_LENS="2048,4096")
+    out = subprocess.run(["bash", str(SCRIPT), str(tmp_path / "out"), "warm-128:60"], capture_output=True,
+                         text=True, env=env, timeout=120, cwd=SCRIPT.parents[1])
+    assert out.returncode == 0 and out.stdout.startswith("warm-128") and "rc=0" in out.stdout, out
+    for p in ("fla-gla", "fla-deltanet"):
+        line = (tmp_path / "out" / f"warm-d128-{p}.log").read_text()
+        assert line.startswith("FLA=0 TRITON=0 -m dnprof compare --seq-len 2048 --head-dim 128 "), line
+        assert f"--providers {p} --baseline {p} " in line and "-j 0" in line, line

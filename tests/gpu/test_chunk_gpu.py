@@ -270,3 +270,43 @@ def test_tma_loads_bf16(D, mode):
         outs.append(got)
     for a, b in zip(*outs):
         assert torch.allclose(a.float(), b.float(), rtol=0, atol=0), (a.float() - b.float()).abs().max()
+
+
+@pytest.mark.parametrize("mode", ["fwd", "fwdbwd"])
+@pytest.mark.parametrize("D", [64, 128, 256])
+def test_lookahead_bf16(D, mode):
+    """The forward loop forming the next chunk's Vn beside each update (``-la``) against float64 at the
+    default's tiling, with the output apart (so the slab loop runs), at T = 4096 and at the long-sequence
+    shape (B = 2, T = 16384) where ``auto`` takes BV = 32: ``+la`` noted, every error within 1.1x of the
+    same variant without lookahead, and a packed batch whose sequences end inside chunks agreeing with it."""
+    import dataclasses
+
+    from dnprof.bench.equivalence import relative_error
+    from dnprof.bench.inputs import make_delta_inputs
+    from dnprof.kernels import launch
+
+    base = dataclasses.replace(ChunkConfig.default_for(D, D, 64, torch.bfloat16, mode), fuse_output=False,
+                               state_dtype="bf16")
+    cfg = dataclasses.replace(base, lookahead=True)
+    for b, t in ((8, 4096), (2, 16384)):
+        errors = {}
+        for c in (base, cfg):
+            launch.reset_lowered()
+            res = verify_delta_kernel(functools.partial(chunk_delta_rule, config=c), b, t, 2048 // D, D, D,
+                                      dtype=torch.bfloat16, device="cuda", mode=mode, reference="chunk")
+            print(f"D={D} T={t} {c.name} {mode}: " + " ".join(f"{k}={v:.2e}" for k, v in res.errors.items()))
+            assert res.passed, res.errors
+            errors[c] = res.errors
+        assert any("+la " in n for n in launch.noted_tilings()), launch.noted_tilings()
+        for key, err in errors[cfg].items():
+            assert err <= 1.1 * errors[base][key] + 1e-4, f"{key}: {err:.2e} vs {errors[base][key]:.2e}"
+    cu = torch.tensor([0, 1000, 1001, 3500, 4096], device="cuda")
+    outs = []
+    for c in (base, cfg):
+        inp = make_delta_inputs(1, 4096, 2048 // D, D, D, dtype=torch.bfloat16, device="cuda", seed=7,
+                                cu_seqlens=cu.tolist())
+        o, ht = chunk_delta_rule(inp.q, inp.k, inp.v, inp.beta, initial_state=inp.initial_state,
+                                 output_final_state=True, cu_seqlens=cu, config=c)
+        outs.append((o, ht))
+    for a, b in zip(*outs):
+        assert relative_error(a, b.double()) < 1e-2, relative_error(a, b.double())

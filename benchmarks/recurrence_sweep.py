@@ -16,9 +16,7 @@ in a fresh worker. The workers compile in parallel first.
 Usage (GPU): python benchmarks/recurrence_sweep.py --head-dim 128,256 --seq-len 4096,16384 --json out.jsonl
 (``--bk 128,256`` for taller state slabs, ``--layout slabs,t,tj`` for the transposed-state kernels too,
 ``tj`` joining the fused forward's W and Q products; ``--wy-in-loop 0,1`` times each setting also
-applying X in the loop, from an X-only WY step, as ``-wyx`` variants run; ``--tma 0,1`` with
-tensor-descriptor loads; ``--lookahead 0,1`` the forward slab loops also forming the next chunk's Vn
-beside each update, as ``-la`` variants run)
+applying X in the loop, from an X-only WY step, as ``-wyx`` variants run)
 """
 
 from __future__ import annotations
@@ -63,21 +61,19 @@ def _prepare(D: int, T: int, tokens: int, model_dim: int, device: str) -> dict[s
     inter = ck._intermediate_dtype(q.dtype, cfg)
     wy = (k, v, beta, tables.chunk_start, tables.chunk_end, cfg.chunk_size, cfg.BK, cfg.BV, cfg.fuse_wy,
           ck._precision(q.dtype), cfg.num_warps, cfg.num_stages, inter)
-    P = torch.empty(tables.n_chunks, H, cfg.chunk_size, cfg.chunk_size, dtype=inter, device=q.device)
-    X, W, U = ck.wy_forward(*wy, keep_x=True, lookahead=P)  # P: what a ``-la`` loop reads besides
+    X, W, U = ck.wy_forward(*wy, keep_x=True)
     X32, _, _ = ck.wy_forward(*wy, make_wu=False)  # what a ``-wyx`` loop reads instead of W and U
-    return dict(cfg=cfg, q=q, k=k, v=v, beta=beta, W=W, U=U, P=P, X32=X32, h0=inp.initial_state.contiguous(),
+    return dict(cfg=cfg, q=q, k=k, v=v, beta=beta, W=W, U=U, X32=X32, h0=inp.initial_state.contiguous(),
                 tables=tables, inter=inter,
                 do=inp.do.reshape(B * T, H, D).contiguous(), dht=inp.dht.float().contiguous(), scale=D ** -0.5)
 
 
 def _runner(p: dict[str, Any], kernel: str, BV: int, warps: int, stages: int, BK: int = 0, layout: str = "slabs",
-            wy_in_loop: bool = False, tma: bool = False, lookahead: bool = False):
+            wy_in_loop: bool = False, tma: bool = False):
     """A zero-argument launch of ``kernel`` at this tiling (``BK``: the state's slab height, 0 for the
     variant's own; ``layout`` ``t``: the transposed-state form, one tile; ``tj``: that with the W and Q
     products joined; ``wy_in_loop``: a forward applies X itself; ``tma``: a slab loop loads its tiles
-    through tensor descriptors; ``lookahead``: a forward slab loop forms the next chunk's Vn beside each
-    update), and a function returning its outputs."""
+    through tensor descriptors), and a function returning its outputs."""
     import torch
 
     from dnprof.kernels import chunk as ck
@@ -88,7 +84,7 @@ def _runner(p: dict[str, Any], kernel: str, BV: int, warps: int, stages: int, BK
     # min 1: the sweep measures the unpipelined settings too
     transposed = layout in ("t", "tj")
     tiling = Tiling(BV, warps, stages, 1, padded_dim(q.shape[-1]) if transposed else BK or cfg.BK, transposed,
-                    layout == "tj", wy_in_loop, tma, lookahead)
+                    layout == "tj", wy_in_loop, tma)
     T, H, D = q.shape
     n_states = tables.n_seqs
     f32 = dict(dtype=torch.float32, device=q.device)
@@ -106,7 +102,7 @@ def _runner(p: dict[str, Any], kernel: str, BV: int, warps: int, stages: int, BK
 
         def run():
             return ck.launch_state(q, k, W, U, p["h0"], Hs, Vn, o, ht, tables, p["scale"], cfg, store, store, tiling,
-                                   beta, lookahead=p["P"] if lookahead else None)
+                                   beta)
 
         return run, lambda: ([o] if fused else []) + ([Hs, Vn] if store else []) + [ht]
     dHs = torch.empty(tables.n_chunks, H, D, D, dtype=ck._STATE_DTYPES[cfg.state_dtype], device=q.device)
@@ -147,8 +143,7 @@ def worker(items: list[dict[str, Any]], compile_only: bool) -> None:
             run()
             refs[rkey] = [o.clone() for o in outs()]
         run, outs = _runner(p, it["kernel"], it["BV"], it["warps"], it["stages"], it.get("BK", 0),
-                            it.get("layout", "slabs"), bool(it.get("x", 0)), bool(it.get("tma", 0)),
-                            bool(it.get("la", 0)))
+                            it.get("layout", "slabs"), bool(it.get("x", 0)), bool(it.get("tma", 0)))
         rec = dict(it)
         try:
             rec["stages_ran"] = run()
@@ -156,8 +151,7 @@ def worker(items: list[dict[str, Any]], compile_only: bool) -> None:
                 torch.cuda.synchronize()
             if not compile_only:
                 rec["rel_err"] = _rel_err(outs(), refs[rkey])
-                same = (it.get("BK", 0) in (0, p["cfg"].BK) and it.get("layout", "slabs") == "slabs" and not it.get("x")
-                        and not it.get("la"))
+                same = it.get("BK", 0) in (0, p["cfg"].BK) and it.get("layout", "slabs") == "slabs" and not it.get("x")
                 tol = MATCH_TOL if same else REORDERED_TOL
                 if not rec["rel_err"] <= tol:  # NaN fails too: a wrong result is never timed
                     rec["status"] = "mismatch"
@@ -213,7 +207,6 @@ def main() -> None:
     ap.add_argument("--layout", default="slabs", help="slabs (the state as [BK, BV] slabs), t (transposed, one tile), tj (t with the W and Q products joined)")
     ap.add_argument("--wy-in-loop", default="0", help="0 and/or 1: the kernels also applying X in the loop")
     ap.add_argument("--tma", default="0", help="0 and/or 1: the slab loops loading their tiles through tensor descriptors (ChunkConfig.tma)")
-    ap.add_argument("--lookahead", default="0", help="0 and/or 1: the forward slab loops forming the next chunk's Vn beside each update (ChunkConfig.lookahead)")
     ap.add_argument("--warps", default="2,4,8")
     ap.add_argument("--stages", default="1,2,3")
     ap.add_argument("--tokens", type=int, default=32768, help="B * T")
@@ -230,21 +223,19 @@ def main() -> None:
     ints = lambda s: [int(x) for x in s.split(",")]  # noqa: E731
     groups: dict[tuple, list[dict[str, Any]]] = {}
     layouts = a.layout.split(",")
-    for D, lay, x, tma, la, BK, BV, w, T, kern, s in itertools.product(
-            ints(a.head_dim), layouts, ints(a.wy_in_loop), ints(a.tma), ints(a.lookahead), ints(a.bk), ints(a.bv),
-            ints(a.warps), ints(a.seq_len), a.kernels.split(","), ints(a.stages)):
+    for D, lay, x, tma, BK, BV, w, T, kern, s in itertools.product(
+            ints(a.head_dim), layouts, ints(a.wy_in_loop), ints(a.tma), ints(a.bk), ints(a.bv), ints(a.warps),
+            ints(a.seq_len), a.kernels.split(","), ints(a.stages)):
         if lay in ("t", "tj"):
             BK = 0  # one tile of the head dim
         if x and lay == "tj":
             continue  # joining needs W, which X in the loop never forms
         if tma and (lay != "slabs" or x):
             continue  # descriptors are written for the slab loops reading W (and U) only
-        if la and (lay != "slabs" or x or not kern.startswith("fwd")):
-            continue  # lookahead is written for the forward slab loop reading W and U
         if BV <= D and BK <= D and (BK == 0 or 4 * BK >= D):
-            item = dict(D=D, T=T, kernel=kern, layout=lay, x=x, tma=tma, la=la, BK=BK, BV=BV, warps=w, stages=s,
-                        tokens=a.tokens, model_dim=a.model_dim, device=a.device)
-            group = groups.setdefault((D, lay, x, tma, la, BK, BV, w), [])
+            item = dict(D=D, T=T, kernel=kern, layout=lay, x=x, tma=tma, BK=BK, BV=BV, warps=w, stages=s, tokens=a.tokens,
+                        model_dim=a.model_dim, device=a.device)
+            group = groups.setdefault((D, lay, x, tma, BK, BV, w), [])
             if item not in group:
                 group.append(item)
     with ThreadPoolExecutor(max_workers=a.jobs) as pool:  # compile every group side by side
@@ -258,7 +249,7 @@ def main() -> None:
         for rec in _run_group(group, False):
             ms = f"{rec['ms']:.3f} ms" if "ms" in rec else ""
             lay = ((rec["layout"] if rec.get("layout") in ("t", "tj") else f"bk{rec.get('BK', 0)}")
-                   + ("+x" * rec.get("x", 0)) + ("+tma" if rec.get("tma") else "") + ("+la" if rec.get("la") else ""))
+                   + ("+x" * rec.get("x", 0)) + ("+tma" if rec.get("tma") else ""))
             print(f"D={rec['D']} T={rec['T']} {rec['kernel']:13s} {lay} bv{rec['BV']} w{rec['warps']} s{rec['stages']}"
                   f" (ran s{rec.get('stages_ran', '?')}) {ms} err={rec.get('rel_err', float('nan')):.1e} "
                   f"{rec['status']}", flush=True)

@@ -86,10 +86,6 @@ def test_from_name_rejects_garbage(bad):
         (dict(tma=True, wy_in_loop=True), 64, 64, "tma loads .* wy_in_loop"),
         (dict(tma=True, rec="tbv64w8s2"), 128, 128, "slab-held serial loops, not the transposed"),
         (dict(tma=True, rec="bk128bv32w4s3"), 256, 256, None),
-        (dict(lookahead=1), 64, 64, "lookahead must be True or False"),
-        (dict(lookahead=True, wy_in_loop=True), 64, 64, "lookahead .* wy_in_loop"),
-        (dict(lookahead=True, rec="tbv64w8s2"), 128, 128, "lookahead is written for the slab-held forward"),
-        (dict(lookahead=True, tma=True, rec="bk256bv32w4s3"), 256, 256, None),
     ],
 )
 def test_validate(kw, K, V, match):
@@ -188,16 +184,3 @@ def test_tma_names_and_older_records():
     assert ChunkConfig.default_for(128, 128, 64, "bf16").tma and not ChunkConfig.default_for(128, 128, 64, "fp32").tma
     with pytest.raises(ConfigError):
         ChunkConfig.from_name("c64-bk64-bv64-w4-s2-hfp32-wyf-os-tma-m16")  # -tma comes last
-
-
-def test_lookahead_names_and_older_records():
-    """``-la`` ends a name, after ``-tma``, and parses back; a record written before the field existed reads
-    as without it; no default takes it until a GPU has measured it."""
-    cfg = ChunkConfig(dot_operands="input", rec="auto", tma=True, lookahead=True)
-    assert cfg.name == "c64-bk64-bv64-w4-s2-hfp32-wyf-os-m16-rauto-tma-la" and ChunkConfig.from_name(cfg.name) == cfg
-    assert ChunkConfig.from_name("c64-bk64-bv64-w4-s2-hfp32-wyf-os-la") == ChunkConfig(lookahead=True)
-    assert ChunkConfig.from_dict({k: v for k, v in cfg.to_dict().items() if k != "lookahead"}).lookahead is False
-    assert not any(ChunkConfig.default_for(d, d, 64, dt, m).lookahead
-                   for d in (64, 128, 256) for dt in ("bf16", "fp32") for m in ("fwd", "fwdbwd"))
-    with pytest.raises(ConfigError):
-        ChunkConfig.from_name("c64-bk64-bv64-w4-s2-hfp32-wyf-os-la-tma")  # -la comes last

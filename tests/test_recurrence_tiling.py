@@ -286,17 +286,3 @@ def test_tma_marks_the_slab_loops_where_the_copy_engine_exists():
     fused = dataclasses.replace(AUTO, tma=True, fuse_output=True)
     transposed = recurrence_tiling(fused, "fwd", 256, 256, 64, H200_SMS, SM90, stores_states=False)
     assert transposed.transposed and not transposed.tma
-
-
-def test_lookahead_marks_the_slab_held_forward_loop_only():
-    """``lookahead`` reaches the forward loop held in slabs (any GPU: it needs no copy engine), never the
-    reverse recurrence or a forward that ``auto`` holds transposed; the tiling is ``auto``'s as without it."""
-    cfg = dataclasses.replace(AUTO, tma=True, fuse_output=False, lookahead=True)
-    fwd = recurrence_tiling(cfg, "fwd", 256, 256, 16, H200_SMS, SM90)
-    assert fwd.lookahead and fwd._replace(lookahead=False) == recurrence_tiling(
-        dataclasses.replace(cfg, lookahead=False), "fwd", 256, 256, 16, H200_SMS, SM90)
-    assert recurrence_tiling(cfg, "fwd", 256, 256, 16, H200_SMS, 8).lookahead
-    assert not recurrence_tiling(cfg, "bwd", 256, 256, 16, H200_SMS, SM90).lookahead
-    fused = dataclasses.replace(cfg, fuse_output=True)
-    transposed = recurrence_tiling(fused, "fwd", 256, 256, 64, H200_SMS, SM90, stores_states=False)
-    assert transposed.transposed and not transposed.lookahead

@@ -194,20 +194,17 @@ def tma_ready(*tensors: Tensor) -> bool:
 
 
 def _launch_serial(kernel, tiling: Tiling, tables: _ChunkTables, scale: float, cfg: ChunkConfig, q: Tensor,
-                   V: int, tensors: tuple, flags: tuple, form: str = "", tma: bool = False,
-                   after_tma: tuple = ()) -> int:
+                   V: int, tensors: tuple, flags: tuple, form: str = "", tma: bool = False) -> int:
     """Launch one serial kernel (slab or transposed form) at ``tiling``: one program per (sequence, V block,
-    head), the arguments both forms share around ``tensors`` and ``flags`` (``tma``: a slab kernel's
-    argument after those, its loads through tensor descriptors, whose scratch this provides; ``after_tma``:
-    its arguments after that one); note the tiling (with ``form``, see
-    :func:`dnprof.kernels.launch.note_tiling`), return the stages."""
+    head), the arguments both forms share around ``tensors`` and ``flags`` (``tma``: a slab kernel's last
+    argument, its loads through tensor descriptors, whose scratch this provides); note the tiling (with
+    ``form``, see :func:`dnprof.kernels.launch.note_tiling`), return the stages."""
     H, K = q.shape[1], q.shape[2]
     with descriptor_scratch(q.device) if tma else contextlib.nullcontext():
         ran = launch(
             kernel, (tables.n_seqs * triton.cdiv(V, tiling.BV), H), *tensors,
             tables.seq_start, tables.seq_chunk0, tables.max_chunks, scale, H, K, V, cfg.chunk_size, tiling.BK,
-            tiling.BV, padded_dim(K) // tiling.BK, _dot_precision(q.dtype, cfg), *flags,
-            *((tma,) + after_tma if tma or after_tma else ()),
+            tiling.BV, padded_dim(K) // tiling.BK, _dot_precision(q.dtype, cfg), *flags, *((True,) if tma else ()),
             num_warps=tiling.num_warps, num_stages=tiling.num_stages, min_stages=tiling.min_stages,
         )
     note_tiling(kernel, tiling.BK, tiling.BV, tiling.num_warps, ran, form + ("+tma" if tma else ""))
@@ -217,15 +214,14 @@ def _launch_serial(kernel, tiling: Tiling, tables: _ChunkTables, scale: float, c
 def launch_state(q: Tensor, k: Tensor, W: Tensor, U: Tensor, h0: Tensor | None, Hs: Tensor, Vn: Tensor, o: Tensor,
                  ht: Tensor | None, tables: _ChunkTables, scale: float, cfg: ChunkConfig, store_h: bool,
                  store_vn: bool, tiling: Tiling, beta: Tensor | None = None,
-                 hs_tables: _ChunkTables | None = None, lookahead: Tensor | None = None) -> int:
+                 hs_tables: _ChunkTables | None = None) -> int:
     """Launch the forward state recurrence at its own tiling (:func:`launch_plan`); return the stages run.
 
     The recurrence's V tiling is independent of the chunk-parallel kernels': it only decides how
     many programs walk each sequence (``B * H * V / BV``) and what fits shared memory. With
     ``tiling.apply_x`` (``wy_in_loop``) ``W`` is the fp32 ``X``, ``U`` is ``v`` and ``beta`` is needed.
     ``hs_tables``: the chunks whose first states are stored (the output kernel's, ``output_chunk``; by
-    default the loop's own), numbered as they number them. ``lookahead``: ``P`` from the WY launch, which
-    ``tiling.lookahead`` needs (:func:`dnprof.kernels.chunk_wy.wy_forward`)."""
+    default the loop's own), numbered as they number them."""
     join_wq = tiling.transposed and tiling.joint and cfg.fuse_output
     _check_x(tiling, W, beta)
     if join_wq and W.dtype != q.dtype:
@@ -246,12 +242,8 @@ def launch_state(q: Tensor, k: Tensor, W: Tensor, U: Tensor, h0: Tensor | None, 
                               flags + (join_wq,) + x_flags, form)
     hs_flags = (hs_tables.seq_chunk0, every)
     tma = tiling.tma and tma_ready(q, k, W, U)
-    if tiling.lookahead and lookahead is None:
-        raise ValueError(f"config: the lookahead loop of {cfg.name} needs P from the WY launch")
     return _launch_serial(fwd_state_kernel, tiling, tables, scale, cfg, q, U.shape[-1], tensors,
-                          flags + x_flags + hs_flags,
-                          form + (f"+h{every}" if every > 1 else "") + ("+la" if tiling.lookahead else ""), tma,
-                          (lookahead, True) if tiling.lookahead else ())
+                          flags + x_flags + hs_flags, form + (f"+h{every}" if every > 1 else ""), tma)
 
 
 def launch_dh(q: Tensor, k: Tensor, W: Tensor, do: Tensor, dht: Tensor | None, dHs: Tensor, dVn: Tensor,
@@ -297,10 +289,8 @@ def _forward(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, scale: float, h0: Te
     nw, ns = cfg.num_warps, cfg.num_stages
     inter = _intermediate_dtype(q.dtype, cfg)
     apply_x = plan.fwd.apply_x
-    # the lookahead loop's P [n_chunks, H, C, C] (its slots for sequences' last chunks are never read)
-    P = torch.empty(tables.n_chunks, H, BT, BT, dtype=inter, device=q.device) if plan.fwd.lookahead else None
     X, W, U = wy_forward(k, v, beta, tables.chunk_start, tables.chunk_end, BT, BK, BV, cfg.fuse_wy, prec, nw, ns,
-                         inter, keep_x=save, min_stages=plan.wy_min_stages, make_wu=not apply_x, lookahead=P)
+                         inter, keep_x=save, min_stages=plan.wy_min_stages, make_wu=not apply_x)
     store_h = store_vn = _stores_states(cfg, save)
     dev = q.device
     # without a backward, the output kernel may take coarser chunks, whose first states alone are stored
@@ -311,7 +301,7 @@ def _forward(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, scale: float, h0: Te
     ht = torch.empty(tables.n_seqs, H, K, V, dtype=torch.float32, device=dev) if output_final_state else None
     # under wy_in_loop the loop forms Vn from X, v and beta itself
     launch_state(q, k, *((X, v) if apply_x else (W, U)), h0, Hs, Vn, o, ht, tables, scale, cfg, store_h, store_vn,
-                 plan.fwd, beta, hs_tables=out_tables, lookahead=P)
+                 plan.fwd, beta, hs_tables=out_tables)
     if not cfg.fuse_output:
         out_bv, out_warps = cfg.output_launch(out_tables.chunk_size)
         # output_vloop: one program per chunk walks the V blocks (Q K^T formed once), else one per V block

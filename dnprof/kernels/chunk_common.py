@@ -151,17 +151,6 @@ def dot32(a, b, PREC: tl.constexpr):
 
 
 @triton.jit
-def dot32_acc(a, b, acc, PREC: tl.constexpr):
-    """:func:`dot32` accumulated onto the fp32 ``acc`` inside the product (one tensor-core chain, no add after it)."""
-    if PREC == "bf16":
-        return tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16), acc)
-    elif PREC == "fp16":
-        return tl.dot(a.to(tl.float16), b.to(tl.float16), acc)
-    else:
-        return tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision=PREC)
-
-
-@triton.jit
 def mm(a, b, PREC: tl.constexpr):
     """``a @ b`` for operands loaded from the inputs (already in the input dtype), fp32 accumulation."""
     if PREC == "bf16" or PREC == "fp16":

@@ -13,12 +13,6 @@ about the same time and share them through L2.
 its chunks may span several of the loop's (``output_chunk``), when the loop stores only their first
 states: ``Vn`` carries each chunk's delta correction, so ``Q h + tril(Q K^T) Vn`` holds over the span.
 
-Under ``LOOKAHEAD`` (``ChunkConfig.lookahead``) the loop forms the next chunk's ``Vn`` beside this chunk's
-update instead of after it: with ``P_c = W_{c+1} K_c^T`` from the WY launch,
-``Vn_{c+1} = (U_{c+1} - W_{c+1} h_c) - P_c Vn_c``, which is ``U_{c+1} - W_{c+1} h_{c+1}``. The two large
-products of a step (``W_{c+1} h_c`` and ``K_c^T Vn_c``) then both read only what the step starts with, so
-they need not wait for each other; the only product after them is the small ``[C, C] x [C, BV]`` one.
-
 The chunk loop is a ``for`` over ``max_chunks`` (the longest sequence's chunk count, a launch
 argument) so that Triton software-pipelines it: the next chunk's tiles load while this chunk's
 products run. A shorter sequence's extra steps see only masked (zero) tiles, which leave ``h``
@@ -30,7 +24,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from dnprof.kernels.chunk_common import (chunk_beta, dot32, dot32_acc, load_state_slabs, load_tile, load_tile32, loop_descs,
+from dnprof.kernels.chunk_common import (chunk_beta, dot32, load_state_slabs, load_tile, load_tile32, loop_descs,
                                          mm, serial_program, state_ptrs, store_state_slabs, store_tile,
                                          tile_via, x_block)
 
@@ -53,38 +47,19 @@ def _key_slabs(k, t0, eos, i_h, H, K: tl.constexpr, BT: tl.constexpr, BK: tl.con
 
 
 @triton.jit
-def _u_minus_wh(U, W, u_desc, w_desc, TMA: tl.constexpr, t0, eos, r, i_h, H, K: tl.constexpr, V: tl.constexpr, v0,
-                BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, NKS: tl.constexpr, PREC: tl.constexpr,
-                h1, h2, h3, h4):
-    """``U - W h`` (fp32 ``[BT, BV]``) for the chunk at row ``r`` of the sequence (``t0`` in the flattened
-    tokens), each ``W`` slab loaded just before its product: loading them all first compiles the D = 256,
-    T = 16384 default to 187 registers instead of 168."""
-    b_vn = tile_via(U, u_desc, TMA, t0, eos, r, i_h, H, V, v0, BT, BV).to(tl.float32)
-    b_vn -= dot32(tile_via(W, w_desc, TMA, t0, eos, r, i_h, H, K, 0, BT, BK), h1, PREC)
-    if NKS > 1:
-        b_vn -= dot32(tile_via(W, w_desc, TMA, t0, eos, r, i_h, H, K, BK, BT, BK), h2, PREC)
-    if NKS > 2:
-        b_vn -= dot32(tile_via(W, w_desc, TMA, t0, eos, r, i_h, H, K, 2 * BK, BT, BK), h3, PREC)
-        b_vn -= dot32(tile_via(W, w_desc, TMA, t0, eos, r, i_h, H, K, 3 * BK, BT, BK), h4, PREC)
-    return b_vn
-
-
-@triton.jit
 def fwd_state_kernel(q, k, W, U, h0, Hs, Vn, o, ht, beta, seq_start, seq_chunk0, max_chunks, scale, H,
                      K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
                      NKS: tl.constexpr, PREC: tl.constexpr, USE_H0: tl.constexpr, STORE_FINAL: tl.constexpr,
                      STORE_H: tl.constexpr, STORE_VN: tl.constexpr, FUSE_OUTPUT: tl.constexpr,
                      APPLY_X: tl.constexpr, XPREC: tl.constexpr, hs_chunk0, HS_EVERY: tl.constexpr,
-                     TMA: tl.constexpr = False, P=None, LOOKAHEAD: tl.constexpr = False):
+                     TMA: tl.constexpr = False):
     """The state recurrence (module docstring). ``APPLY_X`` (``wy_in_loop``): ``W`` is the fp32
     ``X [n_chunks, H, C, C]``, ``U`` is ``v``, and ``Vn = X diag(beta) (V - K h)``, the ``X`` product at
     ``XPREC`` (tf32, or full fp32 for fp32 inputs); ``beta`` is read only then. ``HS_EVERY > 1``
     (``output_chunk``): the state is stored only at every ``HS_EVERY``-th chunk, into the slots that
     ``hs_chunk0`` (each sequence's first slot) numbers. ``TMA``: the chunk's ``K``, ``W``, ``U`` and ``Q``
     tiles come through Hopper's tensor-memory copy engine (:func:`sequence_desc`) instead of per-thread
-    masked loads (not with ``APPLY_X``). ``LOOKAHEAD``: ``P`` is the ``[n_chunks, H, BT, BT]`` of
-    ``W_{c+1} K_c^T`` and the next chunk's ``Vn`` is formed beside this chunk's update (module docstring;
-    not with ``APPLY_X``)."""
+    masked loads (not with ``APPLY_X``)."""
     i_n, i_h, v0, bos, eos, c0 = serial_program(seq_start, seq_chunk0, V, BV)
     q_desc, k_desc, w_desc, u_desc = loop_descs(q, k, W, U, bos, eos, i_h, H, K, V, BT, BK, BV, TMA, APPLY_X)
     if HS_EVERY > 1:
@@ -98,10 +73,6 @@ def fwd_state_kernel(q, k, W, U, h0, Hs, Vn, o, ht, beta, seq_start, seq_chunk0,
     rows = tl.arange(0, BT)
     causal = rows[:, None] >= rows[None, :]
     n_chunks = tl.cdiv(eos - bos, BT)
-    if LOOKAHEAD:
-        tl.static_assert(not APPLY_X, "lookahead reads W and U, which wy_in_loop never forms")
-        b_vn = _u_minus_wh(U, W, u_desc, w_desc, TMA, bos, eos, 0, i_h, H, K, V, v0, BT, BK, BV, NKS, PREC,
-                           h1, h2, h3, h4)
     for i in range(0, max_chunks):
         c = c0 + i
         r = i * BT
@@ -112,20 +83,7 @@ def fwd_state_kernel(q, k, W, U, h0, Hs, Vn, o, ht, beta, seq_start, seq_chunk0,
                                   (i < n_chunks) & (i % HS_EVERY == 0))
             else:
                 store_state_slabs(Hs, c, i_h, H, K, V, v0, BK, BV, NKS, h1, h2, h3, h4, i < n_chunks)
-        if LOOKAHEAD:
-            # this chunk's Vn came from the step before; the next one's W h - U, from this chunk's state, as
-            # the accumulator of one product chain (its first use comes after the update's products)
-            b_y = -tile_via(U, u_desc, TMA, t0 + BT, eos, r + BT, i_h, H, V, v0, BT, BV).to(tl.float32)
-            b_y = dot32_acc(tile_via(W, w_desc, TMA, t0 + BT, eos, r + BT, i_h, H, K, 0, BT, BK), h1, b_y, PREC)
-            if NKS > 1:
-                b_y = dot32_acc(tile_via(W, w_desc, TMA, t0 + BT, eos, r + BT, i_h, H, K, BK, BT, BK), h2, b_y, PREC)
-            if NKS > 2:
-                b_y = dot32_acc(tile_via(W, w_desc, TMA, t0 + BT, eos, r + BT, i_h, H, K, 2 * BK, BT, BK), h3, b_y,
-                                PREC)
-                b_y = dot32_acc(tile_via(W, w_desc, TMA, t0 + BT, eos, r + BT, i_h, H, K, 3 * BK, BT, BK), h4, b_y,
-                                PREC)
-            b_y = dot32_acc(x_block(P, c, i_h, H, BT, False, i + 1 < n_chunks), b_vn, b_y, PREC)
-        elif APPLY_X:
+        if APPLY_X:
             # Vn = X diag(beta) (V - K h), from the key slabs the update needs anyway
             k1, k2, k3, k4 = _key_slabs(k, t0, eos, i_h, H, K, BT, BK, NKS)
             b_vn = load_tile32(U, t0, eos, i_h, H, V, v0, BT, BV) - dot32(k1, h1, PREC)
@@ -137,8 +95,15 @@ def fwd_state_kernel(q, k, W, U, h0, Hs, Vn, o, ht, beta, seq_start, seq_chunk0,
             b_xb = x_block(W, c, i_h, H, BT, False, i < n_chunks) * chunk_beta(beta, t0, eos, i_h, H, BT)[None, :]
             b_vn = tl.dot(b_xb, b_vn, input_precision=XPREC)
         else:
-            b_vn = _u_minus_wh(U, W, u_desc, w_desc, TMA, t0, eos, r, i_h, H, K, V, v0, BT, BK, BV, NKS, PREC,
-                               h1, h2, h3, h4)
+            # Vn = U - W h, each W slab loaded just before its product: loading them all first, as the
+            # branch above must, compiles the D = 256, T = 16384 default to 187 registers instead of 168
+            b_vn = tile_via(U, u_desc, TMA, t0, eos, r, i_h, H, V, v0, BT, BV).to(tl.float32)
+            b_vn -= dot32(tile_via(W, w_desc, TMA, t0, eos, r, i_h, H, K, 0, BT, BK), h1, PREC)
+            if NKS > 1:
+                b_vn -= dot32(tile_via(W, w_desc, TMA, t0, eos, r, i_h, H, K, BK, BT, BK), h2, PREC)
+            if NKS > 2:
+                b_vn -= dot32(tile_via(W, w_desc, TMA, t0, eos, r, i_h, H, K, 2 * BK, BT, BK), h3, PREC)
+                b_vn -= dot32(tile_via(W, w_desc, TMA, t0, eos, r, i_h, H, K, 3 * BK, BT, BK), h4, PREC)
         if STORE_VN:
             store_tile(Vn, b_vn, t0, eos, i_h, H, V, v0, BT, BV)
         if not APPLY_X:
@@ -162,22 +127,12 @@ def fwd_state_kernel(q, k, W, U, h0, Hs, Vn, o, ht, beta, seq_start, seq_chunk0,
             b_o = (b_o + dot32(b_s, b_vn, PREC)) * scale
             store_tile(o, b_o, t0, eos, i_h, H, V, v0, BT, BV)
         # h += K^T Vn
-        if LOOKAHEAD:
-            h1 = dot32_acc(tl.trans(k1), b_vn, h1, PREC)
-            if NKS > 1:
-                h2 = dot32_acc(tl.trans(k2), b_vn, h2, PREC)
-            if NKS > 2:
-                h3 = dot32_acc(tl.trans(k3), b_vn, h3, PREC)
-                h4 = dot32_acc(tl.trans(k4), b_vn, h4, PREC)
-            # Vn_{c+1} = (U_{c+1} - W_{c+1} h_c) - P_c Vn_c = -(b_y); zero past the sequence's last chunk
-            b_vn = -b_y
-        else:
-            h1 += dot32(tl.trans(k1), b_vn, PREC)
-            if NKS > 1:
-                h2 += dot32(tl.trans(k2), b_vn, PREC)
-            if NKS > 2:
-                h3 += dot32(tl.trans(k3), b_vn, PREC)
-                h4 += dot32(tl.trans(k4), b_vn, PREC)
+        h1 += dot32(tl.trans(k1), b_vn, PREC)
+        if NKS > 1:
+            h2 += dot32(tl.trans(k2), b_vn, PREC)
+        if NKS > 2:
+            h3 += dot32(tl.trans(k3), b_vn, PREC)
+            h4 += dot32(tl.trans(k4), b_vn, PREC)
     if STORE_FINAL:
         store_state_slabs(ht, i_n, i_h, H, K, V, v0, BK, BV, NKS, h1, h2, h3, h4, True)
 

@@ -17,9 +17,6 @@ value and beta tiles (no load address depends on a computed value) and writes ``
 4. ``W = X diag(beta) K`` and ``U = X diag(beta) V`` from the register ``X`` in the same launch
    (``fuse_wy``), or in a second, tile-parallel launch reading the stored ``X``; the backward reuses
    that second kernel to recompute ``W``.
-5. Under ``lookahead`` (``ChunkConfig.lookahead``), also ``P[c-1] = W_c K_{c-1}^T`` (``[C, C]``) from
-   this chunk's ``W`` tiles as stored and the previous chunk's keys, when that chunk is in the same
-   sequence: what the forward loop needs to form ``Vn`` of the next chunk beside this one's update.
 
 Layouts: tokens are flattened over the batch (``[T_total, H, D]``), ``X`` is chunk-major
 ``[n_chunks, H, C, C]`` (full ``C x C``, zeros above the diagonal, identity rows past the end
@@ -116,8 +113,7 @@ def _inverse(G, b_beta, BT: tl.constexpr, PREC: tl.constexpr):
 @triton.jit
 def _apply_wy(k, v, beta, b_x, W, U, i_h, t0, eos, H, K: tl.constexpr, V: tl.constexpr,
               BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, WPREC: tl.constexpr,
-              DO_W: tl.constexpr, DO_U: tl.constexpr, P=None, c=0, prev=False,
-              LOOKAHEAD: tl.constexpr = False):
+              DO_W: tl.constexpr, DO_U: tl.constexpr):
     """W = X diag(beta) K and U = X diag(beta) V for one chunk, tile by tile, from ``b_x`` in registers.
 
     ``WPREC`` ``tf32``/``ieee``: fp32 operands. ``bf16``/``fp16`` (``W`` and ``U`` stored in that
@@ -126,9 +122,6 @@ def _apply_wy(k, v, beta, b_x, W, U, i_h, t0, eos, H, K: tl.constexpr, V: tl.con
     full-rate 16-bit products per tile then carry about 16 mantissa bits of ``X diag(beta)``, more
     than tf32's 10, where rounding ``X`` and ``beta K`` to 16 bits each would add two roundings the
     size of the stored result's own.
-
-    ``LOOKAHEAD``: also store ``P[c-1] = W K_prev^T`` (module docstring, step 5) from the ``W`` tiles as
-    stored, when ``prev`` (a runtime bool: the previous chunk is in this sequence).
     """
     offs_t = t0 + tl.arange(0, BT)
     mask_t = offs_t < eos
@@ -142,19 +135,8 @@ def _apply_wy(k, v, beta, b_x, W, U, i_h, t0, eos, H, K: tl.constexpr, V: tl.con
         x_hi = b_xb.to(dt)
         x_lo = (b_xb - x_hi.to(tl.float32)).to(dt)
     if DO_W:
-        p_acc = tl.zeros([BT, BT], dtype=tl.float32)
         for i_k in range(0, tl.cdiv(K, BK)):
-            b_w = _wy_tile(k, W, b_x, x_hi, x_lo, b_beta, offs_t, mask_t, i_h, H, K, i_k * BK, BK, WPREC, SPLIT)
-            if LOOKAHEAD:
-                offs_k = i_k * BK + tl.arange(0, BK)
-                b_kp = tl.load(k + ((offs_t - BT)[:, None] * H + i_h) * K + offs_k[None, :],
-                               mask=prev & (offs_k < K)[None, :], other=0.0)
-                p_acc += dot32(b_w, tl.trans(b_kp), WPREC)
-        if LOOKAHEAD:
-            rows = tl.arange(0, BT)
-            p_base = P + ((c - 1) * H + i_h).to(tl.int64) * BT * BT
-            tl.store(p_base + rows[:, None] * BT + rows[None, :], p_acc.to(P.dtype.element_ty),
-                     mask=prev & (rows[:, None] >= 0))
+            _wy_tile(k, W, b_x, x_hi, x_lo, b_beta, offs_t, mask_t, i_h, H, K, i_k * BK, BK, WPREC, SPLIT)
     if DO_U:
         for i_v in range(0, tl.cdiv(V, BV)):
             _wy_tile(v, U, b_x, x_hi, x_lo, b_beta, offs_t, mask_t, i_h, H, V, i_v * BV, BV, WPREC, SPLIT)
@@ -163,28 +145,24 @@ def _apply_wy(k, v, beta, b_x, W, U, i_h, t0, eos, H, K: tl.constexpr, V: tl.con
 @triton.jit
 def _wy_tile(src, dst, b_x, x_hi, x_lo, b_beta, offs_t, mask_t, i_h, H, D: tl.constexpr, d0, BD: tl.constexpr,
              WPREC: tl.constexpr, SPLIT: tl.constexpr):
-    """One ``[BT, BD]`` tile of ``dst = X diag(beta) src`` (see :func:`_apply_wy` for the two precisions),
-    stored, and returned as stored (in ``dst``'s dtype)."""
+    """One ``[BT, BD]`` tile of ``dst = X diag(beta) src`` (see :func:`_apply_wy` for the two precisions)."""
     offs_d = d0 + tl.arange(0, BD)
     m = mask_t[:, None] & (offs_d[None, :] < D)
     off = (offs_t[:, None] * H + i_h) * D + offs_d[None, :]
     b_s = tl.load(src + off, mask=m, other=0.0)
     if SPLIT:
         b_s = b_s.to(x_hi.dtype)
-        out = tl.dot(x_lo, b_s, tl.dot(x_hi, b_s)).to(dst.dtype.element_ty)
+        tl.store(dst + off, tl.dot(x_lo, b_s, tl.dot(x_hi, b_s)), mask=m)
     else:
-        out = dot32(b_x, b_s.to(tl.float32) * b_beta[:, None], WPREC).to(dst.dtype.element_ty)
-    tl.store(dst + off, out, mask=m)
-    return out
+        tl.store(dst + off, dot32(b_x, b_s.to(tl.float32) * b_beta[:, None], WPREC), mask=m)
 
 
 @triton.jit
 def wy_inverse_kernel(k, v, beta, X, W, U, chunk_start, chunk_end, H, K: tl.constexpr, V: tl.constexpr,
                       BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, PREC: tl.constexpr,
-                      WPREC: tl.constexpr, FUSE_WU: tl.constexpr, STORE_X: tl.constexpr, P=None,
-                      LOOKAHEAD: tl.constexpr = False):
+                      WPREC: tl.constexpr, FUSE_WU: tl.constexpr, STORE_X: tl.constexpr):
     """One program per (chunk, head): A, its inverse X (stored once, when a backward or the split
-    ``wy_apply_kernel`` needs it), and (when fused) W and U, and under ``LOOKAHEAD`` ``P`` (step 5)."""
+    ``wy_apply_kernel`` needs it), and (when fused) W and U."""
     c = tl.program_id(0)
     i_h = tl.program_id(1)
     t0 = tl.load(chunk_start + c).to(tl.int64)
@@ -198,15 +176,14 @@ def wy_inverse_kernel(k, v, beta, X, W, U, chunk_start, chunk_end, H, K: tl.cons
         x_base = X + (c * H + i_h).to(tl.int64) * BT * BT
         tl.store(x_base + rows[:, None] * BT + rows[None, :], b_x.to(X.dtype.element_ty))
     if FUSE_WU:
-        _apply_wy(k, v, beta, b_x, W, U, i_h, t0, eos, H, K, V, BT, BK, BV, WPREC, True, True, P, c,
-                  _follows_in_sequence(chunk_end, c), LOOKAHEAD)
+        _apply_wy(k, v, beta, b_x, W, U, i_h, t0, eos, H, K, V, BT, BK, BV, WPREC, True, True)
 
 
 @triton.jit
 def wy_apply_kernel(k, v, beta, X, W, U, chunk_start, chunk_end, H, K: tl.constexpr, V: tl.constexpr,
                     BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, WPREC: tl.constexpr,
-                    DO_W: tl.constexpr, DO_U: tl.constexpr, P=None, LOOKAHEAD: tl.constexpr = False):
-    """One program per (chunk, head): W and/or U from a stored X (and under ``LOOKAHEAD`` ``P``, step 5)."""
+                    DO_W: tl.constexpr, DO_U: tl.constexpr):
+    """One program per (chunk, head): W and/or U from a stored X."""
     c = tl.program_id(0)
     i_h = tl.program_id(1)
     t0 = tl.load(chunk_start + c).to(tl.int64)
@@ -214,16 +191,7 @@ def wy_apply_kernel(k, v, beta, X, W, U, chunk_start, chunk_end, H, K: tl.conste
     rows = tl.arange(0, BT)
     x_base = X + (c * H + i_h).to(tl.int64) * BT * BT
     b_x = tl.load(x_base + rows[:, None] * BT + rows[None, :]).to(tl.float32)
-    _apply_wy(k, v, beta, b_x, W, U, i_h, t0, eos, H, K, V, BT, BK, BV, WPREC, DO_W, DO_U, P, c,
-              _follows_in_sequence(chunk_end, c), LOOKAHEAD)
-
-
-@triton.jit
-def _follows_in_sequence(chunk_end, c):
-    """Whether chunk ``c`` has a previous chunk in its own sequence (every chunk of a sequence has that
-    sequence's end as its ``chunk_end``, and sequences are not empty)."""
-    prev = tl.load(chunk_end + tl.maximum(c - 1, 0))
-    return (c > 0) & (prev == tl.load(chunk_end + c))
+    _apply_wy(k, v, beta, b_x, W, U, i_h, t0, eos, H, K, V, BT, BK, BV, WPREC, DO_W, DO_U)
 
 
 def _store_prec(prec: str, dtype: torch.dtype) -> str:
@@ -234,9 +202,8 @@ def _store_prec(prec: str, dtype: torch.dtype) -> str:
 def wy_forward(k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor, chunk_start: torch.Tensor,
                chunk_end: torch.Tensor, BT: int, BK: int, BV: int, fuse: bool, prec: str,
                num_warps: int, num_stages: int, wu_dtype: torch.dtype = torch.float32, keep_x: bool = True,
-               min_stages: int = 1, make_wu: bool = True,
-               lookahead: torch.Tensor | None = None) -> tuple[torch.Tensor | None, torch.Tensor | None,
-                                                               torch.Tensor | None]:
+               min_stages: int = 1, make_wu: bool = True) -> tuple[torch.Tensor | None, torch.Tensor | None,
+                                                                   torch.Tensor | None]:
     """X [n_chunks, H, C, C], W [T, H, K], U [T, H, V] for flattened ``[T, H, D]`` inputs.
 
     With a 16-bit ``wu_dtype`` the ``W``/``U`` products take 16-bit operands (split in two, see
@@ -246,8 +213,6 @@ def wy_forward(k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor, chunk_start
     and, with ``fuse``, never writes it. ``min_stages``: the fewest pipelining stages the inverse
     kernel may run at (:func:`dnprof.kernels.chunk.launch_plan`). ``make_wu=False``: ``X`` alone, fp32
     and always returned, ``W`` and ``U`` None (the state loop applies ``X`` itself: ``wy_in_loop``).
-    ``lookahead``: a ``[n_chunks, H, C, C]`` tensor to fill with ``P[c] = W_{c+1} K_c^T`` where chunk
-    ``c + 1`` is in ``c``'s sequence (module docstring, step 5; the other slots are left as they are).
     """
     T, H, K = k.shape
     V = v.shape[-1]
@@ -263,15 +228,11 @@ def wy_forward(k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor, chunk_start
     X = torch.empty((NC, H, BT, BT) if store_x else (1,), dtype=x_dtype, device=k.device)
     W = torch.empty(T, H, K, dtype=wu_dtype, device=k.device)
     U = torch.empty(T, H, V, dtype=wu_dtype, device=k.device)
-    la = (lookahead if lookahead is not None else W, lookahead is not None)
-    if lookahead is not None and (tuple(lookahead.shape) != (NC, H, BT, BT) or not lookahead.is_contiguous()):
-        raise ValueError(f"lookahead: expected a contiguous [{NC}, {H}, {BT}, {BT}] tensor, got {tuple(lookahead.shape)}")
     launch(wy_inverse_kernel, (NC, H), k, v, beta, X, W, U, chunk_start, chunk_end, H, K, V, BT, BK, BV, prec,
-           wprec, fuse, store_x, *(la if fuse else (W, False)), num_warps=num_warps, num_stages=num_stages,
-           min_stages=min_stages)
+           wprec, fuse, store_x, num_warps=num_warps, num_stages=num_stages, min_stages=min_stages)
     if not fuse:
         launch(wy_apply_kernel, (NC, H), k, v, beta, X, W, U, chunk_start, chunk_end, H, K, V, BT, BK, BV, wprec,
-               True, True, *la, num_warps=num_warps, num_stages=num_stages)
+               True, True, num_warps=num_warps, num_stages=num_stages)
     return (X if keep_x else None), W, U
 
 

@@ -65,10 +65,8 @@ class Tiling(NamedTuple):
     height of the slabs its fp32 state is held in (``Kp // BK`` slabs, one to four), whether the
     state is held transposed (:mod:`dnprof.kernels.chunk_serial_t`, one ``[BV, Kp]`` tile), whether
     that forward joins its ``W`` and ``Q`` products (``JOIN_WQ``), and whether the kernel applies ``X``
-    itself instead of reading ``W`` and ``U`` (``APPLY_X``: ``ChunkConfig.wy_in_loop``), whether a slab-held
-    loop loads its chunk tiles through tensor descriptors (``tma``: ``ChunkConfig.tma``, where the launch can),
-    and whether the slab-held forward loop forms the next chunk's ``Vn`` beside this chunk's update
-    (``lookahead``: ``ChunkConfig.lookahead``)."""
+    itself instead of reading ``W`` and ``U`` (``APPLY_X``: ``ChunkConfig.wy_in_loop``), and whether a slab-held
+    loop loads its chunk tiles through tensor descriptors (``tma``: ``ChunkConfig.tma``, where the launch can)."""
 
     BV: int
     num_warps: int
@@ -79,7 +77,6 @@ class Tiling(NamedTuple):
     joint: bool = False
     apply_x: bool = False
     tma: bool = False
-    lookahead: bool = False
 
 
 @functools.lru_cache(maxsize=8)
@@ -143,16 +140,13 @@ def tma_applies(cfg: ChunkConfig, major: int | None) -> bool:
 def recurrence_tiling(cfg: ChunkConfig, kernel: str, K: int, V: int, n_streams: int, sms: int,
                       major: int | None = None, stores_states: bool = True) -> Tiling:
     """The tiling of ``kernel`` (``"fwd"``: state recurrence, ``"bwd"``: reverse) for ``cfg.rec``, marked
-    to apply ``X`` itself under ``cfg.wy_in_loop``, to load through tensor descriptors under ``cfg.tma``
-    where its state is held in slabs, and (the forward) to look ahead under ``cfg.lookahead`` there
-    (see :func:`_rec_tiling`)."""
+    to apply ``X`` itself under ``cfg.wy_in_loop`` and to load through tensor descriptors under
+    ``cfg.tma`` where its state is held in slabs (see :func:`_rec_tiling`)."""
     tiling = _rec_tiling(cfg, kernel, K, V, n_streams, sms, major, stores_states)
     if cfg.wy_in_loop:
         tiling = tiling._replace(apply_x=True)
     if tma_applies(cfg, major) and not tiling.transposed:
         tiling = tiling._replace(tma=True)
-    if cfg.lookahead and kernel == "fwd" and not tiling.transposed:
-        tiling = tiling._replace(lookahead=True)
     return tiling
 
 

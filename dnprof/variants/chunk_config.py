@@ -50,12 +50,6 @@ the launch parameters, and the fusion/storage choices the kernels implement:
   later (and in the interpreter), with 16-byte aligned tensors and rows; elsewhere those loops load as
   without it, which computes the same values. Not with ``wy_in_loop`` or a transposed ``rec`` tiling;
   under ``rec="auto"`` a loop that ``auto`` holds transposed loads as without it.
-- ``lookahead``: the slab-held forward state loop forms the next chunk's ``Vn`` beside this chunk's state
-  update, from ``P_c = W_{c+1} K_c^T`` that the WY launch adds (``[C, C]`` per chunk): a step's two large
-  products then read only what the step starts with and need not wait for each other, where otherwise
-  each waits for the one before (name ``-la``). The values are those of the plain loop up to rounding.
-  Not with ``wy_in_loop`` or a transposed ``rec`` tiling; under ``rec="auto"`` a forward loop that
-  ``auto`` holds transposed runs as without it.
 
 The tuner builds its search space from :meth:`ChunkConfig.choices` and checks each candidate with
 :meth:`ChunkConfig.validate`.
@@ -141,7 +135,6 @@ class ChunkConfig:
     output_vloop: bool = False
     output_tiling: str = "main"
     tma: bool = False
-    lookahead: bool = False
 
     #: Fields of the separate output kernel: with ``fuse_output`` they have no meaning and keep their
     #: defaults, so the tuner's space does not enumerate them there (``dnprof.variants.space``).
@@ -170,7 +163,6 @@ class ChunkConfig:
             "output_vloop": (False, True),
             "output_tiling": ("main",),
             "tma": (False, True),
-            "lookahead": (False, True),
         }
 
     @classmethod
@@ -224,7 +216,7 @@ class ChunkConfig:
         space = self.choices()
         for name, allowed in space.items():  # every field has its choices (the tuner checks this space per candidate)
             value = getattr(self, name)
-            if name in ("fuse_wy", "fuse_output", "wy_in_loop", "output_vloop", "tma", "lookahead"):
+            if name in ("fuse_wy", "fuse_output", "wy_in_loop", "output_vloop", "tma"):
                 if not isinstance(value, bool):
                     raise ConfigError(f"{name} must be True or False, got {value!r}")
                 continue
@@ -248,9 +240,6 @@ class ChunkConfig:
         if self.tma and self.wy_in_loop:
             raise ConfigError("tma loads are written for the serial loops that read W and U, and wy_in_loop forms "
                               "neither: use tma=False or wy_in_loop=False")
-        if self.lookahead and self.wy_in_loop:
-            raise ConfigError("lookahead forms the next chunk's Vn from W and U, and wy_in_loop forms neither: use "
-                              "lookahead=False or wy_in_loop=False")
         if self.wy_in_loop and not self.fuse_wy:
             raise ConfigError("wy_in_loop forms no W or U, so fuse_wy (where they are formed) has no meaning: "
                               "leave it True")
@@ -264,9 +253,6 @@ class ChunkConfig:
         if self.tma and tiling is not None and tiling.transposed:
             raise ConfigError(f"rec {self.rec}: tma loads are written for the slab-held serial loops, not the "
                               f"transposed one: use a slab tiling (main, auto or like 'bv32w4s3') or tma=False")
-        if self.lookahead and tiling is not None and tiling.transposed:
-            raise ConfigError(f"rec {self.rec}: lookahead is written for the slab-held forward loop, not the "
-                              f"transposed one: use a slab tiling (main, auto or like 'bv32w4s3') or lookahead=False")
         if K is not None:
             Kp = padded_dim(K)
             if self.BK > Kp:
@@ -364,7 +350,7 @@ class ChunkConfig:
     def name(self) -> str:
         """Short printable name, e.g. ``c64-bk64-bv64-w4-s2-hfp32-wyf-os`` (``-m16`` appended for 16-bit
         dot operands, ``-r<rec>`` for a serial-kernel tiling other than ``main``, ``-tma`` for tensor-descriptor
-        loads, ``-la`` for the lookahead loop); ``from_name`` inverts it."""
+        loads); ``from_name`` inverts it."""
         return (
             f"c{self.chunk_size}-bk{self.BK}-bv{self.BV}-w{self.num_warps}-s{self.num_stages}"
             f"-h{self.state_dtype}-wy{'x' if self.wy_in_loop else 'f' if self.fuse_wy else 's'}"
@@ -373,7 +359,6 @@ class ChunkConfig:
             + ("-m16" if self.dot_operands == "input" else "")
             + ("" if self.rec == "main" else f"-r{self.rec}")
             + ("-tma" if self.tma else "")
-            + ("-la" if self.lookahead else "")
         )
 
     def __str__(self) -> str:
@@ -383,9 +368,7 @@ class ChunkConfig:
     def from_name(cls, name: str) -> "ChunkConfig":
         """Parse a name made by :attr:`name`; ConfigError on anything else."""
         parts = name.strip().split("-")
-        dot_operands, rec, out_tiling, tma, lookahead = "fp32", "main", "main", False, False
-        if len(parts) > 8 and parts[-1] == "la":
-            parts, lookahead = parts[:-1], True
+        dot_operands, rec, out_tiling, tma = "fp32", "main", "main", False
         if len(parts) > 8 and parts[-1] == "tma":
             parts, tma = parts[:-1], True
         if len(parts) > 8 and parts[-1].startswith("r") and parts[-1] != "r":
@@ -412,7 +395,7 @@ class ChunkConfig:
         cfg = cls(*ints, state_dtype=vals[5], fuse_wy=vals[6] != "s", fuse_output=flags[out.group(1)],
                   dot_operands=dot_operands, rec=rec, wy_in_loop=vals[6] == "x",
                   output_chunk=int(out.group(2) or 0), output_vloop=out.group(3) == "v", output_tiling=out_tiling,
-                  tma=tma, lookahead=lookahead)
+                  tma=tma)
         return cfg.validate()
 
     # ----------------------------------------------------------------------------------- dicts

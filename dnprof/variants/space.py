@@ -377,9 +377,6 @@ def _refusal(cand: Candidate, K: int, V: int, mode: str, limits: DeviceLimits,
     if getattr(cand.config, "tma", False) and not plan.fwd.tma and (mode == "fwd" or not plan.bwd.tma):
         return "duplicate", (f"{cand.name}: at {n_streams} (sequence, head) streams the serial loops it would "
                              "load through tensor descriptors are held transposed, so tma has no effect")
-    if getattr(cand.config, "lookahead", False) and not plan.fwd.lookahead:
-        return "duplicate", (f"{cand.name}: at {n_streams} (sequence, head) streams the forward loop is held "
-                             "transposed, so lookahead has no effect")
     return None
 
 

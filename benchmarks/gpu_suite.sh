@@ -46,14 +46,16 @@ run_step() {
 # warm-D: each baseline's first fwd and fwd+bwd calls, one process per provider, side by side; nothing is
 # kept but the compiled kernels (their autotuning results are not cached: they were timed side by side).
 warm_baselines() {
-  local d="$1" p pids=() rc=0
+  local d="$1" p pids=() rc=0 scratch
+  scratch=$(mktemp -d)  # their results files: timed side by side, so not kept
   for p in ${WARM_PROVIDERS//,/ }; do
     FLA_CACHE_RESULTS=0 TRITON_CACHE_AUTOTUNING=0 "$py" -m dnprof compare --seq-len "${SEQ_LENS%%,*}" \
       --head-dim "$d" --mode fwd,fwdbwd --providers "$p" --baseline "$p" --warmup 1 --rep 1 -j 0 \
-      --verify-seq-len 256 --output "/tmp/warm-d$d-$p.json" > "$out/warm-d$d-$p.log" 2>&1 &
+      --verify-seq-len 256 --output "$scratch/$p.json" > "$out/warm-d$d-$p.log" 2>&1 &
     pids+=($!)
   done
   for p in "${pids[@]}"; do wait "$p" || rc=1; done
+  rm -rf "$scratch"
   return $rc
 }
 export -f warm_baselines

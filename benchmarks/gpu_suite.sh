@@ -8,7 +8,8 @@
 #   compare-D        dnprof compare at head dim D, T = 4096 and 16384, fwd and fwd+bwd, every provider
 #                    ($SEQ_LENS and $PROVIDERS, comma lists, choose others: e.g. SEQ_LENS=2048,8192 or
 #                    PROVIDERS=dnprof-chunk,fla-deltanet,fla-gla)
-#   tune-D           dnprof tune at head dim D (fwd+bwd, chunk sizes 64 and 128)
+#   tune-D           dnprof tune at head dim D (fwd+bwd, chunk sizes 64 and 128; $TUNE_ARGS adds options, e.g.
+#                    TUNE_ARGS="--budget 32,140s" or "--seq-len 16384 --mode fwd")
 #   warm-D           compile the baselines' kernels at head dim D ($WARM_PROVIDERS, default fla-deltanet,
 #                    fla-gla,fla-recurrent) in one process each, side by side, before a compare-D step: the
 #                    compiled kernels land in Triton's cache, their autotuning choices do not (they were
@@ -74,7 +75,7 @@ for spec in "$@"; do
         --mode fwd,fwdbwd ${PROVIDERS:+--providers "$PROVIDERS"} --output "$out/compare-d$d.json" ;;
     tune-*) d="${step#tune-}"
       run_step "$step" "$limit" "$py" -m dnprof tune --head-dim "$d" --chunk-size 64,128 \
-        --output "$out/tune-d$d.json" ;;
+        --output "$out/tune-d$d.json" ${TUNE_ARGS:-} ;;
     warm-*) d="${step#warm-}"
       run_step "$step" "$limit" bash -c 'warm_baselines "$@"' _ "$d" ;;
     forms-*) d="${step#forms-}"

@@ -115,3 +115,17 @@ def test_warm_step_compiles_each_baseline_in_its_own_process_keeping_no_autotuni
         line = (tmp_path / "out" / f"warm-d128-{p}.log").read_text()
         assert line.startswith("FLA=0 TRITON=0 -m dnprof compare --seq-len 2048 --head-dim 128 "), line
         assert f"--providers {p} --baseline {p} " in line and "-j 0" in line, line
+
+
+def test_tune_step_passes_tune_args_on(tmp_path):
+    """``tune-D`` runs ``dnprof tune`` at head dim D over chunk sizes 64 and 128, with ``TUNE_ARGS`` appended."""
+    fake = tmp_path / "fake-python"
+    fake.write_text('#!/usr/bin/env bash\necho "$*"\n')
+    fake.chmod(0o755)
+    env = dict(os.environ, PYTHON=str(fake), TUNE_ARGS="--budget 32,140s --mode fwd")
+    out = subprocess.run(["bash", str(SCRIPT), str(tmp_path / "out"), "tune-64:60"], capture_output=True,
+                         text=True, env=env, timeout=120, cwd=SCRIPT.parents[1])
+    assert out.returncode == 0 and out.stdout.startswith("tune-64") and "rc=0" in out.stdout, out
+    line = (tmp_path / "out" / "tune-64.log").read_text().strip()
+    assert line == (f"-m dnprof tune --head-dim 64 --chunk-size 64,128 --output {tmp_path / 'out' / 'tune-d64.json'} "
+                    "--budget 32,140s --mode fwd"), line

@@ -286,3 +286,41 @@ def test_tma_marks_the_slab_loops_where_the_copy_engine_exists():
     fused = dataclasses.replace(AUTO, tma=True, fuse_output=True)
     transposed = recurrence_tiling(fused, "fwd", 256, 256, 64, H200_SMS, SM90, stores_states=False)
     assert transposed.transposed and not transposed.tma
+
+
+def test_the_variants_seen_wrong_at_head_dim_64_are_refused_on_sm90_before_anything_launches(monkeypatch):
+    """On sm_90 chunk size 64 at 8 warps with the keys in one tile is refused, and BK below a head dim of 64
+    when a backward follows; elsewhere (another architecture, the interpreter) both launch."""
+    import torch
+
+    import dnprof.kernels.chunk as chunk
+    from dnprof.bench.inputs import make_delta_inputs
+
+    w8 = ChunkConfig.from_name("c64-bk64-bv64-w8-s2-hbf16-wyf-os-m16-tma")
+    bk32 = ChunkConfig.from_name("c64-bk32-bv64-w4-s2-hbf16-wyf-of-m16-tma")
+    with pytest.raises(ValueError, match="config: chunk size 64 at 8 warps with the keys in one tile"):
+        chunk.plan_launch(w8, 64, 64, 256, H200_SMS, SM90, save=False)
+    with pytest.raises(ValueError, match="config: BK 32 below a padded head dim of 64 returned wrong dk"):
+        chunk.plan_launch(bk32, 64, 64, 256, H200_SMS, SM90, save=True)
+    chunk.plan_launch(bk32, 64, 64, 256, H200_SMS, SM90, save=False)  # its forward was right
+    chunk.plan_launch(w8, 128, 128, 256, H200_SMS, SM90)  # two key tiles at D = 128 verified
+    for major in (8, None):
+        chunk.plan_launch(w8, 64, 64, 256, H200_SMS, major)
+        chunk.plan_launch(bk32, 64, 64, 256, H200_SMS, major)
+
+    class Launched(Exception):
+        """Raised by the stand-in WY launch: the call got past its checks."""
+
+    def fake_wy_forward(*args, **kwargs):
+        raise Launched
+
+    monkeypatch.setattr(chunk, "wy_forward", fake_wy_forward)
+    monkeypatch.setattr(chunk, "compute_major", lambda dev: SM90)
+    inp = make_delta_inputs(1, 40, 2, 64, 64, dtype=torch.float32)
+    with pytest.raises(ValueError, match="config: chunk size 64 at 8 warps"):
+        chunk.chunk_delta_rule(inp.q, inp.k, inp.v, inp.beta, config=w8)
+    q, k, v, beta = (t.detach().requires_grad_() for t in (inp.q, inp.k, inp.v, inp.beta))
+    with pytest.raises(ValueError, match="config: BK 32 below a padded head dim of 64"):
+        chunk.chunk_delta_rule(q, k, v, beta, config=bk32)
+    with pytest.raises(Launched):  # no gradient wanted: the forward alone runs
+        chunk.chunk_delta_rule(inp.q, inp.k, inp.v, inp.beta, config=bk32)

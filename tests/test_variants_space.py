@@ -44,8 +44,10 @@ def test_a100_gets_a_smaller_space_than_h100():
     faults_h100 = {p.candidate for p in h100.pruned if p.rule == "known-fault"}
     assert len(a100.kept) < len(h100.kept) + len(faults_h100)  # less shared memory, not counting sm_90's faults
     assert a100.reasons()["shared-memory"] > h100.reasons()["shared-memory"]
+    one_key_tile_w8 = lambda c: c.config.chunk_size == 64 and c.config.num_warps == 8 and c.config.BK >= 256
     assert faults_h100 and all(c.config.num_stages == 1 and (c.config.BV <= 32 and c.config.chunk_size <= 64
-                                                             or c.config.chunk_size == 128) for c in faults_h100)
+                                                             or c.config.chunk_size == 128) or one_key_tile_w8(c)
+                               for c in faults_h100)
     assert set(a100.kept) <= set(h100.kept) | faults_h100  # sm_90's known faults are not cut on sm_80
     assert "known-fault" not in a100.reasons()
     assert "hopper-warps8" in h100.flags and "hopper-warps8" not in a100.flags  # a flag, not a cut
@@ -285,3 +287,28 @@ def test_tma_is_a_duplicate_before_compute_capability_9():
     off = dataclasses.replace(plain, tma=False)
     assert plain.tma and off.name in names["a100"] and plain.name not in names["a100"]
     assert {plain.name, off.name} <= names["h200"]
+
+
+def test_the_variants_seen_wrong_at_head_dim_64_on_an_h200_are_known_faults_on_sm90_only():
+    """The tuner's two GPU verification failures at D = 64 (twelfth lease) are cut before compiling on sm_90;
+    the BK = 32 one only where a backward runs (its forward was right); sm_80 keeps both; the default stays."""
+    from dnprof.variants.chunk_config import ChunkConfig
+    from dnprof.variants.limits import PROFILES
+    from dnprof.variants.space import generate_space
+
+    w8 = "c64-bk64-bv64-w8-s2-hbf16-wyf-os-m16-tma"
+    bk32 = "c64-bk32-bv64-w4-s2-hbf16-wyf-of-m16-tma"
+    default = ChunkConfig.default_for(64, 64, 64, "bf16", "fwdbwd").name
+    for profile, mode, cut in (("h200", "fwdbwd", {w8, bk32}), ("h200", "fwd", {w8}), ("a100", "fwdbwd", set())):
+        space = generate_space(64, 64, "bf16", PROFILES[profile], ("chunk",), mode=mode, chunk_sizes=[64])
+        faults = {p.candidate.name: p.detail for p in space.pruned if p.rule == "known-fault" and p.candidate}
+        kept = {c.name for c in space.kept}
+        for name in (w8, bk32):
+            if name in cut:
+                assert name in faults and name not in kept, (profile, mode, name)
+            else:
+                assert name not in faults, (profile, mode, name)
+        assert default not in faults
+    h200 = generate_space(64, 64, "bf16", PROFILES["h200"], ("chunk",), chunk_sizes=[64])
+    details = {p.candidate.name: p.detail for p in h200.pruned if p.candidate}
+    assert "8 warps with the keys in one tile" in details[w8] and "wrong dk and dbeta" in details[bk32]

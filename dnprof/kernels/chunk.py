@@ -69,6 +69,7 @@ from dnprof.kernels.validation import check_delta_inputs
 from dnprof.reference import l2norm
 from dnprof.variants.chunk_config import ChunkConfig, ConfigError, padded_dim
 from dnprof.variants.errors import RefusedOnDevice
+from dnprof.variants.known_faults import sm90_wrong_values
 
 Tensor = torch.Tensor
 
@@ -165,7 +166,11 @@ def plan_launch(cfg: ChunkConfig, K: int, V: int, n_streams: int, sms: int, majo
     must not launch there (sm_90: an unpipelined narrow serial tiling, see ``check_pipelined``;
     ``wy_in_loop`` at a narrow tiling, see ``check_wy_in_loop``; or a C = 128 WY transform at one stage,
     which faulted once and returned wrong values once on an H200 at 8 warps, D = 256:
-    docs/performance.md, change 21). ``save``: a backward will follow, so the forward stores its states."""
+    docs/performance.md, change 21; or a variant of :func:`dnprof.variants.known_faults.sm90_wrong_values`).
+    ``save``: a backward will follow, so the forward stores its states."""
+    wrong = sm90_wrong_values(cfg, K, save) if major == 9 else None
+    if wrong:
+        raise RefusedOnDevice(f"config: {wrong}")
     tilings = {kernel: recurrence_tiling(cfg, kernel, K, V, n_streams, sms, major,
                                          stores_states=_stores_states(cfg, save)) for kernel in ("fwd", "bwd")}
     for kernel in ("fwd", "bwd") if save else ("fwd",):  # with no backward to follow the reverse never launches

@@ -24,7 +24,9 @@ Pruning rules, applied in this order (the first that applies names the reason):
     such serial launches also refuse to be lowered to one stage when shared memory is short
     (:mod:`dnprof.kernels.recurrence_tiling`). Also cut: chunk size 128 at one stage, whose WY
     transform faulted once and returned wrong values once on an H200 (8 warps, D = 256), while the
-    same variant at two stages verified (``dnprof.kernels.chunk.launch_plan``).
+    same variant at two stages verified (``dnprof.kernels.chunk.launch_plan``). And the variants of
+    :func:`dnprof.variants.known_faults.sm90_wrong_values`: chunk size 64 at 8 warps with the keys in
+    one tile, and (with a backward) BK below a head dim of 64, which returned wrong values on an H200.
 ``refused``
     Only when the space is generated for a shape (``n_streams``, the (sequence, head) pairs of the
     tuning batch): the launch guard of :func:`dnprof.kernels.chunk.plan_launch` would refuse the
@@ -62,6 +64,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from dnprof.variants.limits import DeviceLimits
+from dnprof.variants.known_faults import sm90_wrong_values
 
 FAMILIES = ("chunk", "recurrent")
 #: Registers per thread a kernel needs besides its tiles (pointers, offsets, loop counters, masks).
@@ -345,6 +348,9 @@ def _prune_rule(cand: Candidate, K: int, V: int, dtype: str, mode: str, limits: 
     if cand.family == "chunk" and limits.major == 9 and _unpipelined_narrow(cfg):
         return "known-fault", (f"{cand.name}: the serial kernels at BV <= 32 and one stage make illegal memory "
                                "accesses or return wrong values at C <= 64 on sm_90 (seen with Triton 3.6 on the H100 and H200)")
+    wrong = sm90_wrong_values(cfg, K, mode != "fwd") if cand.family == "chunk" and limits.major == 9 else None
+    if wrong:
+        return "known-fault", f"{cand.name}: {wrong}"
     if cand.family == "chunk" and limits.major == 9 and cfg.chunk_size >= 128 and cfg.num_stages == 1:
         return "known-fault", (f"{cand.name}: the WY transform at chunk size 128 and one stage faulted or returned "
                                "wrong values on sm_90 (seen with Triton 3.6 on the H200)")

@@ -270,3 +270,32 @@ def test_tma_loads_bf16(D, mode):
         outs.append(got)
     for a, b in zip(*outs):
         assert torch.allclose(a.float(), b.float(), rtol=0, atol=0), (a.float() - b.float()).abs().max()
+
+
+REFUSED_AT_D64 = ["c64-bk64-bv64-w8-s2-hbf16-wyf-os-m16-tma", "c64-bk32-bv64-w4-s2-hbf16-wyf-of-m16-tma"]
+NEIGHBOURS_AT_D64 = ["c64-bk64-bv64-w4-s2-hbf16-wyf-os-m16-tma", "c128-bk64-bv64-w8-s2-hbf16-wyf-os-m16-tma",
+                     "c64-bk64-bv64-w4-s2-hbf16-wyf-of-m16-tma"]
+
+
+@pytest.mark.parametrize("name", REFUSED_AT_D64)
+def test_variants_seen_wrong_at_d64_are_refused_on_sm90(name):
+    """The tuner's two verification failures at D = 64 on an H200 (twelfth lease) are refused on sm_90 with
+    the reason, before any kernel runs; elsewhere they must verify like any variant."""
+    cfg = ChunkConfig.from_name(name)
+    kernel = functools.partial(chunk_delta_rule, config=cfg)
+    if torch.cuda.get_device_capability()[0] == 9:
+        with pytest.raises(ValueError, match="config: .*returned wrong"):
+            verify_delta_kernel(kernel, 8, 1024, 32, 64, 64, dtype=torch.bfloat16, device="cuda", reference="chunk")
+    else:
+        res = verify_delta_kernel(kernel, 8, 1024, 32, 64, 64, dtype=torch.bfloat16, device="cuda", reference="chunk")
+        assert res.passed, res.errors
+
+
+@pytest.mark.parametrize("name", NEIGHBOURS_AT_D64)
+def test_neighbours_of_the_refused_variants_verify_at_d64(name):
+    """At the tuner's D = 64 shape (B = 8, T = 1024, H = 32) the refused variants' neighbours (4 warps, chunk
+    size 128, BK = the head dim) verify against float64, the guard's evidence that it is no wider than needed."""
+    kernel = functools.partial(chunk_delta_rule, config=ChunkConfig.from_name(name))
+    res = verify_delta_kernel(kernel, 8, 1024, 32, 64, 64, dtype=torch.bfloat16, device="cuda", reference="chunk")
+    print(f"D=64 {name} errors: " + " ".join(f"{k}={v:.2e}" for k, v in res.errors.items()))
+    assert res.passed, res.errors

@@ -14,7 +14,9 @@
 #                    fla-gla,fla-recurrent) in one process each, side by side, before a compare-D step: the
 #                    compiled kernels land in Triton's cache, their autotuning choices do not (they were
 #                    timed beside each other), so the compare still autotunes each one alone, from compiled
-#                    binaries, in seconds instead of minutes
+#                    binaries, in seconds instead of minutes. Run one warm-D at a time: three of them side by
+#                    side (nine processes on a 16-core H200 machine) left GLA's fwd+bwd compile unfinished at
+#                    every head dim after 380 s, where one alone took about 130 s at D = 64
 #   forms-D          dnprof compare at head dim D, T = 4096 and 16384, fwd and fwd+bwd: the default beside
 #                    its separate output kernel's forms (-os, -osv, -os128, -os128v, and -os/-osv at
 #                    8-warp output tilings of BV 128 and the whole padded V) and fla-core

@@ -264,3 +264,48 @@ def test_the_kernel_timer_draws_its_inputs_once(monkeypatch):
         t = timer(Candidate("chunk", ChunkConfig(chunk_size=c, BK=16, BV=16)), 1)
         assert t.ms > 0
     assert drawn == [(1, 16, 1, "cpu")]
+
+
+@pytest.mark.skipif(not HAS_KERNELS, reason="dnprof.kernels.chunk is not there yet")
+def test_several_head_dims_are_tuned_one_after_another_into_one_results_file(tmp_path, monkeypatch):
+    """``--head-dim 16,32`` tunes each head dim in turn (each its own space and database key) and writes every
+    shape's rows to the one results file."""
+    if torch.cuda.is_available():
+        pytest.skip("the interpreter run is the CPU test; GPU runs are measured on the device")
+    monkeypatch.setenv("DNPROF_TUNING_DIR", str(tmp_path / "tuning"))
+    out = tmp_path / "r.json"
+    res = CliRunner().invoke(main, ["tune", "--device", "cpu", "--head-dim", "16,32", "--seq-len", "32",
+                                    "--chunk-size", "16", "--mode", "fwd", "--strategy", "exhaustive", "--budget", "1",
+                                    "--no-fla", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "tuning chunk K=16 V=16 T=32" in res.output and "tuning chunk K=32 V=32 T=32" in res.output
+    rows = json.loads(out.read_text())["rows"]
+    assert sorted((r["K"], r["T"]) for r in rows) == [(16, 32), (32, 32)]
+    assert all(r["status"] == "ok" and r["errors"]["o"] < 1e-3 and r["extra"].get("winner") for r in rows)
+    (db_file,) = (tmp_path / "tuning").glob("*.jsonl")
+    assert {key.K for key in TuningDB(db_file).keys()} == {16, 32}
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--head-dim", "64,128", "--key-dim", "64"], "--key-dim/--value-dim: give a single --head-dim"),
+    (["--seq-len", "2048,x"], "--seq-len: 'x' is not an integer"),
+    (["--head-dim", "64,0"], "--head-dim: 0 is not a positive integer"),
+    (["--head-dim", "64,512"], "key dim 512 is not supported"),
+])
+def test_bad_shape_lists_exit_2_naming_the_option(args, message):
+    out = CliRunner().invoke(main, ["tune", "--list", "--device-profile", "h200", *args])
+    assert out.exit_code == 2 and message in out.output, out.output
+
+
+def test_listing_several_sequence_lengths_shows_each_shapes_space():
+    """Each sequence length is its own shape (batch from --tokens, so its own stream count and launch guard)."""
+    out = CliRunner().invoke(main, ["tune", "--list", "--device-profile", "h200", "--head-dim", "64",
+                                    "--seq-len", "2048,16384", "--chunk-size", "64"])
+    assert out.exit_code == 0, out.output
+    assert "T=2048 B=16 H=32" in out.output and "T=16384 B=2 H=32" in out.output
+    assert "at 512 (sequence, head) streams" in out.output and "at 64 (sequence, head) streams" in out.output
+
+
+def test_ray_takes_one_shape_per_command():
+    out = CliRunner().invoke(main, ["tune", "--ray", "--head-dim", "64,128"])
+    assert out.exit_code == 2 and "--ray: tune one head dim and sequence length per command" in out.output

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.text import Text
 
 from dnprof.cli.console import make_console
+from dnprof.cli.options import int_list
 
 MODES = ("fwd", "fwdbwd")
 #: Elements (B * T * H * D) above which a CPU run gets a "this will be slow" hint.
@@ -31,21 +32,10 @@ class OptionError(click.ClickException):
 
 
 def _int_list(option: str, raw: str) -> list[int]:
-    values = []
-    for part in raw.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        try:
-            n = int(part)
-        except ValueError:
-            raise OptionError(f"{option}: {part!r} is not an integer") from None
-        if n < 1:
-            raise OptionError(f"{option}: {n} is not a positive integer")
-        values.append(n)
-    if not values:
-        raise OptionError(f"{option}: give at least one value")
-    return list(dict.fromkeys(values))
+    try:
+        return int_list(option, raw)
+    except ValueError as exc:
+        raise OptionError(str(exc)) from None
 
 
 def _command_line(ctx: click.Context) -> str:

@@ -81,6 +81,31 @@ def _dims(head_dim: int | None, key_dim: int | None, value_dim: int | None) -> t
     return K, V
 
 
+def _shapes(head_dim: str | None, key_dim: int | None, value_dim: int | None, seq_len: str | None, batch: int | None,
+            tokens: int, heads: int | None, model_dim: int, cpu: bool) -> list[tuple[int, int, int, int, int]]:
+    """(K, V, T, B, H) of every shape to tune, head dim by head dim and each at every sequence length."""
+    from dnprof.cli.options import int_list
+
+    try:
+        dims = int_list("--head-dim", head_dim) if head_dim else [None]
+        lens = int_list("--seq-len", seq_len) if seq_len else [CPU_DEFAULTS["seq_len"] if cpu else 4096]
+    except ValueError as exc:
+        raise TuneError(str(exc)) from None
+    if len(dims) > 1 and (key_dim or value_dim):
+        raise TuneError("--key-dim/--value-dim: give a single --head-dim with them")
+    shapes = []
+    for d in dims:
+        K, V = _dims(d, key_dim, value_dim)
+        for T in lens:
+            B = batch or (CPU_DEFAULTS["batch"] if cpu else max(1, tokens // T))
+            H = heads or (CPU_DEFAULTS["heads"] if cpu else max(1, model_dim // V))
+            for label, val in (("--batch", B), ("--heads", H)):
+                if val < 1:
+                    raise TuneError(f"{label}: must be >= 1, got {val}")
+            shapes.append((K, V, T, B, H))
+    return shapes
+
+
 # ------------------------------------------------------------------------------------------ listing
 def _print_space(console: Console, space, strategy: str, budget, seed: int) -> None:
     from dnprof.variants.search import initial_set
@@ -279,24 +304,35 @@ def _rows(outcome) -> list:
 
 
 def _write_results(outcome, output: Path | None, device: str, fp: dict[str, Any] | None = None) -> Path:
+    """One tuning run's rows as a results file (``output``, or a time-stamped name under ``results/<gpu>/``)."""
     from dnprof.bench.fingerprint import fingerprint
-    from dnprof.bench.results import ResultsFile, write_results
-    from dnprof.variants.db import gpu_slug
 
     fp = fingerprint() if fp is None else fp
-    if output is None:
-        stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-        name = fp["gpu"]["name"] if fp.get("gpu") else "cpu"
-        output = Path("results") / gpu_slug(name) / f"tune-{stamp}.json"
-    return write_results(output, ResultsFile(kind="tune", command=_command_line(), fingerprint=fp, rows=_rows(outcome)))
+    return _write_rows(_rows(outcome), output or _default_output(fp), fp)
+
+
+def _default_output(fp: dict[str, Any]) -> Path:
+    from dnprof.variants.db import gpu_slug
+
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    name = fp["gpu"]["name"] if fp.get("gpu") else "cpu"
+    return Path("results") / gpu_slug(name) / f"tune-{stamp}.json"
+
+
+def _write_rows(rows: list, output: Path, fp: dict[str, Any]) -> Path:
+    from dnprof.bench.results import ResultsFile, write_results
+
+    return write_results(output, ResultsFile(kind="tune", command=_command_line(), fingerprint=fp, rows=rows))
 
 
 # ------------------------------------------------------------------------------------------ command
 @click.group("tune", invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--head-dim", "-d", type=int, default=None, help="K = V = this head dim (default 128).")
+@click.option("--head-dim", "-d", type=str, default=None,
+              help="K = V = this head dim, or a comma list (64,128,256) tuned one after another (default 128).")
 @click.option("--key-dim", type=int, default=None, help="Key head dim K (overrides --head-dim).")
 @click.option("--value-dim", type=int, default=None, help="Value head dim V (overrides --head-dim).")
-@click.option("--seq-len", "-T", type=int, default=None, help="Sequence length T (default 4096; 64 with --device cpu).")
+@click.option("--seq-len", "-T", type=str, default=None,
+              help="Sequence length T, or a comma list (2048,8192): each its own bucket (default 4096; 64 with --device cpu).")
 @click.option("--batch", "-B", type=int, default=None, help="Batch size B (default tokens / T).")
 @click.option("--tokens", type=int, default=32768, show_default=True, help="B * T when --batch is not given.")
 @click.option("--heads", type=int, default=None, help="Heads H (default model dim / V).")
@@ -332,7 +368,6 @@ def command(ctx: click.Context, head_dim, key_dim, value_dim, seq_len, batch, to
     if ctx.invoked_subcommand is not None:
         return
     console = make_console()
-    K, V = _dims(head_dim, key_dim, value_dim)
     has_cuda = _has_cuda()
     device = device or "cuda"
     if device == "cuda" and not has_cuda and not list_only and ray_address is None:
@@ -341,13 +376,8 @@ def command(ctx: click.Context, head_dim, key_dim, value_dim, seq_len, batch, to
     if device == "cpu":
         os.environ["TRITON_INTERPRET"] = "1"
     cpu = device == "cpu"
-    T = seq_len or (CPU_DEFAULTS["seq_len"] if cpu else 4096)
-    B = batch or (CPU_DEFAULTS["batch"] if cpu else max(1, tokens // T))
-    H = heads or (CPU_DEFAULTS["heads"] if cpu else max(1, model_dim // V))
+    shapes = _shapes(head_dim, key_dim, value_dim, seq_len, batch, tokens, heads, model_dim, cpu)
     dtype = dtype or (CPU_DEFAULTS["dtype"] if cpu else "bf16")
-    for label, val in (("--seq-len", T), ("--batch", B), ("--heads", H)):
-        if val < 1:
-            raise TuneError(f"{label}: must be >= 1, got {val}")
     families = ("chunk", "recurrent") if family == "all" else (family,)
 
     from dnprof.variants.limits import device_limits
@@ -358,35 +388,59 @@ def command(ctx: click.Context, head_dim, key_dim, value_dim, seq_len, batch, to
         budget_v = parse_budget(budget or (CPU_DEFAULTS["budget"] if cpu else DEFAULT_BUDGET))
         sizes = None if not chunk_size else [int(x) for x in chunk_size.split(",") if x.strip()]
         limits = device_limits(device_profile, device=device)
-        space = generate_space(K, V, dtype, limits, families, mode=mode, chunk_sizes=sizes, n_streams=B * H)
+        spaces = [generate_space(K, V, dtype, limits, families, mode=mode, chunk_sizes=sizes, n_streams=B * H)
+                  for K, V, T, B, H in shapes]
     except ValueError as exc:
         raise TuneError(str(exc)) from None
     if list_only:
         if device == "cuda" and not has_cuda and not device_profile:
             console.print("[yellow]no GPU visible: listing with the H100 profile's limits (--device-profile to choose)[/]")
-        _print_space(console, space, strategy, budget_v, seed)
+        for (K, V, T, B, H), space in zip(shapes, spaces):
+            if len(shapes) > 1:
+                console.print(f"[bold]T={T} B={B} H={H}[/]")
+            _print_space(console, space, strategy, budget_v, seed)
         return
-    if not space.kept and ray_address is None:
-        raise TuneError(f"no variant of {', '.join(families)} fits K={K} V={V} on {limits.name}")
+    for (K, V, *_), space in zip(shapes, spaces):
+        if not space.kept and ray_address is None:
+            raise TuneError(f"no variant of {', '.join(families)} fits K={K} V={V} on {limits.name}")
 
-    from dnprof.variants.tuner import Tuner, TuneRequest, default_jobs
+    from dnprof.variants.tuner import TuneRequest, default_jobs
+
+    def request(K: int, V: int, T: int, B: int, H: int, jobs_n: int) -> TuneRequest:
+        return TuneRequest(K=K, V=V, T=T, B=B, H=H, dtype=dtype, mode=mode, device=device, families=families,
+                           strategy=strategy, budget=budget_v, jobs=jobs_n, force=force, seed=seed, fla=not no_fla)
 
     if ray_address is not None:
-        req = TuneRequest(K=K, V=V, T=T, B=B, H=H, dtype=dtype, mode=mode, device=device, families=families,
-                          strategy=strategy, budget=budget_v, jobs=0, force=force, seed=seed, fla=not no_fla)
-        _tune_on_ray(console, req, ray_address, db_path, output, device_profile, sizes)
+        if len(shapes) > 1:
+            raise TuneError("--ray: tune one head dim and sequence length per command")
+        _tune_on_ray(console, request(*shapes[0], 0), ray_address, db_path, output, device_profile, sizes)
         return
+
+    from dnprof.bench.fingerprint import fingerprint
 
     gpu, cc = _gpu_identity(device)
     db = _open_db(db_path, gpu, cc)
     for w in db.warnings:
         console.print(f"[yellow]warning:[/] {w}")
-    req = TuneRequest(K=K, V=V, T=T, B=B, H=H, dtype=dtype, mode=mode, device=device, families=families,
-                      strategy=strategy, budget=budget_v, jobs=(default_jobs() if jobs is None else jobs) if not cpu else 0,
-                      force=force, seed=seed, fla=not no_fla)
-    console.print(f"tuning {', '.join(families)} K={K} V={V} T={T} B={B} H={H} {dtype} {mode} on {gpu}: "
-                  f"{len(space.kept)} of {space.total} variants kept, {strategy} with budget {budget_v}, "
-                  f"{req.jobs} compile workers; database {db.path}")
+    fp = fingerprint()
+    path = output or _default_output(fp)
+    rows: list = []
+    for shape, space in zip(shapes, spaces):
+        req = request(*shape, (default_jobs() if jobs is None else jobs) if not cpu else 0)
+        outcome = _tune_one(console, req, db, limits, space, strategy, budget_v, gpu)
+        rows += _rows(outcome)
+        _write_rows(rows, path, fp)  # after each shape, so an interrupted run keeps the shapes it finished
+        console.print(f"results written to {path}")
+
+
+def _tune_one(console: Console, req, db, limits, space, strategy: str, budget_v, gpu: str):
+    """Tune one shape into ``db`` with a live view, print its outcome and return it; on Ctrl-C exit 130 (the
+    database keeps every finished step, so the same command resumes)."""
+    from dnprof.variants.tuner import Tuner
+
+    console.print(f"tuning {', '.join(req.families)} K={req.K} V={req.V} T={req.T} B={req.B} H={req.H} {req.dtype} "
+                  f"{req.mode} on {gpu}: {len(space.kept)} of {space.total} variants kept, {strategy} with budget "
+                  f"{budget_v}, {req.jobs} compile workers; database {db.path}")
     live = _Live(console, enabled=console.is_terminal)
     try:
         with live, db:
@@ -398,8 +452,7 @@ def command(ctx: click.Context, head_dim, key_dim, value_dim, seq_len, batch, to
     done = "nothing new measured: reported from the database" if outcome.new_steps == 0 else \
         f"{outcome.new_steps} new steps recorded"
     console.print(f"{done} ({outcome.elapsed_s:.1f} s)" + (f"; stopped early: {outcome.stopped}" if outcome.stopped else ""))
-    path = _write_results(outcome, output, device)
-    console.print(f"results written to {path}")
+    return outcome
 
 
 def _tune_on_ray(console: Console, req, address: str, db_path: Path | None, output: Path | None,

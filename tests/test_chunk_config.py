@@ -51,7 +51,10 @@ def test_rec_tiling_names_and_validation():
     assert ChunkConfig.default_for(128, 128, 128, "bf16", "fwdbwd").rec == "main"  # measured at C = 64 only
     c32 = ChunkConfig.default_for(128, 128, 32, "bf16", "fwdbwd")
     assert c32.rec == "main" and not c32.fuse_output  # so is the fused output in fwd+bwd
-    assert ChunkConfig.default_for(64, 64, 64, "bf16", "fwdbwd").rec == "main"  # and at D >= 128 only
+    assert ChunkConfig.default_for(64, 64, 64, "bf16", "fwdbwd").rec == "main"  # and at D >= 128 only,
+    assert ChunkConfig.default_for(64, 64, 64, "bf16", "fwd").rec == "auto"  # but for D = 64's forward (swept)
+    assert ChunkConfig.default_for(32, 32, 64, "bf16", "fwd").rec == "main"  # never swept
+    assert ChunkConfig.default_for(64, 64, 64, "fp32", "fwd").rec == "main"
     assert ChunkConfig.default_for(128, 128, 64, "fp32", "fwdbwd").rec == "main"
 
 

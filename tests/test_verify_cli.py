@@ -88,3 +88,15 @@ def test_a_variant_refused_on_this_gpu_is_shown_as_refused_not_failed(monkeypatc
     assert "refused" in wyx and "pass" not in wyx
     assert "pass" in wyf
     assert "1 variant(s) refused" in res.output
+
+
+def test_the_default_variant_follows_the_mode():
+    """``--mode fwd`` checks the variant a forward alone runs untuned: at D = 64 in 16 bits the output fused
+    into the loop, nothing stored, the loop tiled by ``auto``; fwd+bwd keeps its own default."""
+    from dnprof.cli.verify import _select_variants
+    from dnprof.variants.chunk_config import ChunkConfig
+
+    (fwd,) = _select_variants("default", [64], 64, 64, "fp16", "fwd")
+    (both,) = _select_variants("default", [64], 64, 64, "fp16", "fwdbwd")
+    assert fwd == ChunkConfig.default_for(64, 64, 64, "fp16", "fwd") and fwd.rec == "auto" and fwd.state_dtype == "fp32"
+    assert both == ChunkConfig.default_for(64, 64, 64, "fp16", "fwdbwd") and both.rec == "main"

@@ -35,15 +35,17 @@ def _cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-def _select_variants(spec: str, chunk_sizes: list[int], K: int, V: int, dtype: str | None = None):
-    """Resolve ``--variants`` to ChunkConfigs for one head dim; ConfigError on bad names."""
+def _select_variants(spec: str, chunk_sizes: list[int], K: int, V: int, dtype: str | None = None,
+                     mode: str = "fwdbwd"):
+    """Resolve ``--variants`` to ChunkConfigs for one head dim; ConfigError on bad names. ``default`` is the
+    variant a call of ``mode`` runs untuned (a forward alone fuses its output at D <= 128)."""
     from dnprof.variants.chunk_config import ChunkConfig, ConfigError
 
     spec = spec.strip()
     if spec in ("default", "all"):
         out = []
         for c in chunk_sizes:
-            base = ChunkConfig.default_for(K, V, chunk_size=c, dtype=dtype)
+            base = ChunkConfig.default_for(K, V, chunk_size=c, dtype=dtype, mode=mode)
             if spec == "default":
                 out.append(base)
                 continue
@@ -121,7 +123,7 @@ def command(head_dim, seq_len, chunk_size, dtype, variants, device, batch, heads
     from dnprof.variants.errors import ConfigError, RefusedOnDevice
 
     try:
-        plan = {D: _select_variants(variants, chunk_sizes, D, D, dtype) for D in head_dims}
+        plan = {D: _select_variants(variants, chunk_sizes, D, D, dtype, mode) for D in head_dims}
     except ConfigError as e:
         raise click.BadParameter(str(e), param_hint="--variants") from None
 

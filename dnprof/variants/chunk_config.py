@@ -183,7 +183,11 @@ class ChunkConfig:
         H200. 16-bit variants at chunk
         size 64 and head dims of 128 and more tile their serial kernels automatically
         (``rec="auto"``), where the H200 measured it (``benchmarks/recurrence_sweep.py``, ``dnprof
-        compare``); smaller head dims keep the variant's own tiling until measured. 16-bit variants load
+        compare``); so does the 16-bit forward with no backward at padded head dim 64, whose loop
+        ``auto`` tiles at three stages, ``BV = 32`` where the programs are fewer than the SMs (the
+        H200's tenth-lease sweep at D = 64: 0.265 against 0.502 ms at T = 16384, 0.185 against 0.192 ms
+        at T = 4096; docs/performance.md, change 35). Other small head dims, and D = 64 with a
+        backward (its reverse recurrence was never swept there), keep the variant's own tiling. 16-bit variants load
         the serial loops' tiles through tensor descriptors (``tma``) wherever the launch can: on the H200
         it was never slower and took 3-8% off fwd+bwd and up to 7% off the forward at D = 64-256
         (docs/performance.md, change 31).
@@ -199,10 +203,11 @@ class ChunkConfig:
         small = max(Kp, Vp) <= 128
         fused_forward = sixteen and mode == "fwd" and small
         fused = fused_forward or (sixteen and small and chunk_size == 64)
+        auto_swept = max(Kp, Vp) >= 128 or (fused_forward and max(Kp, Vp) == 64)  # where the H200 measured auto
         cfg = cls(chunk_size=chunk_size, BK=BK, BV=BV, num_warps=num_warps, num_stages=2,
                   state_dtype="bf16" if sixteen and not fused_forward else "fp32",
                   fuse_output=fused, dot_operands="input" if sixteen else "fp32",
-                  rec="auto" if sixteen and chunk_size == 64 and max(Kp, Vp) >= 128 else "main", tma=sixteen)
+                  rec="auto" if sixteen and chunk_size == 64 and auto_swept else "main", tma=sixteen)
         cfg.validate(K, V)
         return cfg
 

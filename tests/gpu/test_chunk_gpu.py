@@ -299,3 +299,16 @@ def test_neighbours_of_the_refused_variants_verify_at_d64(name):
     res = verify_delta_kernel(kernel, 8, 1024, 32, 64, 64, dtype=torch.bfloat16, device="cuda", reference="chunk")
     print(f"D=64 {name} errors: " + " ".join(f"{k}={v:.2e}" for k, v in res.errors.items()))
     assert res.passed, res.errors
+
+
+@pytest.mark.parametrize("T, batch", [(16384, 2), (8192, 4), (4096, 8)])
+def test_d64_forward_default_with_auto_tiling_against_float64(T, batch):
+    """The forward-only default at D = 64 tiles its loop with ``auto`` (change 35: BV = 32 at three stages where
+    the programs are fewer than the SMs): verified against float64 at the compare's shapes (H = 32)."""
+    cfg = ChunkConfig.default_for(64, 64, 64, "bf16", "fwd")
+    assert cfg.rec == "auto"
+    kernel = functools.partial(chunk_delta_rule, config=cfg)
+    res = verify_delta_kernel(kernel, batch, T, 32, 64, 64, dtype=torch.bfloat16, device="cuda", mode="fwd",
+                              reference="chunk")
+    print(f"D=64 T={T} {cfg.name} forward errors: " + " ".join(f"{k}={v:.2e}" for k, v in res.errors.items()))
+    assert res.passed, res.errors

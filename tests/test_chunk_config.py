@@ -55,6 +55,16 @@ def test_rec_tiling_names_and_validation():
     assert ChunkConfig.default_for(64, 64, 64, "bf16", "fwd").rec == "auto"  # but for D = 64's forward (swept)
     assert ChunkConfig.default_for(32, 32, 64, "bf16", "fwd").rec == "main"  # never swept
     assert ChunkConfig.default_for(64, 64, 64, "fp32", "fwd").rec == "main"
+
+
+def test_the_separate_output_forward_above_128_runs_three_stages():
+    """Change 36: D = 256's 16-bit forward (output apart) at three stages; its fwd+bwd, fp32 and D <= 128 at two."""
+    assert ChunkConfig.default_for(256, 256, 64, "bf16", "fwd").num_stages == 3
+    assert ChunkConfig.default_for(256, 256, 64, "bf16", "fwd").name == "c64-bk64-bv64-w4-s3-hbf16-wyf-os-m16-rauto-tma"
+    assert ChunkConfig.default_for(256, 256, 64, "bf16", "fwdbwd").num_stages == 2
+    assert ChunkConfig.default_for(256, 256, 64, "fp32", "fwd").num_stages == 2
+    assert ChunkConfig.default_for(128, 128, 64, "bf16", "fwd").num_stages == 2
+    assert ChunkConfig.default_for(256, 256, 128, "bf16", "fwd").num_stages == 2
     assert ChunkConfig.default_for(128, 128, 64, "fp32", "fwdbwd").rec == "main"
 
 

@@ -187,7 +187,10 @@ class ChunkConfig:
         ``auto`` tiles at three stages, ``BV = 32`` where the programs are fewer than the SMs (the
         H200's tenth-lease sweep at D = 64: 0.265 against 0.502 ms at T = 16384, 0.185 against 0.192 ms
         at T = 4096; docs/performance.md, change 35). Other small head dims, and D = 64 with a
-        backward (its reverse recurrence was never swept there), keep the variant's own tiling. 16-bit variants load
+        backward (its reverse recurrence was never swept there), keep the variant's own tiling. The
+        16-bit forward with no backward above head dim 128 (output apart) runs its WY and output launches
+        at three stages: 4-5% faster than two in every paired H200 run (D = 256, T = 4096 and 16384,
+        with and without ``tma``; change 36), while fwd+bwd was 6% slower at three, so it keeps two. 16-bit variants load
         the serial loops' tiles through tensor descriptors (``tma``) wherever the launch can: on the H200
         it was never slower and took 3-8% off fwd+bwd and up to 7% off the forward at D = 64-256
         (docs/performance.md, change 31).
@@ -204,7 +207,9 @@ class ChunkConfig:
         fused_forward = sixteen and mode == "fwd" and small
         fused = fused_forward or (sixteen and small and chunk_size == 64)
         auto_swept = max(Kp, Vp) >= 128 or (fused_forward and max(Kp, Vp) == 64)  # where the H200 measured auto
-        cfg = cls(chunk_size=chunk_size, BK=BK, BV=BV, num_warps=num_warps, num_stages=2,
+        # the separate-output forward above 128: its WY and output launches at three stages (change 36)
+        stages = 3 if sixteen and mode == "fwd" and not small and chunk_size == 64 else 2
+        cfg = cls(chunk_size=chunk_size, BK=BK, BV=BV, num_warps=num_warps, num_stages=stages,
                   state_dtype="bf16" if sixteen and not fused_forward else "fp32",
                   fuse_output=fused, dot_operands="input" if sixteen else "fp32",
                   rec="auto" if sixteen and chunk_size == 64 and auto_swept else "main", tma=sixteen)

@@ -193,7 +193,7 @@ def test_transposed_state_in_a_fused_forward_without_backward_bf16(D, rec, want)
     from dnprof.kernels import launch
 
     cfg = dataclasses.replace(ChunkConfig.default_for(D, D, 64, torch.bfloat16, "fwd"), fuse_output=True,
-                              rec=rec.removesuffix("+x"), wy_in_loop=rec.endswith("+x"))
+                              num_stages=2, rec=rec.removesuffix("+x"), wy_in_loop=rec.endswith("+x"))
     launch.reset_lowered()
     kernel = functools.partial(chunk_delta_rule, config=cfg)
     res = verify_delta_kernel(kernel, 8, 1024, 2048 // D, D, D, dtype=torch.bfloat16, device="cuda", mode="fwd",

@@ -15,6 +15,22 @@ H200_SMS = 132
 SM90 = 9
 
 
+class _Launched(Exception):
+    """Raised by the stand-in WY launch: the call got past its checks."""
+
+
+def _stop_at_the_wy_launch(monkeypatch, chunk) -> list:
+    """Replace ``chunk``'s WY launch by one that records its keyword arguments and raises :class:`_Launched`."""
+    launched: list = []
+
+    def fake_wy_forward(*args, **kwargs):
+        launched.append(kwargs)
+        raise _Launched
+
+    monkeypatch.setattr(chunk, "wy_forward", fake_wy_forward)
+    return launched
+
+
 def test_main_and_explicit_tilings():
     main = ChunkConfig(BV=32, num_warps=8, num_stages=3)
     assert recurrence_tiling(main, "fwd", 128, 128, 4, H200_SMS, SM90) == Tiling(32, 8, 3, 2, 64)
@@ -198,26 +214,17 @@ def test_a_one_stage_wy_transform_at_chunk_128_is_refused_on_sm90_only(monkeypat
 
     cfg = ChunkConfig(chunk_size=128, BK=32, BV=32, num_warps=8, num_stages=1)
     inp = make_delta_inputs(1, 40, 2, 32, 32, dtype=torch.float32)
-    launched = []
-
-    class Launched(Exception):
-        """Raised by the stand-in WY launch: the call got past its checks."""
-
-    def fake_wy_forward(*args, **kwargs):
-        launched.append(kwargs)
-        raise Launched
-
-    monkeypatch.setattr(chunk, "wy_forward", fake_wy_forward)
+    launched = _stop_at_the_wy_launch(monkeypatch, chunk)
     monkeypatch.setattr(chunk, "compute_major", lambda dev: SM90)
     with pytest.raises(ValueError, match="config: at chunk size 128 the WY transform needs at least 2"):
         chunk.chunk_delta_rule(inp.q, inp.k, inp.v, inp.beta, config=cfg)
     assert launched == []
     # two stages pass the check, and the inverse launch is told it may not be lowered below two
-    with pytest.raises(Launched):
+    with pytest.raises(_Launched):
         chunk.chunk_delta_rule(inp.q, inp.k, inp.v, inp.beta, config=dataclasses.replace(cfg, num_stages=2))
     assert launched[-1]["min_stages"] == 2
     monkeypatch.setattr(chunk, "compute_major", lambda dev: 8)  # not seen elsewhere: allowed
-    with pytest.raises(Launched):
+    with pytest.raises(_Launched):
         chunk.chunk_delta_rule(inp.q, inp.k, inp.v, inp.beta, config=cfg)
     assert launched[-1]["min_stages"] == 1
 
@@ -308,13 +315,7 @@ def test_the_variants_seen_wrong_at_head_dim_64_are_refused_on_sm90_before_anyth
         chunk.plan_launch(w8, 64, 64, 256, H200_SMS, major)
         chunk.plan_launch(bk32, 64, 64, 256, H200_SMS, major)
 
-    class Launched(Exception):
-        """Raised by the stand-in WY launch: the call got past its checks."""
-
-    def fake_wy_forward(*args, **kwargs):
-        raise Launched
-
-    monkeypatch.setattr(chunk, "wy_forward", fake_wy_forward)
+    _stop_at_the_wy_launch(monkeypatch, chunk)
     monkeypatch.setattr(chunk, "compute_major", lambda dev: SM90)
     inp = make_delta_inputs(1, 40, 2, 64, 64, dtype=torch.float32)
     with pytest.raises(ValueError, match="config: chunk size 64 at 8 warps"):
@@ -322,5 +323,5 @@ def test_the_variants_seen_wrong_at_head_dim_64_are_refused_on_sm90_before_anyth
     q, k, v, beta = (t.detach().requires_grad_() for t in (inp.q, inp.k, inp.v, inp.beta))
     with pytest.raises(ValueError, match="config: BK 32 below a padded head dim of 64"):
         chunk.chunk_delta_rule(q, k, v, beta, config=bk32)
-    with pytest.raises(Launched):  # no gradient wanted: the forward alone runs
+    with pytest.raises(_Launched):  # no gradient wanted: the forward alone runs
         chunk.chunk_delta_rule(inp.q, inp.k, inp.v, inp.beta, config=bk32)

@@ -309,3 +309,8 @@ def test_listing_several_sequence_lengths_shows_each_shapes_space():
 def test_ray_takes_one_shape_per_command():
     out = CliRunner().invoke(main, ["tune", "--ray", "--head-dim", "64,128"])
     assert out.exit_code == 2 and "--ray: tune one head dim and sequence length per command" in out.output
+
+
+def test_a_bad_chunk_size_list_exits_2_naming_the_option():
+    out = CliRunner().invoke(main, ["tune", "--list", "--device-profile", "h200", "--chunk-size", "64,x"])
+    assert out.exit_code == 2 and "--chunk-size: 'x' is not an integer" in out.output, out.output

@@ -22,6 +22,7 @@ from rich.console import Console, Group
 from rich.table import Table
 
 from dnprof.cli.console import make_console
+from dnprof.cli.options import int_list
 
 FAMILY_CHOICES = ("chunk", "recurrent", "all")
 DTYPES = ("bf16", "fp16", "fp32")
@@ -84,8 +85,6 @@ def _dims(head_dim: int | None, key_dim: int | None, value_dim: int | None) -> t
 def _shapes(head_dim: str | None, key_dim: int | None, value_dim: int | None, seq_len: str | None, batch: int | None,
             tokens: int, heads: int | None, model_dim: int, cpu: bool) -> list[tuple[int, int, int, int, int]]:
     """(K, V, T, B, H) of every shape to tune, head dim by head dim and each at every sequence length."""
-    from dnprof.cli.options import int_list
-
     try:
         dims = int_list("--head-dim", head_dim) if head_dim else [None]
         lens = int_list("--seq-len", seq_len) if seq_len else [CPU_DEFAULTS["seq_len"] if cpu else 4096]
@@ -303,14 +302,6 @@ def _rows(outcome) -> list:
     return rows
 
 
-def _write_results(outcome, output: Path | None, device: str, fp: dict[str, Any] | None = None) -> Path:
-    """One tuning run's rows as a results file (``output``, or a time-stamped name under ``results/<gpu>/``)."""
-    from dnprof.bench.fingerprint import fingerprint
-
-    fp = fingerprint() if fp is None else fp
-    return _write_rows(_rows(outcome), output or _default_output(fp), fp)
-
-
 def _default_output(fp: dict[str, Any]) -> Path:
     from dnprof.variants.db import gpu_slug
 
@@ -320,6 +311,7 @@ def _default_output(fp: dict[str, Any]) -> Path:
 
 
 def _write_rows(rows: list, output: Path, fp: dict[str, Any]) -> Path:
+    """Tuning rows as a results file at ``output`` (written atomically, so a rewrite never loses what was there)."""
     from dnprof.bench.results import ResultsFile, write_results
 
     return write_results(output, ResultsFile(kind="tune", command=_command_line(), fingerprint=fp, rows=rows))
@@ -386,7 +378,7 @@ def command(ctx: click.Context, head_dim, key_dim, value_dim, seq_len, batch, to
 
     try:
         budget_v = parse_budget(budget or (CPU_DEFAULTS["budget"] if cpu else DEFAULT_BUDGET))
-        sizes = None if not chunk_size else [int(x) for x in chunk_size.split(",") if x.strip()]
+        sizes = int_list("--chunk-size", chunk_size) if chunk_size else None
         limits = device_limits(device_profile, device=device)
         spaces = [generate_space(K, V, dtype, limits, families, mode=mode, chunk_sizes=sizes, n_streams=B * H)
                   for K, V, T, B, H in shapes]
@@ -425,8 +417,9 @@ def command(ctx: click.Context, head_dim, key_dim, value_dim, seq_len, batch, to
     fp = fingerprint()
     path = output or _default_output(fp)
     rows: list = []
+    workers = 0 if cpu else default_jobs() if jobs is None else jobs
     for shape, space in zip(shapes, spaces):
-        req = request(*shape, (default_jobs() if jobs is None else jobs) if not cpu else 0)
+        req = request(*shape, workers)
         outcome = _tune_one(console, req, db, limits, space, strategy, budget_v, gpu)
         rows += _rows(outcome)
         _write_rows(rows, path, fp)  # after each shape, so an interrupted run keeps the shapes it finished
@@ -509,7 +502,8 @@ def _tune_on_ray(console: Console, req, address: str, db_path: Path | None, outp
             out = output
             if out is not None and several:
                 out = out.with_name(f"{out.stem}-{gpu_slug(group.gpu)}{out.suffix}")
-            path = _write_results(outcome, out, req.device, fp=group.fingerprint())
+            fp = group.fingerprint()
+            path = _write_rows(_rows(outcome), out or _default_output(fp), fp)
             console.print(f"results written to {path}")
 
 

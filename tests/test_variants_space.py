@@ -12,7 +12,7 @@ from dnprof.cli import main
 from dnprof.variants.chunk_config import ChunkConfig
 from dnprof.variants.limits import PROFILES, DeviceLimits, device_limits
 from dnprof.variants.search import (Budget, RoundPlan, initial_set, parse_budget, planned_measurements, run_rounds)
-from dnprof.variants.space import RULE_NOTES, chunk_regs_per_thread, chunk_smem_bytes, generate_space
+from dnprof.variants.space import RULE_NOTES, Candidate, chunk_regs_per_thread, chunk_smem_bytes, generate_space
 
 
 def _raw_size() -> int:
@@ -276,6 +276,35 @@ def test_a_space_for_a_shape_keeps_one_of_two_variants_that_tma_does_not_change(
     assert {slabs.name, dataclasses.replace(slabs, tma=False).name} <= names(at)
     free = generate_space(256, 256, "bf16", PROFILES["h200"], ("chunk",), mode="fwd", chunk_sizes=[64])
     assert {fused.name, plain.name} <= names(free)
+
+
+def test_a_default_pruned_as_a_duplicate_stays_the_reference_through_its_kept_twin():
+    """At D = 128, T = 8192 (64 streams) the forward's default loads through tensor descriptors a loop that
+    ``auto`` holds transposed, so the space keeps only its twin without ``tma``: that twin is the search's
+    reference and first candidate, and its one-knob neighbours lead the order."""
+    default = ChunkConfig.default_for(128, 128, 64, "bf16", "fwd")
+    twin = dataclasses.replace(default, tma=False)
+    space = generate_space(128, 128, "bf16", PROFILES["h200"], ("chunk",), mode="fwd", chunk_sizes=[64], n_streams=64)
+    assert default.tma and twin.name in {c.name for c in space.kept}
+    assert space.defaults["chunk"].config == twin
+    ordered = space.ordered("chunk")
+    assert ordered[0].config == twin
+    assert all(space._knobs_apart(ordered[0], c) == 1 for c in ordered[1:8])
+    chosen = initial_set("halving", ordered, parse_budget("8"), default=space.defaults["chunk"])
+    assert chosen[0].config == twin
+
+
+def test_kept_twin_follows_duplicate_rules_only():
+    """A variant cut as a duplicate maps to the kept variant it duplicates; one cut for another reason
+    (a known fault) has no twin, so the search never stands a different computation in for it."""
+    space = generate_space(256, 256, "bf16", PROFILES["h200"], ("chunk",), mode="fwd", chunk_sizes=[64], n_streams=64)
+    fused = dataclasses.replace(ChunkConfig.default_for(256, 256, 64, "bf16", "fwd"), fuse_output=True)
+    assert fused.state_dtype == "bf16" and fused.tma
+    twin = space.kept_twin(Candidate("chunk", fused))  # two moot fields: the state dtype, then tma
+    assert twin is not None and twin.config == dataclasses.replace(fused, state_dtype="fp32", tma=False)
+    faulty = next(p.candidate for p in space.pruned if p.rule == "known-fault" and p.candidate is not None)
+    assert space.kept_twin(faulty) is None
+    assert space.kept_twin(space.kept[0]) == space.kept[0]
 
 
 def test_tma_is_a_duplicate_before_compute_capability_9():

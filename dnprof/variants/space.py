@@ -176,6 +176,28 @@ class Space:
             out.setdefault(p.rule, p.detail)
         return out
 
+    def kept_twin(self, cand: Candidate) -> Candidate | None:
+        """``cand`` if it was kept, else, when a ``duplicate`` rule pruned it, the kept variant it duplicates
+        (the moot field set back: tma off where it has no effect, an fp32 state for a fused forward, ...),
+        else None. A default pruned as a duplicate stays the tuner's reference through its twin."""
+        kept, rules = self._lookup()
+        for _ in range(4):  # one moot field per step, in the duplicate rules' order
+            if cand in kept:
+                return cand
+            if rules.get(cand) != "duplicate":
+                return None
+            cand = Candidate(cand.family, dataclasses.replace(cand.config, **_moot_field(cand.config, self.dtype,
+                                                                                          self.mode)))
+        return cand if cand in kept else None
+
+    def _lookup(self) -> tuple[set[Candidate], dict[Candidate, str]]:
+        """The kept set and each pruned candidate's rule, built once per size of the space."""
+        size = (len(self.kept), len(self.pruned))
+        if getattr(self, "_lookup_cache", (None,))[0] != size:
+            self._lookup_cache = (size, set(self.kept),
+                                  {p.candidate: p.rule for p in self.pruned if p.candidate is not None})
+        return self._lookup_cache[1], self._lookup_cache[2]
+
     def kept_of(self, family: str) -> list[Candidate]:
         return [c for c in self.kept if c.family == family]
 
@@ -188,25 +210,28 @@ class Space:
         random order.
         """
         kept = self.kept_of(family)
-        kept_set = set(kept)
         anchors: list[Candidate] = []
         default = self.defaults.get(family)
-        if default is not None and default in kept_set:
+        if default is not None and default in set(kept):
             anchors.append(default)
         if family == "chunk":
             cls = _config_classes(family)
             for c in sorted({k.config.chunk_size for k in kept}, key=lambda c: (c != 128, -c)):
                 try:
-                    cand = Candidate(family, cls.default_for(self.K, self.V, chunk_size=c, dtype=self.dtype,
-                                                             mode=self.mode))
+                    cand = self.kept_twin(Candidate(family, cls.default_for(self.K, self.V, chunk_size=c,
+                                                                            dtype=self.dtype, mode=self.mode)))
                 except ValueError:
                     continue
-                if cand in kept_set and cand not in anchors:
+                if cand is not None and cand not in anchors:
                     anchors.append(cand)
         rng = random.Random(seed)
         neighbours: list[list[Candidate]] = []
+        # a neighbour pruned as a duplicate (e.g. tma where the loops are held transposed) counts as its twin
+        twins = [p.candidate for p in self.pruned if p.rule == "duplicate" and p.candidate is not None
+                 and p.candidate.family == family]
         for a in anchors:
-            near = [c for c in kept if c not in anchors and self._knobs_apart(a, c) == 1]
+            near = list(dict.fromkeys(t for c in kept + twins if self._knobs_apart(a, c) == 1
+                                      for t in [self.kept_twin(c)] if t is not None and t not in anchors))
             rng.shuffle(near)
             neighbours.append(near)
         first = list(anchors)
@@ -305,6 +330,10 @@ def generate_space(K: int, V: int, dtype: str, limits: DeviceLimits, families: I
             space.kept.append(cand)
             for flag in _flags(cand, limits):
                 space.flags.setdefault(flag, []).append(cand)
+        if fam in space.defaults:
+            twin = space.kept_twin(space.defaults[fam])
+            if twin is not None:  # pruned as a duplicate: its kept twin is the reference
+                space.defaults[fam] = twin
     return space
 
 
@@ -365,6 +394,17 @@ def _prune_rule(cand: Candidate, K: int, V: int, dtype: str, mode: str, limits: 
         return "duplicate", (f"{cand.name}: a backward needs every chunk's state, so output_chunk has no effect "
                              "in fwd+bwd")
     return None
+
+
+def _moot_field(cfg: Any, dtype: str, mode: str) -> dict[str, Any]:
+    """The field a ``duplicate`` rule found moot in ``cfg``, set to the value its kept twin has."""
+    if dtype == "fp32" and getattr(cfg, "dot_operands", "fp32") != "fp32":
+        return {"dot_operands": "fp32"}
+    if mode == "fwd" and getattr(cfg, "fuse_output", False) and getattr(cfg, "state_dtype", "fp32") != "fp32":
+        return {"state_dtype": "fp32"}
+    if getattr(cfg, "tma", False):
+        return {"tma": False}
+    return {"output_chunk": 0}
 
 
 def _refusal(cand: Candidate, K: int, V: int, mode: str, limits: DeviceLimits,

@@ -44,10 +44,11 @@ def test_a100_gets_a_smaller_space_than_h100():
     faults_h100 = {p.candidate for p in h100.pruned if p.rule == "known-fault"}
     assert len(a100.kept) < len(h100.kept) + len(faults_h100)  # less shared memory, not counting sm_90's faults
     assert a100.reasons()["shared-memory"] > h100.reasons()["shared-memory"]
-    one_key_tile_w8 = lambda c: c.config.chunk_size == 64 and c.config.num_warps == 8 and c.config.BK >= 256
+    from dnprof.variants.known_faults import sm90_wrong_values
+
     assert faults_h100 and all(c.config.num_stages == 1 and (c.config.BV <= 32 and c.config.chunk_size <= 64
-                                                             or c.config.chunk_size == 128) or one_key_tile_w8(c)
-                               for c in faults_h100)
+                                                             or c.config.chunk_size == 128)
+                               or sm90_wrong_values(c.config, 256, backward=True) for c in faults_h100)
     assert set(a100.kept) <= set(h100.kept) | faults_h100  # sm_90's known faults are not cut on sm_80
     assert "known-fault" not in a100.reasons()
     assert "hopper-warps8" in h100.flags and "hopper-warps8" not in a100.flags  # a flag, not a cut
@@ -341,3 +342,29 @@ def test_the_variants_seen_wrong_at_head_dim_64_on_an_h200_are_known_faults_on_s
     h200 = generate_space(64, 64, "bf16", PROFILES["h200"], ("chunk",), chunk_sizes=[64])
     details = {p.candidate.name: p.detail for p in h200.pruned if p.candidate}
     assert "8 warps with the keys in one tile" in details[w8] and "wrong dk and dbeta" in details[bk32]
+
+
+def test_the_variants_seen_failing_at_head_dim_256_on_an_h200_are_known_faults_on_sm90_only():
+    """The thirteenth lease's D = 256 forward tunings: every chunk-64 variant at 8 warps and one stage returned
+    wrong values (or faulted), both chunk-128 variants with the WY launch split and the output fused made
+    illegal memory accesses, and one 8-warp BV = 128 split-WY forward returned a wrong output. sm_90 cuts
+    them before compiling, sm_80 keeps them, neighbours stay."""
+    from dnprof.variants.known_faults import sm90_wrong_values
+
+    seen = ["c64-bk128-bv64-w8-s1-hfp32-wyx-of", "c64-bk64-bv64-w8-s1-hfp32-wys-os128-m16-rauto-tma",
+            "c64-bk128-bv128-w8-s1-hfp32-wyx-os128", "c128-bk128-bv32-w8-s2-hfp32-wys-of-m16-rauto-tma",
+            "c128-bk64-bv16-w4-s4-hfp32-wys-of-m16", "c64-bk64-bv128-w8-s3-hfp32-wys-os-tma"]
+    fine = ["c64-bk64-bv128-w8-s3-hfp32-wyf-os-tma", "c64-bk64-bv128-w4-s3-hfp32-wys-os-tma", "c64-bk64-bv64-w8-s2-hfp32-wyx-of", "c64-bk64-bv64-w4-s1-hbf16-wyf-os-m16-rauto-tma",
+            "c128-bk64-bv32-w8-s2-hfp32-wyf-of-m16-tma", "c128-bk64-bv32-w8-s2-hbf16-wys-os-m16"]
+    for name in seen:
+        assert sm90_wrong_values(ChunkConfig.from_name(name), 256, backward=False), name
+    for name in fine:
+        assert sm90_wrong_values(ChunkConfig.from_name(name), 256, backward=False) is None, name
+    h200 = generate_space(256, 256, "bf16", PROFILES["h200"], ("chunk",), mode="fwd")
+    a100 = generate_space(256, 256, "bf16", PROFILES["a100"], ("chunk",), mode="fwd")
+    faults = {p.candidate.name: p.detail for p in h200.pruned if p.rule == "known-fault" and p.candidate}
+    w8s1 = "c64-bk64-bv64-w8-s1-hfp32-wyx-of"
+    assert "8 warps and one stage" in faults[w8s1]
+    assert "c128-bk64-bv16-w4-s4-hfp32-wys-of-m16" in faults
+    a100_faults = {p.candidate.name for p in a100.pruned if p.rule == "known-fault" and p.candidate}
+    assert w8s1 not in a100_faults and "c128-bk64-bv16-w4-s4-hfp32-wys-of-m16" not in a100_faults

@@ -190,6 +190,32 @@ def test_shipped_file_is_valid():
     assert isinstance(read_export("tuned_configs.json", text=text), list)
 
 
+def test_every_shipped_entry_is_what_its_own_shape_runs_on_its_gpu(monkeypatch, tmp_path):
+    """Each shipped config validates for its head dims and is selected (source ``shipped``) at its own GPU,
+    dtype, mode and bucket when no user database exists: one key per entry, none shadowed."""
+    import importlib.resources
+
+    from dnprof.variants import db as dbmod
+    from dnprof.variants.db import config_from_dict
+
+    text = (importlib.resources.files("dnprof") / "data" / "tuned_configs.json").read_text()
+    entries = read_export("tuned_configs.json", text=text)
+    assert entries
+    keys = [(e["gpu"], e["compute_capability"], e["dtype"], e["K"], e["V"], e["mode"], e["t_bucket"]) for e in entries]
+    assert len(set(keys)) == len(keys)
+    for e in entries:
+        monkeypatch.setattr(dbmod, "triton_version", lambda e=e: e["triton"])
+        selection.clear_cache()
+        cfg = config_from_dict(e["family"], e["config"])
+        cfg.validate(e["K"], e["V"])
+        assert cfg.name == e["candidate"]
+        got = selection.select_chunk_config(e["K"], e["V"], e["t_bucket"], e["dtype"], e["mode"],
+                                            gpu=(e["gpu"], str(e["compute_capability"])),
+                                            db_path=str(tmp_path / "none.jsonl"))
+        assert got == (cfg, "shipped"), e["candidate"]
+    selection.clear_cache()
+
+
 def test_a_forward_winner_never_runs_a_fwd_bwd_call_but_a_fwd_bwd_winner_may_run_a_forward(tmp_path, monkeypatch):
     """A forward tuned with the output fused would cost the backward (4.04 against 3.20 ms at D = 256 on an
     H200): a fwd+bwd call falls through to the shipped entry or the default instead; the exact mode from

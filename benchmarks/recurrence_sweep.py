@@ -217,6 +217,8 @@ def main() -> None:
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--compile-only", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
+    if a.jobs < 1:
+        ap.error(f"--jobs: expected at least 1 worker process, got {a.jobs}")
     if a.worker is not None:
         worker(json.loads(a.worker), a.compile_only)
         return

@@ -47,3 +47,10 @@ def test_sweep_runs_the_loop_forms(tmp_path):
     for r in recs:
         assert r["status"] == "ok" and r["rel_err"] < 1e-2, r
     assert " tj bv32 " in proc.stdout and " t+x bv32 " in proc.stdout and " bk0+x bv32 " in proc.stdout
+
+
+def test_sweep_refuses_no_workers_by_name():
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--jobs", "0"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "--jobs: expected at least 1 worker process, got 0" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -368,3 +368,33 @@ def test_the_variants_seen_failing_at_head_dim_256_on_an_h200_are_known_faults_o
     assert "c128-bk64-bv16-w4-s4-hfp32-wys-of-m16" in faults
     a100_faults = {p.candidate.name for p in a100.pruned if p.rule == "known-fault" and p.candidate}
     assert w8s1 not in a100_faults and "c128-bk64-bv16-w4-s4-hfp32-wys-of-m16" not in a100_faults
+
+
+def test_explicit_serial_tilings_join_the_search_as_neighbours_of_the_default():
+    """``recs`` (``dnprof tune --rec``) puts explicit loop tilings in the space; each is one knob from the
+    default, so a small budget times them early. A malformed one is refused naming the option."""
+    recs = ["auto", "bk256bv64w4s2"]
+    space = generate_space(256, 256, "bf16", PROFILES["h200"], ("chunk",), mode="fwd", chunk_sizes=[64],
+                           n_streams=32, recs=recs)
+    assert {c.config.rec for c in space.kept} == set(recs)
+    default = space.defaults["chunk"]
+    explicit = dataclasses.replace(default.config, rec="bk256bv64w4s2")
+    chosen = initial_set("halving", space.ordered("chunk"), parse_budget("4"), default=default)
+    assert explicit in [c.config for c in chosen]
+    with pytest.raises(ValueError, match=r"rec \(--rec\).*'bogus'"):
+        generate_space(64, 64, "bf16", PROFILES["h200"], ("chunk",), recs=["auto", "bogus"])
+
+
+def test_cli_rec_option_lists_the_larger_space_and_names_a_bad_value():
+    args = ["tune", "--list", "--device-profile", "h200", "--head-dim", "64", "--chunk-size", "64", "--mode", "fwd"]
+    plain = CliRunner().invoke(main, args, terminal_width=250)
+    wider = CliRunner().invoke(main, [*args, "--rec", "main,auto,bv32w4s3"], terminal_width=250)
+    assert plain.exit_code == 0 and wider.exit_code == 0, wider.output
+
+    def generated(out: str) -> int:
+        row = next(line for line in out.splitlines() if line.startswith("│ chunk"))
+        return int(row.split("│")[2])
+
+    assert generated(wider.output) == 3 * generated(plain.output) // 2
+    bad = CliRunner().invoke(main, [*args, "--rec", "bv32w4"], terminal_width=250)
+    assert bad.exit_code != 0 and "--rec" in bad.output and "bv32w4" in bad.output

@@ -333,6 +333,9 @@ def _write_rows(rows: list, output: Path, fp: dict[str, Any]) -> Path:
 @click.option("--mode", type=click.Choice(("fwd", "fwdbwd")), default="fwdbwd", show_default=True)
 @click.option("--family", type=click.Choice(FAMILY_CHOICES), default="chunk", show_default=True)
 @click.option("--chunk-size", type=str, default=None, help="Comma list of chunk sizes to search, e.g. 64,128.")
+@click.option("--rec", "rec", type=str, default=None,
+              help="Comma list of serial-loop tilings to search: main, auto or explicit like bk256bv64w4s2 "
+                   "(default main,auto).")
 @click.option("--strategy", type=click.Choice(("exhaustive", "random", "halving")), default="halving", show_default=True)
 @click.option("--budget", type=str, default=None,
               help="Candidates (48), time (300s, 5m) or both (48,300s); default 48,240s (4 with --device cpu).")
@@ -354,7 +357,7 @@ def _write_rows(rows: list, output: Path, fp: dict[str, Any]) -> Path:
                    "Ray instance using every local GPU). Needs pip install 'dnprof[ray]'.")
 @click.pass_context
 def command(ctx: click.Context, head_dim, key_dim, value_dim, seq_len, batch, tokens, heads, model_dim, dtype, mode,
-            family, chunk_size, strategy, budget, jobs, db_path, force, list_only, device_profile, device, seed, no_fla,
+            family, chunk_size, rec, strategy, budget, jobs, db_path, force, list_only, device_profile, device, seed, no_fla,
             output, ray_address) -> None:
     """Find the fastest verified kernel variant for this GPU and shape, and remember it."""
     if ctx.invoked_subcommand is not None:
@@ -378,9 +381,10 @@ def command(ctx: click.Context, head_dim, key_dim, value_dim, seq_len, batch, to
 
     try:
         budget_v = parse_budget(budget or (CPU_DEFAULTS["budget"] if cpu else DEFAULT_BUDGET))
-        sizes = int_list("--chunk-size", chunk_size) if chunk_size else None
+        space_opts = dict(chunk_sizes=int_list("--chunk-size", chunk_size) if chunk_size else None,
+                          recs=rec.split(",") if rec else None)
         limits = device_limits(device_profile, device=device)
-        spaces = [generate_space(K, V, dtype, limits, families, mode=mode, chunk_sizes=sizes, n_streams=B * H)
+        spaces = [generate_space(K, V, dtype, limits, families, mode=mode, n_streams=B * H, **space_opts)
                   for K, V, T, B, H in shapes]
     except ValueError as exc:
         raise TuneError(str(exc)) from None
@@ -405,7 +409,7 @@ def command(ctx: click.Context, head_dim, key_dim, value_dim, seq_len, batch, to
     if ray_address is not None:
         if len(shapes) > 1:
             raise TuneError("--ray: tune one head dim and sequence length per command")
-        _tune_on_ray(console, request(*shapes[0], 0), ray_address, db_path, output, device_profile, sizes)
+        _tune_on_ray(console, request(*shapes[0], 0), ray_address, db_path, output, device_profile, space_opts)
         return
 
     from dnprof.bench.fingerprint import fingerprint
@@ -449,7 +453,7 @@ def _tune_one(console: Console, req, db, limits, space, strategy: str, budget_v,
 
 
 def _tune_on_ray(console: Console, req, address: str, db_path: Path | None, output: Path | None,
-                 device_profile: str | None, sizes: list[int] | None) -> None:
+                 device_profile: str | None, space_opts: dict[str, Any]) -> None:
     """``tune --ray``: every GPU model of the cluster tunes at once, candidates as one-GPU Ray tasks."""
     from dnprof.distributed import ray_cluster
     from dnprof.variants.db import DatabaseError, gpu_slug
@@ -464,7 +468,7 @@ def _tune_on_ray(console: Console, req, address: str, db_path: Path | None, outp
         for g in groups:
             limits = device_limits(device_profile) if device_profile else g.info.limits
             spaces[g.label] = space = generate_space(req.K, req.V, req.dtype, limits, req.families, mode=req.mode,
-                                                     chunk_sizes=sizes, n_streams=req.B * req.H)
+                                                     n_streams=req.B * req.H, **space_opts)
             if not space.kept:
                 raise TuneError(f"no variant of {', '.join(req.families)} fits K={req.K} V={req.V} on {g.label}")
         dbs = {g.label: _open_db(db_path, g.gpu, g.compute_capability) for g in groups}

@@ -277,9 +277,11 @@ def _config_errors() -> tuple[type[BaseException], ...]:
 
 def generate_space(K: int, V: int, dtype: str, limits: DeviceLimits, families: Iterable[str] = ("chunk",),
                    mode: str = "fwdbwd", chunk_sizes: Iterable[int] | None = None,
-                   n_streams: int | None = None) -> Space:
+                   n_streams: int | None = None, recs: Iterable[str] | None = None) -> Space:
     """Enumerate every variant of ``families`` for head dims (K, V) and prune it for ``limits``; with
-    ``n_streams`` (batch x heads of the shape to tune) also what the launch guard refuses at that shape."""
+    ``n_streams`` (batch x heads of the shape to tune) also what the launch guard refuses at that shape.
+    ``chunk_sizes`` and ``recs`` (serial-loop tilings: ``main``, ``auto`` or explicit like ``bk256bv64w4s2``)
+    replace the chunk family's own choices of those fields."""
     families = tuple(families)
     for fam in families:
         if fam not in FAMILIES:
@@ -294,6 +296,8 @@ def generate_space(K: int, V: int, dtype: str, limits: DeviceLimits, families: I
             if bad:
                 raise ValueError(f"chunk size must be among {choices['chunk_size']}, got {bad}")
             choices["chunk_size"] = sizes
+        if fam == "chunk" and recs is not None:
+            choices["rec"] = _rec_choices(recs, choices["rec"])
         try:
             default = cls.default_for(K, V) if fam == "recurrent" else cls.default_for(
                 K, V, chunk_size=64 if sizes is None or 64 in sizes else sizes[0], dtype=dtype, mode=mode)
@@ -335,6 +339,18 @@ def generate_space(K: int, V: int, dtype: str, limits: DeviceLimits, families: I
             if twin is not None:  # pruned as a duplicate: its kept twin is the reference
                 space.defaults[fam] = twin
     return space
+
+
+def _rec_choices(recs: Iterable[str], named: tuple[str, ...]) -> tuple[str, ...]:
+    """``recs`` checked: each ``main``, ``auto`` or a well-formed explicit tiling (ValueError naming it)."""
+    from dnprof.variants.chunk_config import parse_rec_tiling
+
+    out = tuple(dict.fromkeys(r.strip() for r in recs))
+    bad = [r for r in out if r not in named and parse_rec_tiling(r) is None]
+    if bad or not out:
+        raise ValueError(f"rec (--rec): expected {named} or an explicit tiling like 'bv32w4s3', 'bk256bv64w4s2' or "
+                         f"'tjbv128w8s2', got {bad or list(out)}")
+    return out
 
 
 #: a verdict not yet reached (None is "valid", a string the reason it is not)

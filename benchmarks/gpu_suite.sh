@@ -21,6 +21,9 @@
 #                    its separate output kernel's forms (-os, -osv, -os128, -os128v, and -os/-osv at
 #                    8-warp output tilings of BV 128 and the whole padded V) and fla-core
 #   sweep            benchmarks/recurrence_sweep.py: the serial kernels' tilings at D = 64, 128, 256
+#   sweep-waves      the same at T = 8192, where BV = 64 gives 128 programs (one wave on 132 SMs) and auto's BV = 32
+#                    two: the loops that store states and the reverse one at D = 256, 128 and 64
+#                    (docs/performance.md, "What holds the D = 256 forward at T = 8192 back")
 #   cache            pack Triton's cache ($TRITON_CACHE_DIR, set by benchmarks/device_env.sh) into
 #                    OUTDIR/triton-cache.tgz.partaa, ab, ... (15 MiB each, under the 16 MiB a returned file may
 #                    have); copy them to .tc/ and carry .tc to the next call, where device_env.sh unpacks them
@@ -94,9 +97,16 @@ print(','.join('dnprof-chunk-' + dataclasses.replace(base, output_chunk=oc, outp
         --providers "dnprof-chunk,$forms,fla-deltanet" --output "$out/forms-d$d.json" ;;
     sweep) run_step sweep "$limit" "$py" benchmarks/recurrence_sweep.py --head-dim 64,128,256 \
       --seq-len 4096,16384 --warps 4,8 --stages 2,3 --json "$out/sweep.jsonl" ;;
+    sweep-waves) run_step sweep-waves "$limit" bash -c "set -e
+      $py benchmarks/recurrence_sweep.py --head-dim 256 --seq-len 8192 --kernels fwd_state_os,bwd_dh --bk 128,256 \
+        --bv 32,64 --warps 4 --stages 2,3 --tma 1 --json '$out/sweep-waves.jsonl'
+      $py benchmarks/recurrence_sweep.py --head-dim 128 --seq-len 8192 --kernels fwd_state_os,bwd_dh --bk 128 \
+        --bv 32,64 --warps 4 --stages 2,3 --tma 1 --json '$out/sweep-waves.jsonl'
+      $py benchmarks/recurrence_sweep.py --head-dim 64 --seq-len 8192 --kernels fwd_state_ofs,bwd_dh --bk 64 \
+        --bv 32,64 --warps 4 --stages 2,3 --tma 1 --json '$out/sweep-waves.jsonl'" ;;
     cache) cache="${TRITON_CACHE_DIR:?cache: source benchmarks/device_env.sh first}"
       run_step cache "$limit" bash -c "tar czf - -C '$(dirname "$cache")' '$(basename "$cache")' \
         | split -b 15m - '$out/triton-cache.tgz.part' && ls -l '$out'/triton-cache.tgz.part*" ;;
-    *) echo "unknown step: $step (tests, breakdown, compare-D, tune-D, warm-D, forms-D, sweep, cache)" >&2; exit 2 ;;
+    *) echo "unknown step: $step (tests, breakdown, compare-D, tune-D, warm-D, forms-D, sweep, sweep-waves, cache)" >&2; exit 2 ;;
   esac
 done

@@ -129,3 +129,19 @@ def test_tune_step_passes_tune_args_on(tmp_path):
     line = (tmp_path / "out" / "tune-64.log").read_text().strip()
     assert line == (f"-m dnprof tune --head-dim 64 --chunk-size 64,128 --output {tmp_path / 'out' / 'tune-d64.json'} "
                     "--budget 32,140s --mode fwd"), line
+
+
+def test_sweep_waves_step_sweeps_each_head_dim_at_t8192(tmp_path):
+    """``sweep-waves`` runs three recurrence sweeps at T = 8192 (D = 256, 128, 64), BV 32 against 64, into one file."""
+    fake = tmp_path / "fake-python"
+    fake.write_text('#!/usr/bin/env bash\necho "$*"\n')
+    fake.chmod(0o755)
+    env = dict(os.environ, PYTHON=str(fake))
+    out = subprocess.run(["bash", str(SCRIPT), str(tmp_path / "out"), "sweep-waves:60"], capture_output=True,
+                         text=True, env=env, timeout=120, cwd=SCRIPT.parents[1])
+    assert out.returncode == 0 and out.stdout.startswith("sweep-waves") and "rc=0" in out.stdout, out
+    lines = (tmp_path / "out" / "sweep-waves.log").read_text().strip().splitlines()
+    assert [line.split("--head-dim ")[1].split()[0] for line in lines] == ["256", "128", "64"]
+    for line in lines:
+        assert line.startswith("benchmarks/recurrence_sweep.py") and "--seq-len 8192" in line and "--bv 32,64" in line
+        assert f"--json {tmp_path / 'out' / 'sweep-waves.jsonl'}" in line

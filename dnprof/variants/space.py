@@ -164,6 +164,7 @@ class Space:
     pruned: list[Pruned] = field(default_factory=list)
     flags: dict[str, list[Candidate]] = field(default_factory=dict)
     defaults: dict[str, Candidate] = field(default_factory=dict)
+    _lookup_cache: tuple = field(default=(None,), init=False, repr=False, compare=False)
 
     def reasons(self) -> dict[str, int]:
         """Pruned counts per rule."""
@@ -193,7 +194,7 @@ class Space:
     def _lookup(self) -> tuple[set[Candidate], dict[Candidate, str]]:
         """The kept set and each pruned candidate's rule, built once per size of the space."""
         size = (len(self.kept), len(self.pruned))
-        if getattr(self, "_lookup_cache", (None,))[0] != size:
+        if self._lookup_cache[0] != size:
             self._lookup_cache = (size, set(self.kept),
                                   {p.candidate: p.rule for p in self.pruned if p.candidate is not None})
         return self._lookup_cache[1], self._lookup_cache[2]

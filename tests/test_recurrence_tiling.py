@@ -325,3 +325,29 @@ def test_the_variants_seen_wrong_at_head_dim_64_are_refused_on_sm90_before_anyth
         chunk.chunk_delta_rule(q, k, v, beta, config=bk32)
     with pytest.raises(_Launched):  # no gradient wanted: the forward alone runs
         chunk.chunk_delta_rule(inp.q, inp.k, inp.v, inp.beta, config=bk32)
+
+
+def test_a_shipped_pick_refused_at_this_batch_falls_back_to_the_default(monkeypatch):
+    """A forward shipped for its sequence-length bucket with ``wy_in_loop`` (tuned at 64 streams, where ``auto``
+    holds the state transposed) is refused on sm_90 at 16 streams, where ``auto`` narrows to BV 32: a call that
+    named no config runs the default there instead of failing, and the shipped pick where it is accepted."""
+    import torch
+
+    import dnprof.kernels.chunk as chunk
+    import dnprof.variants.selection as selection
+    from dnprof.bench.inputs import make_delta_inputs
+
+    shipped = ChunkConfig.from_name("c64-bk64-bv64-w4-s2-hfp32-wyx-of-m16-rauto")
+    monkeypatch.setattr(selection, "select_chunk_config", lambda *a, **k: (shipped, "shipped"))
+    monkeypatch.setattr(chunk, "compute_major", lambda dev: SM90)
+    with pytest.raises(ValueError, match="config: wy_in_loop"):
+        chunk.plan_launch(shipped, 128, 128, 16, H200_SMS, SM90, save=False)
+    default = ChunkConfig.default_for(128, 128, 64, "bf16", "fwd")
+    assert chunk.select_launchable(128, 128, 8192, "bf16", "fwd", 16, "cpu") == (default, "default")
+    assert chunk.select_launchable(128, 128, 8192, "bf16", "fwd", 64, "cpu") == (shipped, "shipped")
+
+    launched = _stop_at_the_wy_launch(monkeypatch, chunk)
+    inp = make_delta_inputs(1, 64, 16, 128, 128, dtype=torch.float32)
+    with torch.no_grad(), pytest.raises(_Launched):  # got past the guard: the default runs
+        chunk.chunk_delta_rule(inp.q, inp.k, inp.v, inp.beta)
+    assert launched

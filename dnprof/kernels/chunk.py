@@ -90,6 +90,29 @@ def select_config(K: int, V: int, T: int, dtype: torch.dtype, mode: str = "fwdbw
     return select_chunk_config(K, V, T, dtype, mode, chunk_size=chunk_size)[0]
 
 
+def select_launchable(K: int, V: int, T: int, dtype: torch.dtype | str, mode: str, n_streams: int,
+                      device: torch.device | str, chunk_size: int | None = None) -> tuple[ChunkConfig, str]:
+    """The variant a call without ``config`` runs, and its source: the tuned or shipped pick when the launch
+    guard accepts it at ``n_streams`` (sequences x heads) on ``device``, else the default.
+
+    Tuned and shipped configs are chosen per sequence-length bucket, not per batch: one tuned at 64 streams
+    may be refused at 16 (``auto`` narrows its loop to BV 32, where sm_90 refuses ``wy_in_loop``), and a call
+    that named no config must not fail for that.
+    """
+    from dnprof.variants.selection import select_chunk_config
+
+    cfg, source = select_chunk_config(K, V, T, dtype, mode, chunk_size=chunk_size)
+    if source == "default":
+        return cfg, source
+    dev = _device_index(torch.device(device))
+    try:
+        cfg.validate(K, V)
+        plan_launch(cfg, K, V, n_streams, sm_count(dev), compute_major(dev), save=mode != "fwd")
+    except (RefusedOnDevice, ConfigError):
+        return ChunkConfig.default_for(K, V, 64 if chunk_size is None else chunk_size, dtype, mode), "default"
+    return cfg, source
+
+
 class _ChunkTables:
     """Host-built index tables for the flattened token axis (int32, on the device)."""
 
@@ -417,7 +440,8 @@ def chunk_delta_rule(
         if chunk_size is not None and chunk_size not in ChunkConfig.choices()["chunk_size"]:
             raise ValueError(f"chunk_size: must be one of {ChunkConfig.choices()['chunk_size']}, got {chunk_size!r}")
         mode = "fwdbwd" if torch.is_grad_enabled() else "fwd"
-        config = select_config(K, V, T, q.dtype, mode, chunk_size)
+        n_seqs = B if cu_seqlens is None else cu_seqlens.numel() - 1
+        config = select_launchable(K, V, T, q.dtype, mode, n_seqs * H, q.device, chunk_size)[0]
     elif not isinstance(config, ChunkConfig):
         raise ValueError(f"config: expected a ChunkConfig or None, got {type(config).__name__}")
     try:

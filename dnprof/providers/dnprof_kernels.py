@@ -71,16 +71,16 @@ def parse_chunk_variant(spec: str) -> tuple[str, Any]:
 
 
 def select_config(shape: Shape, mode: str, chunk_size: int | None = None) -> tuple[Any, str]:
-    """The variant for ``shape`` (at ``chunk_size`` if given) from ``select_chunk_config``, else the default."""
+    """The variant ``chunk_delta_rule`` would run for ``shape`` with no ``config`` (at ``chunk_size`` if given):
+    the tuned or shipped pick where the launch guard accepts it at the shape's streams, else the default."""
     try:
-        from dnprof.variants.selection import select_chunk_config
+        from dnprof.kernels.chunk import select_launchable
     except ImportError:
         cls = _chunk_config_cls()
         cfg = cls.default_for(shape.K, shape.V, 64 if chunk_size is None else chunk_size, shape.dtype, mode)
         return cfg, "default"
-    if chunk_size is None:
-        return select_chunk_config(shape.K, shape.V, shape.T, shape.dtype, mode)
-    return select_chunk_config(shape.K, shape.V, shape.T, shape.dtype, mode, chunk_size=chunk_size)
+    return select_launchable(shape.K, shape.V, shape.T, shape.dtype, mode, shape.B * shape.H, shape.device,
+                             chunk_size=chunk_size)
 
 
 class DnprofChunkProvider(DeltaNetProvider):

@@ -19,6 +19,8 @@ state held transposed) took 1.117 ms at T = 16384 on an H200 (sixth lease), agai
 is taken from either source before the other mode; a forward may then run the fwd+bwd winner of its
 bucket (a sound forward), but fwd+bwd never runs a forward winner (one that fuses the output pays
 for it in the backward: 4.04 ms fwd+bwd at D = 256, T = 4096, against the default's 3.20 ms).
+A pick is per bucket, not per batch: ``chunk_delta_rule`` runs it only where the launch guard accepts it
+at the call's (sequence, head) streams, else the default (:func:`dnprof.kernels.chunk.select_launchable`).
 Lookups are cached per (shape, GPU) so a hot path pays once; :func:`clear_cache` forgets them
 (the tuner calls it after writing). A corrupt user database only warns here (with the file and
 line), so a training job falls back instead of crashing; ``dnprof tune`` reports it as an error.

@@ -317,3 +317,44 @@ def test_d64_forward_default_with_auto_tiling_against_float64(T, batch):
                               reference="chunk")
     print(f"D=64 T={T} {cfg.name} forward errors: " + " ".join(f"{k}={v:.2e}" for k, v in res.errors.items()))
     assert res.passed, res.errors
+
+
+def _shipped_here() -> list[dict]:
+    """The shipped tuned configs for this GPU (none where no GPU is visible)."""
+    import importlib.resources
+
+    from dnprof.variants.db import read_export
+    from dnprof.variants.selection import current_gpu
+
+    gpu = current_gpu() if torch.cuda.is_available() else None
+    text = (importlib.resources.files("dnprof") / "data" / "tuned_configs.json").read_text()
+    return [e for e in read_export("tuned_configs.json", text=text)
+            if gpu is not None and (e["gpu"], str(e["compute_capability"])) == gpu]
+
+
+def test_every_shipped_config_for_this_gpu_at_its_streams_and_at_sixteen():
+    """Each shipped config verifies against float64 at its own (sequence, head) streams (shorter sequences), and a
+    call that names no config at 16 streams, where ``auto`` tiles differently, runs and verifies too (the shipped
+    pick where the launch guard accepts it there, else the default)."""
+    from dnprof.kernels.chunk import select_launchable
+    from dnprof.variants.db import config_from_dict
+
+    entries = _shipped_here()
+    if not entries:
+        pytest.skip("no shipped tuned config for this GPU")
+    for e in entries:
+        cfg = config_from_dict("chunk", e["config"])
+        K, mode, shape = e["K"], e["mode"], e["shape"]
+        with torch.set_grad_enabled(mode != "fwd"):
+            res = verify_delta_kernel(functools.partial(chunk_delta_rule, config=cfg), shape["B"], 512, shape["H"],
+                                      K, K, dtype=torch.bfloat16, device="cuda", mode=mode, reference="chunk")
+        print(f"shipped {e['candidate']} {mode} B={shape['B']} H={shape['H']}: {res.errors}")
+        assert res.passed, (e["candidate"], res.errors)
+        H16 = 16 if shape["H"] >= 16 else shape["H"]
+        B16 = max(1, 16 // H16)
+        picked, source = select_launchable(K, K, e["t_bucket"], torch.bfloat16, mode, B16 * H16, "cuda")
+        with torch.set_grad_enabled(mode != "fwd"):  # a call picks its mode's config by whether grad is on
+            res = verify_delta_kernel(chunk_delta_rule, B16, e["t_bucket"], H16, K, K, dtype=torch.bfloat16,
+                                      device="cuda", mode=mode, reference="chunk")
+        print(f"no config at {B16 * H16} streams, T={e['t_bucket']}: {picked.name} ({source}) {res.errors}")
+        assert res.passed, (picked.name, res.errors)

@@ -351,3 +351,25 @@ def test_a_shipped_pick_refused_at_this_batch_falls_back_to_the_default(monkeypa
     with torch.no_grad(), pytest.raises(_Launched):  # got past the guard: the default runs
         chunk.chunk_delta_rule(inp.q, inp.k, inp.v, inp.beta)
     assert launched
+
+
+def test_a_call_whose_inputs_need_no_gradient_runs_the_forward_pick_even_with_grad_on(monkeypatch):
+    """Inference without ``torch.no_grad()`` (inputs that require no gradient) can have no backward: the call
+    selects its config as a forward (the forward's tuned pick), not as fwd+bwd."""
+    import torch
+
+    import dnprof.kernels.chunk as chunk
+    from dnprof.bench.inputs import make_delta_inputs
+
+    modes: list = []
+
+    def fake_select(K, V, T, dtype, mode, n_streams, device, chunk_size=None):
+        modes.append(mode)
+        return ChunkConfig.default_for(K, V, 64, dtype, mode), "default"
+
+    monkeypatch.setattr(chunk, "select_launchable", fake_select)
+    inp = make_delta_inputs(1, 64, 2, 32, 32, dtype=torch.float32)
+    assert torch.is_grad_enabled() and not inp.q.requires_grad
+    chunk.chunk_delta_rule(inp.q, inp.k, inp.v, inp.beta)
+    chunk.chunk_delta_rule(inp.q.requires_grad_(), inp.k, inp.v, inp.beta)
+    assert modes == ["fwd", "fwdbwd"]

@@ -436,10 +436,12 @@ def chunk_delta_rule(
     """
     shape = check_delta_inputs(q, k, v, beta, scale=scale, initial_state=initial_state, cu_seqlens=cu_seqlens)
     B, T, H, K, V = shape.B, shape.T, shape.H, shape.K, shape.V
+    leaves = (q, k, v, beta) + ((initial_state,) if initial_state is not None else ())
+    differentiable = torch.is_grad_enabled() and any(t.requires_grad for t in leaves)
     if config is None:
         if chunk_size is not None and chunk_size not in ChunkConfig.choices()["chunk_size"]:
             raise ValueError(f"chunk_size: must be one of {ChunkConfig.choices()['chunk_size']}, got {chunk_size!r}")
-        mode = "fwdbwd" if torch.is_grad_enabled() else "fwd"
+        mode = "fwdbwd" if differentiable else "fwd"  # no backward can follow: the forward's own pick
         n_seqs = B if cu_seqlens is None else cu_seqlens.numel() - 1
         config = select_launchable(K, V, T, q.dtype, mode, n_seqs * H, q.device, chunk_size)[0]
     elif not isinstance(config, ChunkConfig):
@@ -459,8 +461,6 @@ def chunk_delta_rule(
     else:
         bounds = [b * T for b in range(B + 1)]
     tables = _chunk_tables(tuple(bounds), config.chunk_size, q.device)
-    leaves = (q, k, v, beta) + ((initial_state,) if initial_state is not None else ())
-    differentiable = torch.is_grad_enabled() and any(t.requires_grad for t in leaves)
     # refused here, before any launch, if it must not run
     plan = launch_plan(config, K, V, H, tables, q.device, save=differentiable)
     qf, kf, vf = (x.reshape(B * T, H, x.shape[-1]).contiguous() for x in (q, k, v))

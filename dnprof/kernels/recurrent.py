@@ -220,7 +220,9 @@ def fused_recurrent_delta_rule(
     if config is None:
         from dnprof.variants.selection import select_recurrent_config
 
-        mode = "fwdbwd" if torch.is_grad_enabled() else "fwd"
+        leaves = (q, k, v, beta) + (() if initial_state is None else (initial_state,))
+        differentiable = torch.is_grad_enabled() and any(t.requires_grad for t in leaves)
+        mode = "fwdbwd" if differentiable else "fwd"  # no backward can follow: the forward's own pick
         config = select_recurrent_config(shape.K, shape.V, shape.T, q.dtype, mode)[0]
     elif not isinstance(config, RecurrentConfig):
         raise ValueError(f"config: expected a RecurrentConfig or None, got {type(config).__name__}")

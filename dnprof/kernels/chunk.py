@@ -91,26 +91,26 @@ def select_config(K: int, V: int, T: int, dtype: torch.dtype, mode: str = "fwdbw
 
 
 def select_launchable(K: int, V: int, T: int, dtype: torch.dtype | str, mode: str, n_streams: int,
-                      device: torch.device | str, chunk_size: int | None = None) -> tuple[ChunkConfig, str]:
-    """The variant a call without ``config`` runs, and its source: the tuned or shipped pick when the launch
-    guard accepts it at ``n_streams`` (sequences x heads) on ``device``, else the default.
+                      device: torch.device | str, chunk_size: int | None = None) -> tuple[ChunkConfig, str, LaunchPlan]:
+    """The variant a call without ``config`` runs, its source and its launch plan: the tuned or shipped pick
+    when the launch guard accepts it at ``n_streams`` (sequences x heads) on ``device``, else the default.
 
     Tuned and shipped configs are chosen per sequence-length bucket, not per batch: one tuned at 64 streams
     may be refused at 16 (``auto`` narrows its loop to BV 32, where sm_90 refuses ``wy_in_loop``), and a call
-    that named no config must not fail for that.
+    that named no config must not fail for that. ``mode`` ``fwd``: no backward follows (no states saved).
     """
     from dnprof.variants.selection import select_chunk_config
 
     cfg, source = select_chunk_config(K, V, T, dtype, mode, chunk_size=chunk_size)
-    if source == "default":
-        return cfg, source
     dev = _device_index(torch.device(device))
-    try:
-        cfg.validate(K, V)
-        plan_launch(cfg, K, V, n_streams, sm_count(dev), compute_major(dev), save=mode != "fwd")
-    except (RefusedOnDevice, ConfigError):
-        return ChunkConfig.default_for(K, V, 64 if chunk_size is None else chunk_size, dtype, mode), "default"
-    return cfg, source
+    where = (n_streams, sm_count(dev), compute_major(dev), mode != "fwd")
+    if source != "default":
+        try:
+            cfg.validate(K, V)
+            return cfg, source, plan_launch(cfg, K, V, *where)
+        except (RefusedOnDevice, ConfigError):
+            cfg, source = ChunkConfig.default_for(K, V, 64 if chunk_size is None else chunk_size, dtype, mode), "default"
+    return cfg, source, plan_launch(cfg, K, V, *where)
 
 
 class _ChunkTables:
@@ -438,12 +438,13 @@ def chunk_delta_rule(
     B, T, H, K, V = shape.B, shape.T, shape.H, shape.K, shape.V
     leaves = (q, k, v, beta) + ((initial_state,) if initial_state is not None else ())
     differentiable = torch.is_grad_enabled() and any(t.requires_grad for t in leaves)
+    bounds = [int(x) for x in cu_seqlens.tolist()] if cu_seqlens is not None else [b * T for b in range(B + 1)]
+    plan = None
     if config is None:
         if chunk_size is not None and chunk_size not in ChunkConfig.choices()["chunk_size"]:
             raise ValueError(f"chunk_size: must be one of {ChunkConfig.choices()['chunk_size']}, got {chunk_size!r}")
         mode = "fwdbwd" if differentiable else "fwd"  # no backward can follow: the forward's own pick
-        n_seqs = B if cu_seqlens is None else cu_seqlens.numel() - 1
-        config = select_launchable(K, V, T, q.dtype, mode, n_seqs * H, q.device, chunk_size)[0]
+        config, _, plan = select_launchable(K, V, T, q.dtype, mode, (len(bounds) - 1) * H, q.device, chunk_size)
     elif not isinstance(config, ChunkConfig):
         raise ValueError(f"config: expected a ChunkConfig or None, got {type(config).__name__}")
     try:
@@ -456,13 +457,9 @@ def chunk_delta_rule(
     if use_qk_l2norm_in_kernel:
         q, k = l2norm(q.float()).to(q.dtype), l2norm(k.float()).to(k.dtype)
 
-    if cu_seqlens is not None:
-        bounds = [int(x) for x in cu_seqlens.tolist()]
-    else:
-        bounds = [b * T for b in range(B + 1)]
     tables = _chunk_tables(tuple(bounds), config.chunk_size, q.device)
-    # refused here, before any launch, if it must not run
-    plan = launch_plan(config, K, V, H, tables, q.device, save=differentiable)
+    if plan is None:  # a named config: refused here, before any launch, if it must not run
+        plan = launch_plan(config, K, V, H, tables, q.device, save=differentiable)
     qf, kf, vf = (x.reshape(B * T, H, x.shape[-1]).contiguous() for x in (q, k, v))
     bf = beta.reshape(B * T, H).contiguous()
     h0 = None if initial_state is None else initial_state.contiguous()

@@ -217,11 +217,11 @@ def fused_recurrent_delta_rule(
     picks the kernel variant (when None: tuned, else shipped, else ``RecurrentConfig.default_for``).
     """
     shape = check_delta_inputs(q, k, v, beta, scale=scale, initial_state=initial_state, cu_seqlens=cu_seqlens)
+    leaves = (q, k, v, beta) + (() if initial_state is None else (initial_state,))
+    differentiable = torch.is_grad_enabled() and any(t.requires_grad for t in leaves)
     if config is None:
         from dnprof.variants.selection import select_recurrent_config
 
-        leaves = (q, k, v, beta) + (() if initial_state is None else (initial_state,))
-        differentiable = torch.is_grad_enabled() and any(t.requires_grad for t in leaves)
         mode = "fwdbwd" if differentiable else "fwd"  # no backward can follow: the forward's own pick
         config = select_recurrent_config(shape.K, shape.V, shape.T, q.dtype, mode)[0]
     elif not isinstance(config, RecurrentConfig):
@@ -235,8 +235,7 @@ def fused_recurrent_delta_rule(
     q, k, v, beta = (t.contiguous() for t in (q, k, v, beta))
     h0 = None if initial_state is None else initial_state.contiguous()
 
-    tensors = (q, k, v, beta) + (() if h0 is None else (h0,))
-    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+    if differentiable:
         return FusedRecurrentDeltaRule.apply(q, k, v, beta, h0, float(scale), output_final_state, cu_seqlens, config, out_dtype)
     o, ht, _, _, _ = recurrent_fwd(
         q, k, v, beta, float(scale), h0, cu_seqlens, config,

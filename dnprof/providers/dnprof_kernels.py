@@ -79,8 +79,9 @@ def select_config(shape: Shape, mode: str, chunk_size: int | None = None) -> tup
         cls = _chunk_config_cls()
         cfg = cls.default_for(shape.K, shape.V, 64 if chunk_size is None else chunk_size, shape.dtype, mode)
         return cfg, "default"
-    return select_launchable(shape.K, shape.V, shape.T, shape.dtype, mode, shape.B * shape.H, shape.device,
-                             chunk_size=chunk_size)
+    cfg, source, _ = select_launchable(shape.K, shape.V, shape.T, shape.dtype, mode, shape.B * shape.H,
+                                       shape.device, chunk_size=chunk_size)
+    return cfg, source
 
 
 class DnprofChunkProvider(DeltaNetProvider):

@@ -28,11 +28,11 @@ def sm90_wrong_values(cfg: Any, K: int, backward: bool) -> str | None:
                 "or inf) or made an illegal memory access in all 8 such variants tried on sm_90 (H200, Triton 3.6, "
                 "D = 256 forward); use 2 or more stages or 4 warps")
     if (cfg.chunk_size == 64 and cfg.num_warps == 8 and cfg.BV >= 128 and not cfg.fuse_wy
-            and not getattr(cfg, "wy_in_loop", False) and not cfg.fuse_output):
+            and not cfg.wy_in_loop and not cfg.fuse_output):
         return ("chunk size 64 at 8 warps with BV >= 128, the WY launch split and the output apart returned a wrong "
                 "output (error 0.37, the final state right) on sm_90 (H200, Triton 3.6, D = 256 forward, seen once); "
                 "use fuse_wy=True or 4 warps")
-    if cfg.chunk_size == 128 and not cfg.fuse_wy and not getattr(cfg, "wy_in_loop", False) and cfg.fuse_output:
+    if cfg.chunk_size == 128 and not cfg.fuse_wy and not cfg.wy_in_loop and cfg.fuse_output:
         return ("chunk size 128 with the WY transform split from its inputs and the output fused made an illegal "
                 "memory access in both such variants tried on sm_90 (H200, Triton 3.6, D = 256 forward); use "
                 "fuse_wy=True or the output apart")

@@ -55,6 +55,7 @@ fit; anything they let through that still does not fit fails at compile time and
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import math
 import operator
@@ -146,6 +147,7 @@ class Pruned:
     rule: str
     detail: str
     raw: dict[str, Any] = field(default_factory=dict)
+    twin: Candidate | None = None  # for a ``duplicate``: the variant it duplicates (its moot field set back)
 
 
 @dataclass
@@ -164,7 +166,6 @@ class Space:
     pruned: list[Pruned] = field(default_factory=list)
     flags: dict[str, list[Candidate]] = field(default_factory=dict)
     defaults: dict[str, Candidate] = field(default_factory=dict)
-    _lookup_cache: tuple = field(default=(None,), init=False, repr=False, compare=False)
 
     def reasons(self) -> dict[str, int]:
         """Pruned counts per rule."""
@@ -179,25 +180,21 @@ class Space:
 
     def kept_twin(self, cand: Candidate) -> Candidate | None:
         """``cand`` if it was kept, else, when a ``duplicate`` rule pruned it, the kept variant it duplicates
-        (the moot field set back: tma off where it has no effect, an fp32 state for a fused forward, ...),
+        (following each rule's twin: tma off where it has no effect, an fp32 state for a fused forward, ...),
         else None. A default pruned as a duplicate stays the tuner's reference through its twin."""
-        kept, rules = self._lookup()
-        for _ in range(4):  # one moot field per step, in the duplicate rules' order
-            if cand in kept:
-                return cand
-            if rules.get(cand) != "duplicate":
+        while cand not in self._kept_set:
+            cand = self._twins.get(cand)
+            if cand is None:
                 return None
-            cand = Candidate(cand.family, dataclasses.replace(cand.config, **_moot_field(cand.config, self.dtype,
-                                                                                          self.mode)))
-        return cand if cand in kept else None
+        return cand
 
-    def _lookup(self) -> tuple[set[Candidate], dict[Candidate, str]]:
-        """The kept set and each pruned candidate's rule, built once per size of the space."""
-        size = (len(self.kept), len(self.pruned))
-        if self._lookup_cache[0] != size:
-            self._lookup_cache = (size, set(self.kept),
-                                  {p.candidate: p.rule for p in self.pruned if p.candidate is not None})
-        return self._lookup_cache[1], self._lookup_cache[2]
+    @functools.cached_property
+    def _kept_set(self) -> set[Candidate]:
+        return set(self.kept)
+
+    @functools.cached_property
+    def _twins(self) -> dict[Candidate, Candidate]:
+        return {p.candidate: p.twin for p in self.pruned if p.twin is not None}
 
     def kept_of(self, family: str) -> list[Candidate]:
         return [c for c in self.kept if c.family == family]
@@ -213,7 +210,7 @@ class Space:
         kept = self.kept_of(family)
         anchors: list[Candidate] = []
         default = self.defaults.get(family)
-        if default is not None and default in set(kept):
+        if default is not None and default in self._kept_set:
             anchors.append(default)
         if family == "chunk":
             cls = _config_classes(family)
@@ -228,8 +225,7 @@ class Space:
         rng = random.Random(seed)
         neighbours: list[list[Candidate]] = []
         # a neighbour pruned as a duplicate (e.g. tma where the loops are held transposed) counts as its twin
-        twins = [p.candidate for p in self.pruned if p.rule == "duplicate" and p.candidate is not None
-                 and p.candidate.family == family]
+        twins = [c for c in self._twins if c.family == family]
         for a in anchors:
             near = list(dict.fromkeys(t for c in kept + twins if self._knobs_apart(a, c) == 1
                                       for t in [self.kept_twin(c)] if t is not None and t not in anchors))
@@ -330,15 +326,14 @@ def generate_space(K: int, V: int, dtype: str, limits: DeviceLimits, families: I
             cand = Candidate(fam, cfg)
             rule = _prune_rule(cand, K, V, dtype, mode, limits) or _refusal(cand, K, V, mode, limits, n_streams)
             if rule is not None:
-                space.pruned.append(Pruned(cand, rule[0], rule[1], raw))
+                twin = Candidate(fam, dataclasses.replace(cfg, **rule[2])) if len(rule) > 2 else None
+                space.pruned.append(Pruned(cand, rule[0], rule[1], raw, twin))
                 continue
             space.kept.append(cand)
             for flag in _flags(cand, limits):
                 space.flags.setdefault(flag, []).append(cand)
-        if fam in space.defaults:
-            twin = space.kept_twin(space.defaults[fam])
-            if twin is not None:  # pruned as a duplicate: its kept twin is the reference
-                space.defaults[fam] = twin
+    for fam, default in space.defaults.items():  # pruned as a duplicate: its kept twin is the reference
+        space.defaults[fam] = space.kept_twin(default) or default
     return space
 
 
@@ -374,7 +369,11 @@ def _raw_combinations(cls: Any, choices: dict[str, tuple]) -> Iterable[dict[str,
             yield {**raw, **dict(zip(moot, out))}
 
 
-def _prune_rule(cand: Candidate, K: int, V: int, dtype: str, mode: str, limits: DeviceLimits) -> tuple[str, str] | None:
+#: A pruning verdict: (rule, reason), or for a ``duplicate`` (rule, reason, the moot fields as its kept twin has them).
+Verdict = tuple
+
+
+def _prune_rule(cand: Candidate, K: int, V: int, dtype: str, mode: str, limits: DeviceLimits) -> Verdict | None:
     cfg = cand.config
     if cand.family == "chunk":
         smem = chunk_smem_bytes(cfg, K, V, dtype)
@@ -401,31 +400,22 @@ def _prune_rule(cand: Candidate, K: int, V: int, dtype: str, mode: str, limits: 
         return "known-fault", (f"{cand.name}: the WY transform at chunk size 128 and one stage faulted or returned "
                                "wrong values on sm_90 (seen with Triton 3.6 on the H200)")
     if cand.family == "chunk" and dtype == "fp32" and getattr(cfg, "dot_operands", "fp32") != "fp32":
-        return "duplicate", f"{cand.name}: fp32 inputs always multiply in fp32, so dot_operands has no effect"
+        return ("duplicate", f"{cand.name}: fp32 inputs always multiply in fp32, so dot_operands has no effect",
+                {"dot_operands": "fp32"})
     if cand.family == "chunk" and mode == "fwd" and getattr(cfg, "fuse_output", False) and getattr(cfg, "state_dtype", "fp32") != "fp32":
-        return "duplicate", f"{cand.name}: a fused-output forward stores no states, so state_dtype has no effect"
+        return ("duplicate", f"{cand.name}: a fused-output forward stores no states, so state_dtype has no effect",
+                {"state_dtype": "fp32"})
     if cand.family == "chunk" and getattr(cfg, "tma", False) and not _tma_applies(cfg, limits):
         return "duplicate", (f"{cand.name}: tensor-descriptor loads need compute capability 9.0, so on this device "
-                             "the loops load as without tma")
+                             "the loops load as without tma"), {"tma": False}
     if cand.family == "chunk" and mode != "fwd" and getattr(cfg, "output_chunk", 0):
         return "duplicate", (f"{cand.name}: a backward needs every chunk's state, so output_chunk has no effect "
-                             "in fwd+bwd")
+                             "in fwd+bwd"), {"output_chunk": 0}
     return None
 
 
-def _moot_field(cfg: Any, dtype: str, mode: str) -> dict[str, Any]:
-    """The field a ``duplicate`` rule found moot in ``cfg``, set to the value its kept twin has."""
-    if dtype == "fp32" and getattr(cfg, "dot_operands", "fp32") != "fp32":
-        return {"dot_operands": "fp32"}
-    if mode == "fwd" and getattr(cfg, "fuse_output", False) and getattr(cfg, "state_dtype", "fp32") != "fp32":
-        return {"state_dtype": "fp32"}
-    if getattr(cfg, "tma", False):
-        return {"tma": False}
-    return {"output_chunk": 0}
-
-
 def _refusal(cand: Candidate, K: int, V: int, mode: str, limits: DeviceLimits,
-             n_streams: int | None) -> tuple[str, str] | None:
+             n_streams: int | None) -> Verdict | None:
     """``refused`` with the launch guard's reason, when a chunk variant would be refused at launch on this
     device for ``n_streams`` (sequence, head) pairs; None without a shape or for other families."""
     if n_streams is None or cand.family != "chunk":
@@ -439,7 +429,7 @@ def _refusal(cand: Candidate, K: int, V: int, mode: str, limits: DeviceLimits,
         return "refused", f"{cand.name}: at {n_streams} (sequence, head) streams, {exc}"
     if getattr(cand.config, "tma", False) and not plan.fwd.tma and (mode == "fwd" or not plan.bwd.tma):
         return "duplicate", (f"{cand.name}: at {n_streams} (sequence, head) streams the serial loops it would "
-                             "load through tensor descriptors are held transposed, so tma has no effect")
+                             "load through tensor descriptors are held transposed, so tma has no effect"), {"tma": False}
     return None
 
 

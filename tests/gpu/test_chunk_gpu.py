@@ -352,7 +352,7 @@ def test_every_shipped_config_for_this_gpu_at_its_streams_and_at_sixteen():
         assert res.passed, (e["candidate"], res.errors)
         H16 = 16 if shape["H"] >= 16 else shape["H"]
         B16 = max(1, 16 // H16)
-        picked, source = select_launchable(K, K, e["t_bucket"], torch.bfloat16, mode, B16 * H16, "cuda")
+        picked, source, _ = select_launchable(K, K, e["t_bucket"], torch.bfloat16, mode, B16 * H16, "cuda")
         with torch.set_grad_enabled(mode != "fwd"):  # a call picks its mode's config by whether grad is on
             res = verify_delta_kernel(chunk_delta_rule, B16, e["t_bucket"], H16, K, K, dtype=torch.bfloat16,
                                       device="cuda", mode=mode, reference="chunk")

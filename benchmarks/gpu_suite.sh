@@ -21,9 +21,9 @@
 #                    its separate output kernel's forms (-os, -osv, -os128, -os128v, and -os/-osv at
 #                    8-warp output tilings of BV 128 and the whole padded V) and fla-core
 #   sweep            benchmarks/recurrence_sweep.py: the serial kernels' tilings at D = 64, 128, 256
-#   sweep-waves      the same at T = 8192, where BV = 64 gives 128 programs (one wave on 132 SMs) and auto's BV = 32
+#   sweep-waves      the same at T = 8192, where BV = 64 gives 128 programs (one wave on 132 SMs) and BV = 32
 #                    two: the loops that store states and the reverse one at D = 256, 128 and 64
-#                    (docs/performance.md, "What holds the D = 256 forward at T = 8192 back")
+#                    (docs/performance.md, change 39: what set auto's BV = 64 threshold)
 #   cache            pack Triton's cache ($TRITON_CACHE_DIR, set by benchmarks/device_env.sh) into
 #                    OUTDIR/triton-cache.tgz.partaa, ab, ... (15 MiB each, under the 16 MiB a returned file may
 #                    have); copy them to .tc/ and carry .tc to the next call, where device_env.sh unpacks them

@@ -57,6 +57,13 @@ def test_main_and_explicit_tilings():
         (256, 8 * 8, "fwd", True, Tiling(32, 4, 3, 2, 128)),  # ... but not with the output fused in
         (256, 8 * 8, "bwd", False, Tiling(32, 4, 3, 2, 256)),  # the reverse never does at 64
         (16, 1, "fwd", False, Tiling(16, 4, 3, 2, 64)),  # never wider than the padded head dim
+        (128, 4 * 16, "fwd", False, Tiling(64, 4, 3, 1, 128)),  # T = 8192: 128 programs, one wave, 3 stages
+        (128, 4 * 16, "fwd", True, Tiling(64, 4, 3, 1, 128)),
+        (128, 4 * 16, "bwd", False, Tiling(64, 4, 3, 1, 128)),
+        (256, 4 * 8, "fwd", False, Tiling(64, 4, 2, 1, 128)),  # a third stage does not fit at D = 256
+        (256, 4 * 8, "bwd", False, Tiling(32, 4, 3, 2, 256)),
+        (64, 99, "bwd", False, Tiling(64, 4, 3, 1, 64)),  # 99 programs: three quarters of 132 SMs
+        (64, 98, "bwd", False, Tiling(32, 4, 3, 2, 64)),  # 98: fewer, so BV = 32 for more programs
         (256, 8 * 8, "fwd", "c32", Tiling(64, 8, 3, 1, 64)),  # C = 32: half the tiles per stage, 64 pipelines
         (256, 2 * 8, "fwd", "c32", Tiling(64, 8, 3, 1, 64)),  # ... at few streams too (measured faster there)
         (256, 8 * 8, "bwd", "c32", Tiling(32, 4, 3, 2, 256)),  # the reverse keeps the measured rule
@@ -152,8 +159,9 @@ def test_auto_holds_the_state_transposed_for_a_fused_forward_with_programs_enoug
 
 
 def test_auto_counts_programs_against_this_gpus_sms():
-    # 8 x 16 streams at BV = 64 are 256 programs: enough for 132 SMs, not for 300
-    assert recurrence_tiling(AUTO, "fwd", 128, 128, 8 * 16, 300).BV == 32
+    # 8 x 16 streams at BV = 64 are 256 programs: enough for 132 SMs, and for 340 (three quarters), not for 342
+    assert recurrence_tiling(AUTO, "fwd", 128, 128, 8 * 16, 340).BV == 64
+    assert recurrence_tiling(AUTO, "fwd", 128, 128, 8 * 16, 342).BV == 32
 
 
 def test_a_run_notes_the_serial_tilings_it_launched():

@@ -10,8 +10,14 @@ measured on an H200 (bf16, C = 64, ``results/nvidia-h200/runs/lease3-call1-sweep
 - with at least one program per SM at ``BV = 64``, ``BV = 64``: the forward at 4 warps (2 stages
   when it stores states, 3 when it also computes the output), the reverse at 8 warps, 3 stages
   (D = 128, T = 4096: 0.38 against 0.48 ms at the variant's 4 warps, 2 stages);
-- with fewer programs than SMs (long sequences, small batches), ``BV = 32`` at 4 warps, 3 stages
-  (D = 128, T = 16384: forward 0.30 against 0.53 ms, reverse 0.42 against 0.81 ms);
+- with fewer programs than three quarters of the SMs (long sequences, small batches), ``BV = 32`` at
+  4 warps, 3 stages (D = 128, T = 16384, 64 programs at ``BV = 64``: forward 0.30 against 0.53 ms,
+  reverse 0.42 against 0.81 ms). From three quarters up, ``BV = 64`` (fourteenth lease,
+  ``runs/lease14/c1-sweep-waves.jsonl``, T = 8192, 128 programs on 132 SMs: D = 128 reverse 0.260
+  against 0.368 ms and forward 0.211 against 0.271; D = 256 forward storing states 0.352 against
+  0.386; D = 64 0.253 against 0.267 and 0.209 against 0.219), and a forward that stores states with
+  its output apart takes 3 stages where the programs fit one wave (D = 128: 0.211 against 0.275 ms at
+  2 stages; with two programs per SM, T = 4096, the stages tied, 0.226 against 0.224);
 - at padded head dims above 128, where the reverse recurrence (and the forward with the output
   fused) cannot pipeline at ``BV = 64``, ``BV = 32`` for those (D = 256, T = 4096: reverse 1.20
   against 2.25 ms);
@@ -173,7 +179,8 @@ def _rec_tiling(cfg: ChunkConfig, kernel: str, K: int, V: int, n_streams: int, s
         transposed = _transposed_forward(Kp, Vp, V, n_streams, sms, major, joint)
         if transposed is not None:
             return transposed
-    wide = n_streams * triton.cdiv(V, min(64, Vp)) >= sms
+    programs = n_streams * triton.cdiv(V, min(64, Vp))  # at BV = 64
+    wide = 4 * programs >= 3 * sms  # about one program per SM or more (fourteenth lease: 128 on 132 SMs)
     if kernel == "fwd" and cfg.fuse_output and C <= 32 and Kp > 128:
         return _tiling(min(64, Vp), 8, 3, cfg.BK, C, major)
     bk = _slab_height(kernel, Kp, C, cfg.BK)
@@ -183,7 +190,8 @@ def _rec_tiling(cfg: ChunkConfig, kernel: str, K: int, V: int, n_streams: int, s
             bk = Kp  # tensor-descriptor loads: one slab (tenth lease, see the module docstring)
         return _tiling(min(NARROW_BV, Vp), 4, 3, bk, C, major)
     if kernel == "fwd":
-        return _tiling(min(64, Vp), 4, 3 if cfg.fuse_output else 2, bk, C, major)
+        one_wave = programs <= sms and Kp <= 128  # one program per SM: a third stage costs no co-resident
+        return _tiling(min(64, Vp), 4, 3 if cfg.fuse_output or one_wave else 2, bk, C, major)  # (fits to Kp 128)
     return _tiling(min(64, Vp), 4 if bk == Kp else 8, 3, bk, C, major)
 
 

@@ -308,8 +308,9 @@ def test_neighbours_of_the_refused_variants_verify_at_d64(name):
 
 @pytest.mark.parametrize("T, batch", [(16384, 2), (8192, 4), (4096, 8)])
 def test_d64_forward_default_with_auto_tiling_against_float64(T, batch):
-    """The forward-only default at D = 64 tiles its loop with ``auto`` (change 35: BV = 32 at three stages where
-    the programs are fewer than the SMs): verified against float64 at the compare's shapes (H = 32)."""
+    """The forward-only default at D = 64 tiles its loop with ``auto`` (changes 35 and 39: BV = 32 at three stages
+    where the programs at BV = 64 are fewer than three quarters of the SMs, so T = 16384 here and not T = 8192):
+    verified against float64 at the compare's shapes (H = 32)."""
     cfg = ChunkConfig.default_for(64, 64, 64, "bf16", "fwd")
     assert cfg.rec == "auto"
     kernel = functools.partial(chunk_delta_rule, config=cfg)

@@ -440,3 +440,38 @@ def test_tma_is_left_out_where_the_copy_engine_cannot_read(device):
         o_shift, _ = chunk_delta_rule(shifted, inp.k, inp.v, inp.beta, initial_state=inp.initial_state, config=cfg)
     assert [t.split(" ")[0] for t in launch.noted_tilings()] == ["fwd_state_kernel"]
     assert torch.equal(o_shift, _fwd(inp, config=cfg)[0])
+
+
+@pytest.mark.parametrize("grad", [False, True])
+def test_a_forward_with_its_output_apart_frees_w_and_u_before_it_allocates_the_output(device, monkeypatch, grad):
+    """With no backward to follow, W and U are gone when the output launch runs (its peak is the larger of
+    W, U, states, Vn and states, Vn, o, not all five), and the output still matches float64; with a backward,
+    W and U stay (the backward reads them)."""
+    import weakref
+
+    import dnprof.kernels.chunk as ck
+
+    made, alive_at_output = [], []
+    wy_forward, launch = ck.wy_forward, ck.launch
+
+    def tracked_wy(*args, **kwargs):
+        X, W, U = wy_forward(*args, **kwargs)
+        made.extend(weakref.ref(t) for t in (W, U))
+        return X, W, U
+
+    def tracked_launch(kernel, *args, **kwargs):
+        if kernel is ck.fwd_output_kernel:
+            alive_at_output.append([ref() is not None for ref in made])
+        return launch(kernel, *args, **kwargs)
+
+    monkeypatch.setattr(ck, "wy_forward", tracked_wy)
+    monkeypatch.setattr(ck, "launch", tracked_launch)
+    inp = make_delta_inputs(2, 45, 2, 32, 32, dtype=torch.float32, device=device, seed=7)
+    cfg = _cfg(chunk_size=16, fuse_output=False, state_dtype="fp32")
+    q = inp.q.clone().requires_grad_(grad)
+    o, ht = chunk_delta_rule(q, inp.k, inp.v, inp.beta, initial_state=inp.initial_state, output_final_state=True,
+                             config=cfg)
+    assert alive_at_output == [[grad, grad]]
+    ref_o, ref_ht = recurrent_delta_rule(*(t.double() for t in (inp.q, inp.k, inp.v, inp.beta)),
+                                         initial_state=inp.initial_state.double(), output_final_state=True)
+    assert relative_error(o.detach(), ref_o) < 1e-5 and relative_error(ht.detach(), ref_ht) < 1e-5

@@ -325,11 +325,17 @@ def _forward(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, scale: float, h0: Te
     out_tables = _output_tables(tables, cfg, save, dev)
     Hs = torch.empty(out_tables.n_chunks if store_h else 1, H, K, V, dtype=_STATE_DTYPES[cfg.state_dtype], device=dev)
     Vn = torch.empty(T if store_vn else 1, H, V, dtype=inter, device=dev)
-    o = torch.empty(T, H, V, dtype=q.dtype, device=dev)
+    # a forward with its output apart and no backward to follow allocates o after the loop, once W, U and X
+    # are freed: its peak is then the larger of (W, U, Hs, Vn) and (Hs, Vn, o) instead of all five together
+    o_after_loop = not cfg.fuse_output and not save
+    o = torch.empty(1 if o_after_loop else T, H, V, dtype=q.dtype, device=dev)  # a placeholder the loop never touches
     ht = torch.empty(tables.n_seqs, H, K, V, dtype=torch.float32, device=dev) if output_final_state else None
     # under wy_in_loop the loop forms Vn from X, v and beta itself
     launch_state(q, k, *((X, v) if apply_x else (W, U)), h0, Hs, Vn, o, ht, tables, scale, cfg, store_h, store_vn,
                  plan.fwd, beta, hs_tables=out_tables)
+    if o_after_loop:
+        X = W = U = None  # the output launch reads only q, k, Hs and Vn
+        o = torch.empty(T, H, V, dtype=q.dtype, device=dev)
     if not cfg.fuse_output:
         out_bv, out_warps = cfg.output_launch(out_tables.chunk_size)
         # output_vloop: one program per chunk walks the V blocks (Q K^T formed once), else one per V block

@@ -3,7 +3,9 @@
 # step's full console output kept: the GPU tests, kernel breakdowns, compare and tune.
 #
 # Usage: benchmarks/gpu_suite.sh OUTDIR STEP[:SECONDS] ...
-#   tests            python -m pytest -m gpu tests/gpu
+#   tests            python -m pytest -m gpu tests/gpu ($TESTS_K, a pytest -k expression, picks some: e.g. TESTS_K="not fla"
+#                    leaves out the tests beside fla-core, whose first D = 256 fwd+bwd compile alone outlasted a
+#                    265 s step on a fresh H200; run them after a compare has compiled fla-core's kernels)
 #   breakdown        benchmarks/kernel_breakdown.py at D = 64, 128, 256, T = 4096 (default variants)
 #   compare-D        dnprof compare at head dim D, T = 4096 and 16384, fwd and fwd+bwd, every provider
 #                    ($SEQ_LENS and $PROVIDERS, comma lists, choose others: e.g. SEQ_LENS=2048,8192 or
@@ -72,7 +74,8 @@ for spec in "$@"; do
   limit="${spec#*:}"
   [ "$limit" = "$spec" ] && limit=300
   case "$step" in
-    tests) run_step tests "$limit" "$py" -m pytest -m gpu tests/gpu -v -s -p no:cacheprovider -rfEs ;;
+    tests) run_step tests "$limit" "$py" -m pytest -m gpu tests/gpu -v -s -p no:cacheprovider -rfEs \
+      ${TESTS_K:+-k "$TESTS_K"} ;;
     breakdown) run_step breakdown "$limit" bash -c "for d in 64 128 256; do $py benchmarks/kernel_breakdown.py \
       --head-dim \$d --seq-len 4096 --variants selected --json '$out/breakdown-d'\$d'.jsonl' || exit; done" ;;
     compare-*) d="${step#compare-}"

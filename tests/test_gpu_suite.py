@@ -145,3 +145,12 @@ def test_sweep_waves_step_sweeps_each_head_dim_at_t8192(tmp_path):
     for line in lines:
         assert line.startswith("benchmarks/recurrence_sweep.py") and "--seq-len 8192" in line and "--bv 32,64" in line
         assert f"--json {tmp_path / 'out' / 'sweep-waves.jsonl'}" in line
+
+
+def test_tests_step_runs_only_the_tests_tests_k_picks(tmp_path, monkeypatch):
+    """``TESTS_K`` reaches pytest as one ``-k`` expression: here it selects no test, so pytest exits 5."""
+    monkeypatch.setenv("TESTS_K", "no_such_test and not fla")
+    _run(tmp_path, "tests:120")
+    log = (tmp_path / "out" / "tests.log").read_text()
+    summary = (tmp_path / "out" / "summary.txt").read_text()
+    assert "rc=5" in summary and "deselected" in log, (summary, log)

@@ -18,7 +18,9 @@
 #                    timed beside each other), so the compare still autotunes each one alone, from compiled
 #                    binaries, in seconds instead of minutes. Run one warm-D at a time: three of them side by
 #                    side (nine processes on a 16-core H200 machine) left GLA's fwd+bwd compile unfinished at
-#                    every head dim after 380 s, where one alone took about 130 s at D = 64
+#                    every head dim after 380 s, where one alone took about 130 s at D = 64. WARM_SPLIT=N runs N
+#                    processes per baseline instead, each compiling a share of every autotuner's configs
+#                    (benchmarks/split_autotune.py), e.g. WARM_PROVIDERS=fla-gla WARM_SPLIT=12 for GLA's fwd+bwd
 #   forms-D          dnprof compare at head dim D, T = 4096 and 16384, fwd and fwd+bwd: the default beside
 #                    its separate output kernel's forms (-os, -osv, -os128, -os128v, and -os/-osv at
 #                    8-warp output tilings of BV 128 and the whole padded V) and fla-core
@@ -51,23 +53,28 @@ run_step() {
     | tee -a "$out/summary.txt"
 }
 
-# warm-D: each baseline's first fwd and fwd+bwd calls, one process per provider, side by side; nothing is
-# kept but the compiled kernels (their autotuning results are not cached: they were timed side by side).
+# warm-D: each baseline's first fwd and fwd+bwd calls, one process per provider (WARM_SPLIT=N: N per provider,
+# each compiling its share of every autotuner's configs, benchmarks/split_autotune.py), side by side; nothing
+# is kept but the compiled kernels (their autotuning results are not cached: they were timed side by side).
 warm_baselines() {
-  local d="$1" p pids=() rc=0 scratch
+  local d="$1" p i pids=() rc=0 scratch n="${WARM_SPLIT:-1}"
   scratch=$(mktemp -d)  # their results files: timed side by side, so not kept
   for p in ${WARM_PROVIDERS//,/ }; do
-    FLA_CACHE_RESULTS=0 TRITON_CACHE_AUTOTUNING=0 "$py" -m dnprof compare --seq-len "${SEQ_LENS%%,*}" \
-      --head-dim "$d" --mode fwd,fwdbwd --providers "$p" --baseline "$p" --warmup 1 --rep 1 -j 0 \
-      --verify-seq-len 256 --output "$scratch/$p.json" > "$out/warm-d$d-$p.log" 2>&1 &
-    pids+=($!)
+    for ((i = 0; i < n; i++)); do
+      local cmd=(-m dnprof) log="$out/warm-d$d-$p.log"
+      [ "$n" -gt 1 ] && cmd=(benchmarks/split_autotune.py "$i" "$n" --) log="$out/warm-d$d-$p-$i.log"
+      FLA_CACHE_RESULTS=0 TRITON_CACHE_AUTOTUNING=0 "$py" "${cmd[@]}" compare --seq-len "${SEQ_LENS%%,*}" \
+        --head-dim "$d" --mode fwd,fwdbwd --providers "$p" --baseline "$p" --warmup 1 --rep 1 -j 0 \
+        --verify-seq-len 256 --output "$scratch/$p-$i.json" > "$log" 2>&1 &
+      pids+=($!)
+    done
   done
   for p in "${pids[@]}"; do wait "$p" || rc=1; done
   rm -rf "$scratch"
   return $rc
 }
 export -f warm_baselines
-export out py WARM_PROVIDERS="${WARM_PROVIDERS:-fla-deltanet,fla-gla,fla-recurrent}" SEQ_LENS="${SEQ_LENS:-4096,16384}"
+export out py WARM_SPLIT="${WARM_SPLIT:-1}" WARM_PROVIDERS="${WARM_PROVIDERS:-fla-deltanet,fla-gla,fla-recurrent}" SEQ_LENS="${SEQ_LENS:-4096,16384}"
 
 for spec in "$@"; do
   step="${spec%%:*}"

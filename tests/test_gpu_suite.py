@@ -117,6 +117,24 @@ def test_warm_step_compiles_each_baseline_in_its_own_process_keeping_no_autotuni
         assert f"--providers {p} --baseline {p} " in line and "-j 0" in line, line
 
 
+def test_warm_split_starts_n_processes_per_baseline_each_with_its_share(tmp_path):
+    """``WARM_SPLIT=N`` runs ``benchmarks/split_autotune.py I N -- compare ...`` for I = 0 .. N - 1 per provider,
+    each with its own log, autotuning results still kept out of the cache."""
+    fake = tmp_path / "fake-python"
+    fake.write_text('#!/usr/bin/env bash\necho "FLA=$FLA_CACHE_RESULTS TRITON=$TRITON_CACHE_AUTOTUNING $*"\n')
+    fake.chmod(0o755)
+    env = dict(os.environ, PYTHON=str(fake), WARM_PROVIDERS="fla-gla", WARM_SPLIT="3", SEQ_LENS="4096")
+    out = subprocess.run(["bash", str(SCRIPT), str(tmp_path / "out"), "warm-256:60"], capture_output=True,
+                         text=True, env=env, timeout=120, cwd=SCRIPT.parents[1])
+    assert out.returncode == 0 and "rc=0" in out.stdout, out
+    for i in range(3):
+        line = (tmp_path / "out" / f"warm-d256-fla-gla-{i}.log").read_text()
+        assert line.startswith(f"FLA=0 TRITON=0 benchmarks/split_autotune.py {i} 3 -- compare --seq-len 4096 "
+                               "--head-dim 256 "), line
+        assert "--providers fla-gla --baseline fla-gla " in line, line
+    assert not (tmp_path / "out" / "warm-d256-fla-gla-3.log").exists()
+
+
 def test_tune_step_passes_tune_args_on(tmp_path):
     """``tune-D`` runs ``dnprof tune`` at head dim D over chunk sizes 64 and 128, with ``TUNE_ARGS`` appended."""
     fake = tmp_path / "fake-python"

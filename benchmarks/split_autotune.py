@@ -19,8 +19,11 @@ T = TypeVar("T")
 
 
 def share_of(configs: Sequence[T], part: int, parts: int) -> list[T]:
-    """Configs ``part``, ``part + parts``, ...; the first one where that share is empty (an autotuner needs one)."""
-    return list(configs[part::parts]) or list(configs[:1])
+    """Configs ``part``, ``part + parts``, ..., after the first config in every share: where all of a share's
+    own configs fail to compile (out of shared memory), the autotuner still has one to run, and the process
+    goes on to compile the kernels after it."""
+    mine = list(configs[part::parts])
+    return mine if part == 0 else list(configs[:1]) + mine
 
 
 def install(part: int, parts: int) -> None:

@@ -167,6 +167,22 @@ def test_output_chunk_names_and_limits():
         ChunkConfig.from_name("c64-bk64-bv64-w4-s2-hfp32-wyf-osx")
 
 
+def test_output_pre_names_and_limits():
+    """``-op`` (the fused output from ``Qt`` and ``Ut``) round-trips through its name and dict; it needs the
+    output fused, W formed and a slab-held state loop, and stays out of the tuner's choices until timed."""
+    cfg = ChunkConfig(fuse_output=True, output_pre=True, dot_operands="input", rec="auto", tma=True)
+    assert cfg.name == "c64-bk64-bv64-w4-s2-hfp32-wyf-op-m16-rauto-tma"
+    assert ChunkConfig.from_name(cfg.name) == cfg and ChunkConfig.from_dict(cfg.to_dict()) == cfg
+    assert ChunkConfig.from_dict({"fuse_output": True}).output_pre is False
+    for kw, match in ((dict(output_pre=True), "fuse_output=True"),
+                      (dict(output_pre=True, fuse_output=True, wy_in_loop=True), "never forms W"),
+                      (dict(output_pre=True, fuse_output=True, rec="tbv64w4s2"), "slab tiling"),
+                      (dict(output_pre=1, fuse_output=True), "True or False")):
+        with pytest.raises(ConfigError, match=match):
+            ChunkConfig(**kw).validate()
+    assert ChunkConfig.choices()["output_pre"] == (False,)
+
+
 def test_output_tiling_names_and_limits():
     """The separate output kernel's own tiling round-trips through its name part (``-obv256w8``, before
     ``-m16`` and ``-r``) and is checked against the choices, the tile bound and the value head dim."""

@@ -57,6 +57,10 @@ VARIANTS = [
     (_cfg(chunk_size=32, BK=16, BV=16, tma=True), 2, 45, 2, 32, 48, 1e-5),
     (_cfg(chunk_size=64, BK=16, BV=32, fuse_output=True, tma=True), 1, 131, 1, 64, 32, 1e-5),
     (_cfg(chunk_size=16, BK=16, BV=16, rec="bv32w4s2", tma=True), 2, 37, 2, 24, 32, 1e-5),
+    # the fused output from Qt and Ut (output_pre): V padded; 4 K slabs at the loop's own tiling, tma loads
+    (_cfg(chunk_size=16, BK=16, BV=16, fuse_output=True, output_pre=True), 2, 45, 2, 32, 48, 1e-5),
+    (_cfg(chunk_size=32, BK=16, BV=32, fuse_output=True, output_pre=True, rec="bv16w4s2", tma=True), 2, 70, 1, 64,
+     48, 1e-5),
 ]
 
 

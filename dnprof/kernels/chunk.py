@@ -11,7 +11,9 @@ forward
        (recurrence_tiling.py); a ``t`` tiling runs their transposed-state forms instead
        (chunk_serial_t.py), which ``auto`` picks for a forward with the output fused that no backward
        follows, when there are programs enough. With ``wy_in_loop`` this loop applies ``X`` itself:
-       step 1 then computes ``X`` alone, and ``W``/``U`` are never formed.
+       step 1 then computes ``X`` alone, and ``W``/``U`` are never formed. With ``output_pre`` (output
+       fused) ``fwd_output_terms_kernel``, parallel over (chunk, head), first forms ``Qt`` and ``Ut``,
+       and the loop's output is ``scale (Qt h + Ut)``.
     3. without ``fuse_output``: ``fwd_output_kernel``, parallel over chunks (and V blocks, unless
        ``output_vloop`` has one program walk a chunk's V blocks). With no backward to follow
        these may be ``output_chunk`` tokens long (a multiple of ``C``): step 2 then stores only their
@@ -59,7 +61,7 @@ import torch
 import triton
 
 from dnprof.kernels.chunk_bwd import bwd_chunk_k_kernel, bwd_chunk_v_kernel, bwd_dh_kernel
-from dnprof.kernels.chunk_fwd import fwd_output_kernel, fwd_state_kernel
+from dnprof.kernels.chunk_fwd import fwd_output_kernel, fwd_output_terms_kernel, fwd_state_kernel
 from dnprof.kernels.chunk_serial_t import bwd_dh_t_kernel, fwd_state_t_kernel
 from dnprof.kernels.chunk_wy import wy_forward, wy_recompute_w
 from dnprof.kernels.launch import descriptor_scratch, launch, note_tiling
@@ -242,14 +244,15 @@ def _launch_serial(kernel, tiling: Tiling, tables: _ChunkTables, scale: float, c
 def launch_state(q: Tensor, k: Tensor, W: Tensor, U: Tensor, h0: Tensor | None, Hs: Tensor, Vn: Tensor, o: Tensor,
                  ht: Tensor | None, tables: _ChunkTables, scale: float, cfg: ChunkConfig, store_h: bool,
                  store_vn: bool, tiling: Tiling, beta: Tensor | None = None,
-                 hs_tables: _ChunkTables | None = None) -> int:
+                 hs_tables: _ChunkTables | None = None, ut: Tensor | None = None) -> int:
     """Launch the forward state recurrence at its own tiling (:func:`launch_plan`); return the stages run.
 
     The recurrence's V tiling is independent of the chunk-parallel kernels': it only decides how
     many programs walk each sequence (``B * H * V / BV``) and what fits shared memory. With
     ``tiling.apply_x`` (``wy_in_loop``) ``W`` is the fp32 ``X``, ``U`` is ``v`` and ``beta`` is needed.
     ``hs_tables``: the chunks whose first states are stored (the output kernel's, ``output_chunk``; by
-    default the loop's own), numbered as they number them."""
+    default the loop's own), numbered as they number them. ``ut``: under ``output_pre``, ``Ut``, with ``q``
+    then ``Qt`` (:func:`output_terms`)."""
     join_wq = tiling.transposed and tiling.joint and cfg.fuse_output
     _check_x(tiling, W, beta)
     if join_wq and W.dtype != q.dtype:
@@ -269,9 +272,11 @@ def launch_state(q: Tensor, k: Tensor, W: Tensor, U: Tensor, h0: Tensor | None, 
         return _launch_serial(fwd_state_t_kernel, tiling, tables, scale, cfg, q, U.shape[-1], tensors,
                               flags + (join_wq,) + x_flags, form)
     hs_flags = (hs_tables.seq_chunk0, every)
+    pre_flags = (Vn if ut is None else ut, ut is not None)
     tma = tiling.tma and tma_ready(q, k, W, U)
     return _launch_serial(fwd_state_kernel, tiling, tables, scale, cfg, q, U.shape[-1], tensors,
-                          flags + x_flags + hs_flags, form + (f"+h{every}" if every > 1 else ""), tma)
+                          flags + x_flags + hs_flags + pre_flags,
+                          form + (f"+h{every}" if every > 1 else "") + ("+pre" if ut is not None else ""), tma)
 
 
 def launch_dh(q: Tensor, k: Tensor, W: Tensor, do: Tensor, dht: Tensor | None, dHs: Tensor, dVn: Tensor,
@@ -286,6 +291,20 @@ def launch_dh(q: Tensor, k: Tensor, W: Tensor, do: Tensor, dht: Tensor | None, d
         (q, k, W, do, dht if dht is not None else dHs, dHs, dVn, dh0 if dh0 is not None else dHs,
          W if beta is None else beta),
         (dht is not None, dh0 is not None, tiling.apply_x, _precision(q.dtype)), "+x" if tiling.apply_x else "", tma)
+
+
+def output_terms(q: Tensor, k: Tensor, W: Tensor, U: Tensor, tables: _ChunkTables, cfg: ChunkConfig,
+                 inter: torch.dtype) -> tuple[Tensor, Tensor]:
+    """``Qt = Q - tril(Q K^T) W`` and ``Ut = tril(Q K^T) U`` (``output_pre``), in the intermediates' dtype, from
+    one launch parallel over (chunk, head)."""
+    T, H, K = q.shape
+    V = U.shape[-1]
+    Qt = torch.empty(T, H, K, dtype=inter, device=q.device)
+    Ut = torch.empty(T, H, V, dtype=inter, device=q.device)
+    launch(fwd_output_terms_kernel, (tables.n_chunks, H), q, k, W, U, Qt, Ut, tables.chunk_start, tables.chunk_end,
+           H, K, V, cfg.chunk_size, cfg.BK, cfg.BV, _dot_precision(q.dtype, cfg), num_warps=cfg.num_warps,
+           num_stages=cfg.num_stages)
+    return Qt, Ut
 
 
 def _check_x(tiling: Tiling, W: Tensor, beta: Tensor | None) -> None:
@@ -330,9 +349,11 @@ def _forward(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, scale: float, h0: Te
     o_after_loop = not cfg.fuse_output and not save
     o = torch.empty(1 if o_after_loop else T, H, V, dtype=q.dtype, device=dev)  # a placeholder the loop never touches
     ht = torch.empty(tables.n_seqs, H, K, V, dtype=torch.float32, device=dev) if output_final_state else None
-    # under wy_in_loop the loop forms Vn from X, v and beta itself
-    launch_state(q, k, *((X, v) if apply_x else (W, U)), h0, Hs, Vn, o, ht, tables, scale, cfg, store_h, store_vn,
-                 plan.fwd, beta, hs_tables=out_tables)
+    # under wy_in_loop the loop forms Vn from X, v and beta itself; under output_pre it reads Qt for q, and Ut
+    loop_q, ut = output_terms(q, k, W, U, tables, cfg, inter) if cfg.output_pre else (q, None)
+    launch_state(loop_q, k, *((X, v) if apply_x else (W, U)), h0, Hs, Vn, o, ht, tables, scale, cfg, store_h,
+                 store_vn, plan.fwd, beta, hs_tables=out_tables, ut=ut)
+    del loop_q, ut
     if o_after_loop:
         X = W = U = None  # the output launch reads only q, k, Hs and Vn
         o = torch.empty(T, H, V, dtype=q.dtype, device=dev)

@@ -479,3 +479,26 @@ def test_a_forward_with_its_output_apart_frees_w_and_u_before_it_allocates_the_o
     ref_o, ref_ht = recurrent_delta_rule(*(t.double() for t in (inp.q, inp.k, inp.v, inp.beta)),
                                          initial_state=inp.initial_state.double(), output_final_state=True)
     assert relative_error(o.detach(), ref_o) < 1e-5 and relative_error(ht.detach(), ref_ht) < 1e-5
+
+
+@pytest.mark.parametrize("fuse_wy", [True, False])
+def test_output_pre_forms_its_terms_in_the_fused_wy_launch_or_after_the_split_one(device, monkeypatch, fuse_wy):
+    """With the WY launch fused, ``Qt`` and ``Ut`` come out of it (no launch of their own); with it split, their
+    own launch forms them. Either way the output matches float64."""
+    import dnprof.kernels.chunk as ck
+
+    launched = []
+    launch = ck.launch
+
+    def tracked(kernel, *args, **kwargs):
+        launched.append(kernel.fn.__name__ if hasattr(kernel, "fn") else repr(kernel))
+        return launch(kernel, *args, **kwargs)
+
+    monkeypatch.setattr(ck, "launch", tracked)
+    inp = make_delta_inputs(2, 45, 2, 32, 48, dtype=torch.float32, device=device, seed=11)
+    cfg = _cfg(fuse_output=True, output_pre=True, fuse_wy=fuse_wy)
+    o, ht = _fwd(inp, config=cfg)
+    assert ("fwd_output_terms_kernel" in launched) is not fuse_wy, launched
+    ref_o, ref_ht = recurrent_delta_rule(*(t.double() for t in (inp.q, inp.k, inp.v, inp.beta)),
+                                         initial_state=inp.initial_state.double(), output_final_state=True)
+    assert relative_error(o, ref_o) < 1e-5 and relative_error(ht, ref_ht) < 1e-5

@@ -12,8 +12,8 @@ forward
        (chunk_serial_t.py), which ``auto`` picks for a forward with the output fused that no backward
        follows, when there are programs enough. With ``wy_in_loop`` this loop applies ``X`` itself:
        step 1 then computes ``X`` alone, and ``W``/``U`` are never formed. With ``output_pre`` (output
-       fused) ``fwd_output_terms_kernel``, parallel over (chunk, head), first forms ``Qt`` and ``Ut``,
-       and the loop's output is ``scale (Qt h + Ut)``.
+       fused) step 1 also forms ``Qt`` and ``Ut`` (with ``fuse_wy``; else ``fwd_output_terms_kernel``,
+       parallel over (chunk, head), does after it), and the loop's output is ``scale (Qt h + Ut)``.
     3. without ``fuse_output``: ``fwd_output_kernel``, parallel over chunks (and V blocks, unless
        ``output_vloop`` has one program walk a chunk's V blocks). With no backward to follow
        these may be ``output_chunk`` tokens long (a multiple of ``C``): step 2 then stores only their
@@ -296,7 +296,7 @@ def launch_dh(q: Tensor, k: Tensor, W: Tensor, do: Tensor, dht: Tensor | None, d
 def output_terms(q: Tensor, k: Tensor, W: Tensor, U: Tensor, tables: _ChunkTables, cfg: ChunkConfig,
                  inter: torch.dtype) -> tuple[Tensor, Tensor]:
     """``Qt = Q - tril(Q K^T) W`` and ``Ut = tril(Q K^T) U`` (``output_pre``), in the intermediates' dtype, from
-    one launch parallel over (chunk, head)."""
+    one launch parallel over (chunk, head): for the split WY launch (the fused one forms them itself)."""
     T, H, K = q.shape
     V = U.shape[-1]
     Qt = torch.empty(T, H, K, dtype=inter, device=q.device)
@@ -336,8 +336,11 @@ def _forward(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, scale: float, h0: Te
     nw, ns = cfg.num_warps, cfg.num_stages
     inter = _intermediate_dtype(q.dtype, cfg)
     apply_x = plan.fwd.apply_x
+    # output_pre: the fused WY launch forms the output's terms Qt and Ut too (the split one leaves them to their own)
+    terms = (q, torch.empty(T, H, K, dtype=inter, device=q.device), torch.empty(T, H, V, dtype=inter, device=q.device)) \
+        if cfg.output_pre and cfg.fuse_wy else None
     X, W, U = wy_forward(k, v, beta, tables.chunk_start, tables.chunk_end, BT, BK, BV, cfg.fuse_wy, prec, nw, ns,
-                         inter, keep_x=save, min_stages=plan.wy_min_stages, make_wu=not apply_x)
+                         inter, keep_x=save, min_stages=plan.wy_min_stages, make_wu=not apply_x, terms=terms)
     store_h = store_vn = _stores_states(cfg, save)
     dev = q.device
     # without a backward, the output kernel may take coarser chunks, whose first states alone are stored
@@ -350,10 +353,13 @@ def _forward(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, scale: float, h0: Te
     o = torch.empty(1 if o_after_loop else T, H, V, dtype=q.dtype, device=dev)  # a placeholder the loop never touches
     ht = torch.empty(tables.n_seqs, H, K, V, dtype=torch.float32, device=dev) if output_final_state else None
     # under wy_in_loop the loop forms Vn from X, v and beta itself; under output_pre it reads Qt for q, and Ut
-    loop_q, ut = output_terms(q, k, W, U, tables, cfg, inter) if cfg.output_pre else (q, None)
+    if terms is not None:
+        _, loop_q, ut = terms
+    else:
+        loop_q, ut = output_terms(q, k, W, U, tables, cfg, inter) if cfg.output_pre else (q, None)
     launch_state(loop_q, k, *((X, v) if apply_x else (W, U)), h0, Hs, Vn, o, ht, tables, scale, cfg, store_h,
                  store_vn, plan.fwd, beta, hs_tables=out_tables, ut=ut)
-    del loop_q, ut
+    del loop_q, ut, terms
     if o_after_loop:
         X = W = U = None  # the output launch reads only q, k, Hs and Vn
         o = torch.empty(T, H, V, dtype=q.dtype, device=dev)

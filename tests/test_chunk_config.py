@@ -176,6 +176,7 @@ def test_output_pre_names_and_limits():
     assert ChunkConfig.from_dict({"fuse_output": True}).output_pre is False
     for kw, match in ((dict(output_pre=True), "fuse_output=True"),
                       (dict(output_pre=True, fuse_output=True, wy_in_loop=True), "never forms W"),
+                      (dict(output_pre=True, fuse_output=True, fuse_wy=False), "fuse_wy=True"),
                       (dict(output_pre=True, fuse_output=True, rec="tbv64w4s2"), "slab tiling"),
                       (dict(output_pre=1, fuse_output=True), "True or False")):
         with pytest.raises(ConfigError, match=match):

@@ -12,8 +12,8 @@ forward
        (chunk_serial_t.py), which ``auto`` picks for a forward with the output fused that no backward
        follows, when there are programs enough. With ``wy_in_loop`` this loop applies ``X`` itself:
        step 1 then computes ``X`` alone, and ``W``/``U`` are never formed. With ``output_pre`` (output
-       fused) step 1 also forms ``Qt`` and ``Ut`` (with ``fuse_wy``; else ``fwd_output_terms_kernel``,
-       parallel over (chunk, head), does after it), and the loop's output is ``scale (Qt h + Ut)``.
+       fused, WY launch fused) step 1 also forms ``Qt`` and ``Ut``, and the loop's output is
+       ``scale (Qt h + Ut)``.
     3. without ``fuse_output``: ``fwd_output_kernel``, parallel over chunks (and V blocks, unless
        ``output_vloop`` has one program walk a chunk's V blocks). With no backward to follow
        these may be ``output_chunk`` tokens long (a multiple of ``C``): step 2 then stores only their
@@ -61,13 +61,13 @@ import torch
 import triton
 
 from dnprof.kernels.chunk_bwd import bwd_chunk_k_kernel, bwd_chunk_v_kernel, bwd_dh_kernel
-from dnprof.kernels.chunk_fwd import fwd_output_kernel, fwd_output_terms_kernel, fwd_state_kernel
+from dnprof.kernels.chunk_fwd import fwd_output_kernel, fwd_state_kernel
 from dnprof.kernels.chunk_serial_t import bwd_dh_t_kernel, fwd_state_t_kernel
 from dnprof.kernels.chunk_wy import wy_forward, wy_recompute_w
 from dnprof.kernels.launch import descriptor_scratch, launch, note_tiling
 from dnprof.kernels.recurrence_tiling import (Tiling, check_pipelined, check_wy_in_loop, compute_major, recurrence_tiling,
                                              sm_count)
-from dnprof.kernels.validation import check_delta_inputs
+from dnprof.kernels.validation import backward_can_follow, check_delta_inputs
 from dnprof.reference import l2norm
 from dnprof.variants.chunk_config import ChunkConfig, ConfigError, padded_dim
 from dnprof.variants.errors import RefusedOnDevice
@@ -252,7 +252,7 @@ def launch_state(q: Tensor, k: Tensor, W: Tensor, U: Tensor, h0: Tensor | None, 
     ``tiling.apply_x`` (``wy_in_loop``) ``W`` is the fp32 ``X``, ``U`` is ``v`` and ``beta`` is needed.
     ``hs_tables``: the chunks whose first states are stored (the output kernel's, ``output_chunk``; by
     default the loop's own), numbered as they number them. ``ut``: under ``output_pre``, ``Ut``, with ``q``
-    then ``Qt`` (:func:`output_terms`)."""
+    then ``Qt`` (both from the WY launch, :func:`dnprof.kernels.chunk_wy.wy_forward`)."""
     join_wq = tiling.transposed and tiling.joint and cfg.fuse_output
     _check_x(tiling, W, beta)
     if join_wq and W.dtype != q.dtype:
@@ -293,20 +293,6 @@ def launch_dh(q: Tensor, k: Tensor, W: Tensor, do: Tensor, dht: Tensor | None, d
         (dht is not None, dh0 is not None, tiling.apply_x, _precision(q.dtype)), "+x" if tiling.apply_x else "", tma)
 
 
-def output_terms(q: Tensor, k: Tensor, W: Tensor, U: Tensor, tables: _ChunkTables, cfg: ChunkConfig,
-                 inter: torch.dtype) -> tuple[Tensor, Tensor]:
-    """``Qt = Q - tril(Q K^T) W`` and ``Ut = tril(Q K^T) U`` (``output_pre``), in the intermediates' dtype, from
-    one launch parallel over (chunk, head): for the split WY launch (the fused one forms them itself)."""
-    T, H, K = q.shape
-    V = U.shape[-1]
-    Qt = torch.empty(T, H, K, dtype=inter, device=q.device)
-    Ut = torch.empty(T, H, V, dtype=inter, device=q.device)
-    launch(fwd_output_terms_kernel, (tables.n_chunks, H), q, k, W, U, Qt, Ut, tables.chunk_start, tables.chunk_end,
-           H, K, V, cfg.chunk_size, cfg.BK, cfg.BV, _dot_precision(q.dtype, cfg), num_warps=cfg.num_warps,
-           num_stages=cfg.num_stages)
-    return Qt, Ut
-
-
 def _check_x(tiling: Tiling, W: Tensor, beta: Tensor | None) -> None:
     """A serial kernel that applies ``X`` itself takes the fp32 ``X [n_chunks, H, C, C]`` for ``W``, and ``beta``."""
     if tiling.apply_x and (beta is None or W.dtype != torch.float32 or W.dim() != 4):
@@ -336,11 +322,13 @@ def _forward(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, scale: float, h0: Te
     nw, ns = cfg.num_warps, cfg.num_stages
     inter = _intermediate_dtype(q.dtype, cfg)
     apply_x = plan.fwd.apply_x
-    # output_pre: the fused WY launch forms the output's terms Qt and Ut too (the split one leaves them to their own)
-    terms = (q, torch.empty(T, H, K, dtype=inter, device=q.device), torch.empty(T, H, V, dtype=inter, device=q.device)) \
-        if cfg.output_pre and cfg.fuse_wy else None
+    # output_pre: the WY launch forms the output's terms Qt and Ut too, and the loop reads Qt for q
+    qt_ut = (torch.empty(T, H, K, dtype=inter, device=q.device), torch.empty(T, H, V, dtype=inter, device=q.device)) \
+        if cfg.output_pre else None
     X, W, U = wy_forward(k, v, beta, tables.chunk_start, tables.chunk_end, BT, BK, BV, cfg.fuse_wy, prec, nw, ns,
-                         inter, keep_x=save, min_stages=plan.wy_min_stages, make_wu=not apply_x, terms=terms)
+                         inter, keep_x=save, min_stages=plan.wy_min_stages, make_wu=not apply_x,
+                         terms=(q, *qt_ut) if qt_ut else None)
+    loop_q, ut = qt_ut or (q, None)
     store_h = store_vn = _stores_states(cfg, save)
     dev = q.device
     # without a backward, the output kernel may take coarser chunks, whose first states alone are stored
@@ -352,14 +340,9 @@ def _forward(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, scale: float, h0: Te
     o_after_loop = not cfg.fuse_output and not save
     o = torch.empty(1 if o_after_loop else T, H, V, dtype=q.dtype, device=dev)  # a placeholder the loop never touches
     ht = torch.empty(tables.n_seqs, H, K, V, dtype=torch.float32, device=dev) if output_final_state else None
-    # under wy_in_loop the loop forms Vn from X, v and beta itself; under output_pre it reads Qt for q, and Ut
-    if terms is not None:
-        _, loop_q, ut = terms
-    else:
-        loop_q, ut = output_terms(q, k, W, U, tables, cfg, inter) if cfg.output_pre else (q, None)
+    # under wy_in_loop the loop forms Vn from X, v and beta itself
     launch_state(loop_q, k, *((X, v) if apply_x else (W, U)), h0, Hs, Vn, o, ht, tables, scale, cfg, store_h,
                  store_vn, plan.fwd, beta, hs_tables=out_tables, ut=ut)
-    del loop_q, ut, terms
     if o_after_loop:
         X = W = U = None  # the output launch reads only q, k, Hs and Vn
         o = torch.empty(T, H, V, dtype=q.dtype, device=dev)
@@ -469,8 +452,7 @@ def chunk_delta_rule(
     """
     shape = check_delta_inputs(q, k, v, beta, scale=scale, initial_state=initial_state, cu_seqlens=cu_seqlens)
     B, T, H, K, V = shape.B, shape.T, shape.H, shape.K, shape.V
-    leaves = (q, k, v, beta) + ((initial_state,) if initial_state is not None else ())
-    differentiable = torch.is_grad_enabled() and any(t.requires_grad for t in leaves)
+    differentiable = backward_can_follow(q, k, v, beta, initial_state)
     bounds = [int(x) for x in cu_seqlens.tolist()] if cu_seqlens is not None else [b * T for b in range(B + 1)]
     plan = None
     if config is None:

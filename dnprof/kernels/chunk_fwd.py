@@ -60,7 +60,7 @@ def fwd_state_kernel(q, k, W, U, h0, Hs, Vn, o, ht, beta, seq_start, seq_chunk0,
     ``hs_chunk0`` (each sequence's first slot) numbers. ``TMA``: the chunk's ``K``, ``W``, ``U`` and ``Q``
     tiles come through Hopper's tensor-memory copy engine (:func:`sequence_desc`) instead of per-thread
     masked loads (not with ``APPLY_X``). ``PRE_OUTPUT`` (``output_pre``, with ``FUSE_OUTPUT``): ``q`` is
-    ``Qt = Q - tril(Q K^T) W`` and ``Ut = tril(Q K^T) U`` (:func:`fwd_output_terms_kernel`), so the output
+    ``Qt = Q - tril(Q K^T) W`` and ``Ut = tril(Q K^T) U`` (from the fused WY launch, chunk_wy.py), so the output
     is ``scale (Qt h + Ut)``."""
     i_n, i_h, v0, bos, eos, c0 = serial_program(seq_start, seq_chunk0, V, BV)
     q_desc, k_desc, w_desc, u_desc = loop_descs(q, k, W, U, bos, eos, i_h, H, K, V, BT, BK, BV, TMA, APPLY_X)
@@ -147,32 +147,6 @@ def fwd_state_kernel(q, k, W, U, h0, Hs, Vn, o, ht, beta, seq_start, seq_chunk0,
             h4 += dot32(tl.trans(k4), b_vn, PREC)
     if STORE_FINAL:
         store_state_slabs(ht, i_n, i_h, H, K, V, v0, BK, BV, NKS, h1, h2, h3, h4, True)
-
-
-@triton.jit
-def fwd_output_terms_kernel(q, k, W, U, Qt, Ut, chunk_start, chunk_end, H, K: tl.constexpr, V: tl.constexpr,
-                            BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, PREC: tl.constexpr):
-    """``Qt = Q - tril(Q K^T) W`` and ``Ut = tril(Q K^T) U`` of one chunk (``output_pre``), one program per
-    (chunk, head), in parallel over chunks: the terms that leave the fused output one product a slab in the
-    serial loop, ``O = scale (Qt h + Ut)``."""
-    c = tl.program_id(0)
-    i_h = tl.program_id(1)
-    t0 = tl.load(chunk_start + c).to(tl.int64)
-    eos = tl.load(chunk_end + c).to(tl.int64)
-    rows = tl.arange(0, BT)
-    b_s = tl.zeros([BT, BT], dtype=tl.float32)
-    for i_k in range(0, tl.cdiv(K, BK)):
-        b_q = load_tile(q, t0, eos, i_h, H, K, i_k * BK, BT, BK)
-        b_k = load_tile(k, t0, eos, i_h, H, K, i_k * BK, BT, BK)
-        b_s += mm(b_q, tl.trans(b_k), PREC)
-    b_s = tl.where(rows[:, None] >= rows[None, :], b_s, 0.0)
-    for i_k in range(0, tl.cdiv(K, BK)):
-        b_q = load_tile32(q, t0, eos, i_h, H, K, i_k * BK, BT, BK)
-        b_w = load_tile(W, t0, eos, i_h, H, K, i_k * BK, BT, BK)
-        store_tile(Qt, b_q - dot32(b_s, b_w, PREC), t0, eos, i_h, H, K, i_k * BK, BT, BK)
-    for i_v in range(0, tl.cdiv(V, BV)):
-        b_u = load_tile(U, t0, eos, i_h, H, V, i_v * BV, BT, BV)
-        store_tile(Ut, dot32(b_s, b_u, PREC), t0, eos, i_h, H, V, i_v * BV, BT, BV)
 
 
 @triton.jit

@@ -44,7 +44,7 @@ import triton
 
 from dnprof.kernels.recurrent_bwd import recurrent_bwd_kernel
 from dnprof.kernels.recurrent_fwd import recurrent_fwd_kernel
-from dnprof.kernels.validation import check_delta_inputs
+from dnprof.kernels.validation import backward_can_follow, check_delta_inputs
 from dnprof.reference import l2norm
 from dnprof.variants.recurrent_config import RecurrentConfig
 
@@ -217,8 +217,7 @@ def fused_recurrent_delta_rule(
     picks the kernel variant (when None: tuned, else shipped, else ``RecurrentConfig.default_for``).
     """
     shape = check_delta_inputs(q, k, v, beta, scale=scale, initial_state=initial_state, cu_seqlens=cu_seqlens)
-    leaves = (q, k, v, beta) + (() if initial_state is None else (initial_state,))
-    differentiable = torch.is_grad_enabled() and any(t.requires_grad for t in leaves)
+    differentiable = backward_can_follow(q, k, v, beta, initial_state)
     if config is None:
         from dnprof.variants.selection import select_recurrent_config
 

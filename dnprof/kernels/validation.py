@@ -31,6 +31,12 @@ def interpreter_enabled() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
+def backward_can_follow(*tensors: torch.Tensor | None) -> bool:
+    """Whether autograd will record the call: grad mode on and some input (None skipped) requires a gradient.
+    Otherwise no backward can follow, and the kernels run (and pick their config) as a forward."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
 def _fail(name: str, message: str) -> None:
     raise ValueError(f"{name}: {message}")
 

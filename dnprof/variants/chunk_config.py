@@ -13,11 +13,11 @@ the launch parameters, and the fusion/storage choices the kernels implement:
   recurrence applies ``X`` too, so ``W`` is never formed.
 - ``fuse_output``: compute the output inside the sequential state kernel (True; a forward without a
   backward then stores no states at all) or in a separate chunk-parallel kernel (False).
-- ``output_pre``: with the output fused, the chunk-parallel launch after the WY transform forms each
-  chunk's ``Qt = Q - tril(Q K^T) W`` and ``Ut = tril(Q K^T) U`` (``O = scale (Q h + tril(Q K^T) (U - W h))
+- ``output_pre``: with the output fused, the WY launch also forms each chunk's ``Qt = Q - tril(Q K^T) W`` and ``Ut = tril(Q K^T) U`` (``O = scale (Q h + tril(Q K^T) (U - W h))
   = scale (Qt h + Ut)``), so the serial loop computes the output with one product a slab instead of
   three (``Q h``, ``Q K^T`` and ``tril(Q K^T) Vn``), at the cost of writing and reading ``Qt`` and ``Ut``
-  once (name ``-op``). Needs ``W`` (not with ``wy_in_loop``) and a slab-held state (not a transposed
+  once (name ``-op``). Needs the fused WY launch (``fuse_wy``), which forms both from each ``W`` and ``U``
+  tile in registers, ``W`` (not with ``wy_in_loop``) and a slab-held state (not a transposed
   ``rec`` tiling; ``auto`` keeps slabs for it). Not in the tuner's space until a GPU run has timed it:
   compared by name (``dnprof compare --providers dnprof-chunk-...-op-...``).
 - ``output_chunk``: with the output apart, a forward that no backward follows stores the state only
@@ -327,13 +327,16 @@ class ChunkConfig:
                               f"{padded_dim(V)} (V = {V})")
 
     def _validate_output_pre(self) -> None:
-        """``output_pre`` forms the fused output's terms from ``W``: it needs the output fused, ``W`` formed and
-        a slab-held state."""
+        """``output_pre`` forms the fused output's terms from ``W`` in the fused WY launch: it needs the output
+        fused, ``W`` formed in that launch and a slab-held state."""
         if not self.fuse_output:
             raise ConfigError("output_pre forms the terms of an output computed in the state loop: it needs "
                               "fuse_output=True")
         if self.wy_in_loop:
             raise ConfigError("output_pre forms Qt = Q - tril(Q K^T) W, and wy_in_loop never forms W: use one of them")
+        if not self.fuse_wy:
+            raise ConfigError("output_pre forms Qt and Ut from each W and U tile inside the fused WY launch: it needs "
+                              "fuse_wy=True")
         tiling = parse_rec_tiling(self.rec)
         if tiling is not None and tiling.transposed:
             raise ConfigError(f"rec {self.rec}: output_pre is written for the slab-held state loop, not the "

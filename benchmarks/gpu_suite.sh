@@ -24,9 +24,6 @@
 #   forms-D          dnprof compare at head dim D, T = 4096 and 16384, fwd and fwd+bwd: the default beside
 #                    its separate output kernel's forms (-os, -osv, -os128, -os128v, and -os/-osv at
 #                    8-warp output tilings of BV 128 and the whole padded V) and fla-core
-#   pre-D            dnprof compare at head dim D, T = 4096 and 16384 ($SEQ_LENS), fwd and fwd+bwd: the default beside
-#                    its mode's default with the output fused (-of) and fused from Qt and Ut (-op, change 41), and
-#                    fla-core
 #   sweep            benchmarks/recurrence_sweep.py: the serial kernels' tilings at D = 64, 128, 256
 #   sweep-waves      the same at T = 8192, where BV = 64 gives 128 programs (one wave on 132 SMs) and BV = 32
 #                    two: the loops that store states and the reverse one at D = 256, 128 and 64
@@ -108,21 +105,6 @@ print(','.join('dnprof-chunk-' + dataclasses.replace(base, output_chunk=oc, outp
       echo "$forms" > "$out/forms-d$d.providers"
       run_step "$step" "$limit" "$py" -m dnprof compare --seq-len 4096,16384 --head-dim "$d" --mode fwd,fwdbwd \
         --providers "dnprof-chunk,$forms,fla-deltanet" --output "$out/forms-d$d.json" ;;
-    pre-*) d="${step#pre-}"
-      pres=$("$py" -c "import dataclasses, sys
-from dnprof.variants.chunk_config import ChunkConfig
-d = int(sys.argv[1])
-names = []
-for mode in ('fwd', 'fwdbwd'):
-    base = dataclasses.replace(ChunkConfig.default_for(d, d, 64, 'bf16', mode), fuse_output=True, output_chunk=0,
-                               output_vloop=False, output_tiling='main')
-    for pre in (False, True):
-        name = 'dnprof-chunk-' + dataclasses.replace(base, output_pre=pre).validate(d, d).name
-        names += [name] if name not in names else []
-print(','.join(names))" "$d") || { echo "pre-$d: bad head dim" >&2; exit 2; }
-      echo "$pres" > "$out/pre-d$d.providers"
-      run_step "$step" "$limit" "$py" -m dnprof compare --seq-len "${SEQ_LENS:-4096,16384}" --head-dim "$d" \
-        --mode fwd,fwdbwd --providers "dnprof-chunk,$pres,fla-deltanet" --output "$out/pre-d$d.json" ;;
     sweep) run_step sweep "$limit" "$py" benchmarks/recurrence_sweep.py --head-dim 64,128,256 \
       --seq-len 4096,16384 --warps 4,8 --stages 2,3 --json "$out/sweep.jsonl" ;;
     sweep-waves) run_step sweep-waves "$limit" bash -c "set -e
@@ -135,7 +117,6 @@ print(','.join(names))" "$d") || { echo "pre-$d: bad head dim" >&2; exit 2; }
     cache) cache="${TRITON_CACHE_DIR:?cache: source benchmarks/device_env.sh first}"
       run_step cache "$limit" bash -c "tar czf - -C '$(dirname "$cache")' '$(basename "$cache")' \
         | split -b 15m - '$out/triton-cache.tgz.part' && ls -l '$out'/triton-cache.tgz.part*" ;;
-    *) echo "unknown step: $step (tests, breakdown, compare-D, tune-D, warm-D, forms-D, pre-D, sweep, sweep-waves, cache)" >&2
-      exit 2 ;;
+    *) echo "unknown step: $step (tests, breakdown, compare-D, tune-D, warm-D, forms-D, sweep, sweep-waves, cache)" >&2; exit 2 ;;
   esac
 done

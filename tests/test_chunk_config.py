@@ -80,6 +80,14 @@ def test_from_name_rejects_garbage(bad):
         ChunkConfig.from_name(bad)
 
 
+@pytest.mark.parametrize("name", ["c64-bk64-bv64-w4-s2-hbf16-wyf-op", "c64-bk64-bv64-w4-s2-hfp32-wyf-op-m16-rauto-tma"])
+def test_from_name_refuses_the_removed_op_output(name):
+    """``-op`` (change 41, taken out after an H200 run timed it slower) is no name part any more: an old name
+    is refused, and the message says which output forms a name may hold."""
+    with pytest.raises(ConfigError, match=r"not a chunk variant name: .*-op.*o in 'f' or 's'"):
+        ChunkConfig.from_name(name)
+
+
 @pytest.mark.parametrize(
     "kw,K,V,match",
     [
@@ -165,23 +173,6 @@ def test_output_chunk_names_and_limits():
             ChunkConfig(**kw).validate()
     with pytest.raises(ConfigError, match="not a chunk variant name"):
         ChunkConfig.from_name("c64-bk64-bv64-w4-s2-hfp32-wyf-osx")
-
-
-def test_output_pre_names_and_limits():
-    """``-op`` (the fused output from ``Qt`` and ``Ut``) round-trips through its name and dict; it needs the
-    output fused, W formed and a slab-held state loop, and stays out of the tuner's choices until timed."""
-    cfg = ChunkConfig(fuse_output=True, output_pre=True, dot_operands="input", rec="auto", tma=True)
-    assert cfg.name == "c64-bk64-bv64-w4-s2-hfp32-wyf-op-m16-rauto-tma"
-    assert ChunkConfig.from_name(cfg.name) == cfg and ChunkConfig.from_dict(cfg.to_dict()) == cfg
-    assert ChunkConfig.from_dict({"fuse_output": True}).output_pre is False
-    for kw, match in ((dict(output_pre=True), "fuse_output=True"),
-                      (dict(output_pre=True, fuse_output=True, wy_in_loop=True), "never forms W"),
-                      (dict(output_pre=True, fuse_output=True, fuse_wy=False), "fuse_wy=True"),
-                      (dict(output_pre=True, fuse_output=True, rec="tbv64w4s2"), "slab tiling"),
-                      (dict(output_pre=1, fuse_output=True), "True or False")):
-        with pytest.raises(ConfigError, match=match):
-            ChunkConfig(**kw).validate()
-    assert ChunkConfig.choices()["output_pre"] == (False,)
 
 
 def test_output_tiling_names_and_limits():

@@ -19,7 +19,7 @@ from dnprof.bench.inputs import make_delta_inputs
 from dnprof.bench.verify import verify_delta_kernel
 from dnprof.kernels.chunk import chunk_delta_rule, select_config
 from dnprof.reference import recurrent_delta_rule
-from dnprof.variants.chunk_config import ChunkConfig, ConfigError
+from dnprof.variants.chunk_config import ChunkConfig
 
 
 def _cfg(**kw) -> ChunkConfig:
@@ -57,10 +57,6 @@ VARIANTS = [
     (_cfg(chunk_size=32, BK=16, BV=16, tma=True), 2, 45, 2, 32, 48, 1e-5),
     (_cfg(chunk_size=64, BK=16, BV=32, fuse_output=True, tma=True), 1, 131, 1, 64, 32, 1e-5),
     (_cfg(chunk_size=16, BK=16, BV=16, rec="bv32w4s2", tma=True), 2, 37, 2, 24, 32, 1e-5),
-    # the fused output from Qt and Ut (output_pre): V padded; 4 K slabs at the loop's own tiling, tma loads
-    (_cfg(chunk_size=16, BK=16, BV=16, fuse_output=True, output_pre=True), 2, 45, 2, 32, 48, 1e-5),
-    (_cfg(chunk_size=32, BK=16, BV=32, fuse_output=True, output_pre=True, rec="bv16w4s2", tma=True), 2, 70, 1, 64,
-     48, 1e-5),
 ]
 
 
@@ -479,26 +475,3 @@ def test_a_forward_with_its_output_apart_frees_w_and_u_before_it_allocates_the_o
     ref_o, ref_ht = recurrent_delta_rule(*(t.double() for t in (inp.q, inp.k, inp.v, inp.beta)),
                                          initial_state=inp.initial_state.double(), output_final_state=True)
     assert relative_error(o.detach(), ref_o) < 1e-5 and relative_error(ht.detach(), ref_ht) < 1e-5
-
-
-def test_output_pre_forms_its_terms_in_the_fused_wy_launch(device, monkeypatch):
-    """``Qt`` and ``Ut`` come out of the WY launch (the forward launches the WY and state kernels only), the
-    output matches float64, and the split WY launch, which could not form them, is refused by name."""
-    import dnprof.kernels.chunk as ck
-
-    launched = []
-    launch = ck.launch
-
-    def tracked(kernel, *args, **kwargs):
-        launched.append(kernel.fn.__name__ if hasattr(kernel, "fn") else repr(kernel))
-        return launch(kernel, *args, **kwargs)
-
-    monkeypatch.setattr(ck, "launch", tracked)
-    inp = make_delta_inputs(2, 45, 2, 32, 48, dtype=torch.float32, device=device, seed=11)
-    o, ht = _fwd(inp, config=_cfg(fuse_output=True, output_pre=True))
-    assert launched == ["fwd_state_kernel"], launched  # the WY launch goes through chunk_wy's own launch
-    with pytest.raises(ConfigError, match="fuse_wy=True"):
-        _cfg(fuse_output=True, output_pre=True, fuse_wy=False).validate()
-    ref_o, ref_ht = recurrent_delta_rule(*(t.double() for t in (inp.q, inp.k, inp.v, inp.beta)),
-                                         initial_state=inp.initial_state.double(), output_final_state=True)
-    assert relative_error(o, ref_o) < 1e-5 and relative_error(ht, ref_ht) < 1e-5

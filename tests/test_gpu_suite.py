@@ -63,15 +63,6 @@ def test_forms_step_names_the_separate_output_variants(tmp_path):
     assert all(not c.fuse_output and c.rec == "auto" for c in forms)
 
 
-def test_pre_step_names_the_fused_output_variants_with_and_without_qt(tmp_path):
-    """``pre-D`` compares the default with each mode's default with the output fused, as ``-of`` and ``-op``;
-    without a GPU the compare stops with exit code 2 after resolving every provider name."""
-    cfgs = _compared_variants(tmp_path, "pre", 128)
-    assert len(cfgs) == 4 and all(c.fuse_output for c in cfgs), cfgs
-    assert sorted(c.output_pre for c in cfgs) == [False, False, True, True]
-    assert {c.state_dtype for c in cfgs} == {"fp32", "bf16"}  # the forward's default and fwd+bwd's
-
-
 def test_cache_step_packs_what_device_env_unpacks_on_the_next_machine(tmp_path):
     """``cache`` packs Triton's cache into parts under OUTDIR; on the next machine, with the parts in
     ``.tc/``, sourcing ``benchmarks/device_env.sh`` puts the same files back and points Triton at them."""

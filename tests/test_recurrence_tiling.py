@@ -158,16 +158,6 @@ def test_auto_holds_the_state_transposed_for_a_fused_forward_with_programs_enoug
     assert not recurrence_tiling(unfused, "fwd", D, D, streams, H200_SMS, SM90, stores_states=False).transposed
 
 
-def test_auto_keeps_slabs_for_a_fused_forward_that_reads_qt():
-    """``output_pre`` is written for the slab loop: where ``auto`` would hold a fused forward's state transposed,
-    it keeps slabs for it."""
-    fused = dataclasses.replace(AUTO, fuse_output=True)
-    assert recurrence_tiling(fused, "fwd", 128, 128, 8 * 16, H200_SMS, SM90, stores_states=False).transposed
-    pre = dataclasses.replace(fused, output_pre=True)
-    tiling = recurrence_tiling(pre, "fwd", 128, 128, 8 * 16, H200_SMS, SM90, stores_states=False)
-    assert not tiling.transposed and tiling.BV == 64
-
-
 def test_auto_counts_programs_against_this_gpus_sms():
     # 8 x 16 streams at BV = 64 are 256 programs: enough for 132 SMs, and for 340 (three quarters), not for 342
     assert recurrence_tiling(AUTO, "fwd", 128, 128, 8 * 16, 340).BV == 64

@@ -11,9 +11,7 @@ forward
        (recurrence_tiling.py); a ``t`` tiling runs their transposed-state forms instead
        (chunk_serial_t.py), which ``auto`` picks for a forward with the output fused that no backward
        follows, when there are programs enough. With ``wy_in_loop`` this loop applies ``X`` itself:
-       step 1 then computes ``X`` alone, and ``W``/``U`` are never formed. With ``output_pre`` (output
-       fused, WY launch fused) step 1 also forms ``Qt`` and ``Ut``, and the loop's output is
-       ``scale (Qt h + Ut)``.
+       step 1 then computes ``X`` alone, and ``W``/``U`` are never formed.
     3. without ``fuse_output``: ``fwd_output_kernel``, parallel over chunks (and V blocks, unless
        ``output_vloop`` has one program walk a chunk's V blocks). With no backward to follow
        these may be ``output_chunk`` tokens long (a multiple of ``C``): step 2 then stores only their
@@ -244,15 +242,14 @@ def _launch_serial(kernel, tiling: Tiling, tables: _ChunkTables, scale: float, c
 def launch_state(q: Tensor, k: Tensor, W: Tensor, U: Tensor, h0: Tensor | None, Hs: Tensor, Vn: Tensor, o: Tensor,
                  ht: Tensor | None, tables: _ChunkTables, scale: float, cfg: ChunkConfig, store_h: bool,
                  store_vn: bool, tiling: Tiling, beta: Tensor | None = None,
-                 hs_tables: _ChunkTables | None = None, ut: Tensor | None = None) -> int:
+                 hs_tables: _ChunkTables | None = None) -> int:
     """Launch the forward state recurrence at its own tiling (:func:`launch_plan`); return the stages run.
 
     The recurrence's V tiling is independent of the chunk-parallel kernels': it only decides how
     many programs walk each sequence (``B * H * V / BV``) and what fits shared memory. With
     ``tiling.apply_x`` (``wy_in_loop``) ``W`` is the fp32 ``X``, ``U`` is ``v`` and ``beta`` is needed.
     ``hs_tables``: the chunks whose first states are stored (the output kernel's, ``output_chunk``; by
-    default the loop's own), numbered as they number them. ``ut``: under ``output_pre``, ``Ut``, with ``q``
-    then ``Qt`` (both from the WY launch, :func:`dnprof.kernels.chunk_wy.wy_forward`)."""
+    default the loop's own), numbered as they number them."""
     join_wq = tiling.transposed and tiling.joint and cfg.fuse_output
     _check_x(tiling, W, beta)
     if join_wq and W.dtype != q.dtype:
@@ -272,11 +269,9 @@ def launch_state(q: Tensor, k: Tensor, W: Tensor, U: Tensor, h0: Tensor | None, 
         return _launch_serial(fwd_state_t_kernel, tiling, tables, scale, cfg, q, U.shape[-1], tensors,
                               flags + (join_wq,) + x_flags, form)
     hs_flags = (hs_tables.seq_chunk0, every)
-    pre_flags = (Vn if ut is None else ut, ut is not None)
     tma = tiling.tma and tma_ready(q, k, W, U)
     return _launch_serial(fwd_state_kernel, tiling, tables, scale, cfg, q, U.shape[-1], tensors,
-                          flags + x_flags + hs_flags + pre_flags,
-                          form + (f"+h{every}" if every > 1 else "") + ("+pre" if ut is not None else ""), tma)
+                          flags + x_flags + hs_flags, form + (f"+h{every}" if every > 1 else ""), tma)
 
 
 def launch_dh(q: Tensor, k: Tensor, W: Tensor, do: Tensor, dht: Tensor | None, dHs: Tensor, dVn: Tensor,
@@ -322,13 +317,8 @@ def _forward(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, scale: float, h0: Te
     nw, ns = cfg.num_warps, cfg.num_stages
     inter = _intermediate_dtype(q.dtype, cfg)
     apply_x = plan.fwd.apply_x
-    # output_pre: the WY launch forms the output's terms Qt and Ut too, and the loop reads Qt for q
-    qt_ut = (torch.empty(T, H, K, dtype=inter, device=q.device), torch.empty(T, H, V, dtype=inter, device=q.device)) \
-        if cfg.output_pre else None
     X, W, U = wy_forward(k, v, beta, tables.chunk_start, tables.chunk_end, BT, BK, BV, cfg.fuse_wy, prec, nw, ns,
-                         inter, keep_x=save, min_stages=plan.wy_min_stages, make_wu=not apply_x,
-                         terms=(q, *qt_ut) if qt_ut else None)
-    loop_q, ut = qt_ut or (q, None)
+                         inter, keep_x=save, min_stages=plan.wy_min_stages, make_wu=not apply_x)
     store_h = store_vn = _stores_states(cfg, save)
     dev = q.device
     # without a backward, the output kernel may take coarser chunks, whose first states alone are stored
@@ -341,8 +331,8 @@ def _forward(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, scale: float, h0: Te
     o = torch.empty(1 if o_after_loop else T, H, V, dtype=q.dtype, device=dev)  # a placeholder the loop never touches
     ht = torch.empty(tables.n_seqs, H, K, V, dtype=torch.float32, device=dev) if output_final_state else None
     # under wy_in_loop the loop forms Vn from X, v and beta itself
-    launch_state(loop_q, k, *((X, v) if apply_x else (W, U)), h0, Hs, Vn, o, ht, tables, scale, cfg, store_h,
-                 store_vn, plan.fwd, beta, hs_tables=out_tables, ut=ut)
+    launch_state(q, k, *((X, v) if apply_x else (W, U)), h0, Hs, Vn, o, ht, tables, scale, cfg, store_h, store_vn,
+                 plan.fwd, beta, hs_tables=out_tables)
     if o_after_loop:
         X = W = U = None  # the output launch reads only q, k, Hs and Vn
         o = torch.empty(T, H, V, dtype=q.dtype, device=dev)

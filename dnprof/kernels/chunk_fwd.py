@@ -52,16 +52,14 @@ def fwd_state_kernel(q, k, W, U, h0, Hs, Vn, o, ht, beta, seq_start, seq_chunk0,
                      NKS: tl.constexpr, PREC: tl.constexpr, USE_H0: tl.constexpr, STORE_FINAL: tl.constexpr,
                      STORE_H: tl.constexpr, STORE_VN: tl.constexpr, FUSE_OUTPUT: tl.constexpr,
                      APPLY_X: tl.constexpr, XPREC: tl.constexpr, hs_chunk0, HS_EVERY: tl.constexpr,
-                     Ut, PRE_OUTPUT: tl.constexpr, TMA: tl.constexpr = False):
+                     TMA: tl.constexpr = False):
     """The state recurrence (module docstring). ``APPLY_X`` (``wy_in_loop``): ``W`` is the fp32
     ``X [n_chunks, H, C, C]``, ``U`` is ``v``, and ``Vn = X diag(beta) (V - K h)``, the ``X`` product at
     ``XPREC`` (tf32, or full fp32 for fp32 inputs); ``beta`` is read only then. ``HS_EVERY > 1``
     (``output_chunk``): the state is stored only at every ``HS_EVERY``-th chunk, into the slots that
     ``hs_chunk0`` (each sequence's first slot) numbers. ``TMA``: the chunk's ``K``, ``W``, ``U`` and ``Q``
     tiles come through Hopper's tensor-memory copy engine (:func:`sequence_desc`) instead of per-thread
-    masked loads (not with ``APPLY_X``). ``PRE_OUTPUT`` (``output_pre``, with ``FUSE_OUTPUT``): ``q`` is
-    ``Qt = Q - tril(Q K^T) W`` and ``Ut = tril(Q K^T) U`` (from the fused WY launch, chunk_wy.py), so the output
-    is ``scale (Qt h + Ut)``."""
+    masked loads (not with ``APPLY_X``)."""
     i_n, i_h, v0, bos, eos, c0 = serial_program(seq_start, seq_chunk0, V, BV)
     q_desc, k_desc, w_desc, u_desc = loop_descs(q, k, W, U, bos, eos, i_h, H, K, V, BT, BK, BV, TMA, APPLY_X)
     if HS_EVERY > 1:
@@ -110,17 +108,7 @@ def fwd_state_kernel(q, k, W, U, h0, Hs, Vn, o, ht, beta, seq_start, seq_chunk0,
             store_tile(Vn, b_vn, t0, eos, i_h, H, V, v0, BT, BV)
         if not APPLY_X:
             k1, k2, k3, k4 = _key_slabs(k, t0, eos, i_h, H, K, BT, BK, NKS, k_desc, TMA, r)
-        if FUSE_OUTPUT and PRE_OUTPUT:
-            # O = scale (Qt h + Ut): q is Qt here
-            b_o = dot32(tile_via(q, q_desc, TMA, t0, eos, r, i_h, H, K, 0, BT, BK), h1, PREC)
-            if NKS > 1:
-                b_o += dot32(tile_via(q, q_desc, TMA, t0, eos, r, i_h, H, K, BK, BT, BK), h2, PREC)
-            if NKS > 2:
-                b_o += dot32(tile_via(q, q_desc, TMA, t0, eos, r, i_h, H, K, 2 * BK, BT, BK), h3, PREC)
-                b_o += dot32(tile_via(q, q_desc, TMA, t0, eos, r, i_h, H, K, 3 * BK, BT, BK), h4, PREC)
-            b_o = (b_o + load_tile32(Ut, t0, eos, i_h, H, V, v0, BT, BV)) * scale
-            store_tile(o, b_o, t0, eos, i_h, H, V, v0, BT, BV)
-        elif FUSE_OUTPUT:
+        if FUSE_OUTPUT:
             b_q = tile_via(q, q_desc, TMA, t0, eos, r, i_h, H, K, 0, BT, BK)
             b_s = mm(b_q, tl.trans(k1), PREC)
             b_o = dot32(b_q, h1, PREC)

@@ -17,8 +17,6 @@ value and beta tiles (no load address depends on a computed value) and writes ``
 4. ``W = X diag(beta) K`` and ``U = X diag(beta) V`` from the register ``X`` in the same launch
    (``fuse_wy``), or in a second, tile-parallel launch reading the stored ``X``; the backward reuses
    that second kernel to recompute ``W``.
-5. With ``output_pre`` and ``fuse_wy``, the fused output's terms from each ``W`` and ``U`` tile while
-   it is still in registers: ``Qt = Q - tril(Q K^T) W`` and ``Ut = tril(Q K^T) U``.
 
 Layouts: tokens are flattened over the batch (``[T_total, H, D]``), ``X`` is chunk-major
 ``[n_chunks, H, C, C]`` (full ``C x C``, zeros above the diagonal, identity rows past the end
@@ -51,22 +49,6 @@ def _gram(k, i_h, t0, eos, H, K: tl.constexpr, BT: tl.constexpr, BK: tl.constexp
         b_k = tl.load(ptr, mask=mask_t[:, None] & (offs_k[None, :] < K), other=0.0)
         acc += tl.dot(b_k, tl.trans(b_k), input_precision=PREC)
     return acc
-
-
-@triton.jit
-def _qk_tril(q, k, i_h, t0, eos, H, K: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, PREC: tl.constexpr):
-    """``tril(Q K^T)`` for one chunk, the diagonal included ([BT, BT] fp32; zero past ``eos``)."""
-    offs_t = t0 + tl.arange(0, BT)
-    mask_t = offs_t < eos
-    acc = tl.zeros([BT, BT], dtype=tl.float32)
-    for i_k in range(0, tl.cdiv(K, BK)):
-        offs_k = i_k * BK + tl.arange(0, BK)
-        off = (offs_t[:, None] * H + i_h) * K + offs_k[None, :]
-        m = mask_t[:, None] & (offs_k[None, :] < K)
-        acc += tl.dot(tl.load(q + off, mask=m, other=0.0), tl.trans(tl.load(k + off, mask=m, other=0.0)),
-                      input_precision=PREC)
-    rows = tl.arange(0, BT)
-    return tl.where(rows[:, None] >= rows[None, :], acc, 0.0)
 
 
 @triton.jit
@@ -131,8 +113,7 @@ def _inverse(G, b_beta, BT: tl.constexpr, PREC: tl.constexpr):
 @triton.jit
 def _apply_wy(k, v, beta, b_x, W, U, i_h, t0, eos, H, K: tl.constexpr, V: tl.constexpr,
               BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, WPREC: tl.constexpr,
-              DO_W: tl.constexpr, DO_U: tl.constexpr, q=None, Qt=None, Ut=None, b_aq=None,
-              TERMS: tl.constexpr = False):
+              DO_W: tl.constexpr, DO_U: tl.constexpr):
     """W = X diag(beta) K and U = X diag(beta) V for one chunk, tile by tile, from ``b_x`` in registers.
 
     ``WPREC`` ``tf32``/``ieee``: fp32 operands. ``bf16``/``fp16`` (``W`` and ``U`` stored in that
@@ -140,8 +121,7 @@ def _apply_wy(k, v, beta, b_x, W, U, i_h, t0, eos, H, K: tl.constexpr, V: tl.con
     remainder, and each multiplies the raw 16-bit key / value tile, which is exact in that dtype. Two
     full-rate 16-bit products per tile then carry about 16 mantissa bits of ``X diag(beta)``, more
     than tf32's 10, where rounding ``X`` and ``beta K`` to 16 bits each would add two roundings the
-    size of the stored result's own. ``TERMS`` (``output_pre``): also ``Qt = Q - b_aq W`` and
-    ``Ut = b_aq U`` from each tile as stored, ``b_aq`` being ``tril(Q K^T)``.
+    size of the stored result's own.
     """
     offs_t = t0 + tl.arange(0, BT)
     mask_t = offs_t < eos
@@ -156,48 +136,33 @@ def _apply_wy(k, v, beta, b_x, W, U, i_h, t0, eos, H, K: tl.constexpr, V: tl.con
         x_lo = (b_xb - x_hi.to(tl.float32)).to(dt)
     if DO_W:
         for i_k in range(0, tl.cdiv(K, BK)):
-            b_w = _wy_tile(k, W, b_x, x_hi, x_lo, b_beta, offs_t, mask_t, i_h, H, K, i_k * BK, BK, WPREC, SPLIT)
-            if TERMS:
-                offs_d = i_k * BK + tl.arange(0, BK)
-                m = mask_t[:, None] & (offs_d[None, :] < K)
-                off = (offs_t[:, None] * H + i_h) * K + offs_d[None, :]
-                b_q = tl.load(q + off, mask=m, other=0.0).to(tl.float32)
-                tl.store(Qt + off, b_q - dot32(b_aq, b_w, WPREC), mask=m)
+            _wy_tile(k, W, b_x, x_hi, x_lo, b_beta, offs_t, mask_t, i_h, H, K, i_k * BK, BK, WPREC, SPLIT)
     if DO_U:
         for i_v in range(0, tl.cdiv(V, BV)):
-            b_u = _wy_tile(v, U, b_x, x_hi, x_lo, b_beta, offs_t, mask_t, i_h, H, V, i_v * BV, BV, WPREC, SPLIT)
-            if TERMS:
-                offs_d = i_v * BV + tl.arange(0, BV)
-                m = mask_t[:, None] & (offs_d[None, :] < V)
-                tl.store(Ut + (offs_t[:, None] * H + i_h) * V + offs_d[None, :], dot32(b_aq, b_u, WPREC), mask=m)
+            _wy_tile(v, U, b_x, x_hi, x_lo, b_beta, offs_t, mask_t, i_h, H, V, i_v * BV, BV, WPREC, SPLIT)
 
 
 @triton.jit
 def _wy_tile(src, dst, b_x, x_hi, x_lo, b_beta, offs_t, mask_t, i_h, H, D: tl.constexpr, d0, BD: tl.constexpr,
              WPREC: tl.constexpr, SPLIT: tl.constexpr):
-    """One ``[BT, BD]`` tile of ``dst = X diag(beta) src`` (see :func:`_apply_wy` for the two precisions), stored
-    and returned as stored (in ``dst``'s dtype)."""
+    """One ``[BT, BD]`` tile of ``dst = X diag(beta) src`` (see :func:`_apply_wy` for the two precisions)."""
     offs_d = d0 + tl.arange(0, BD)
     m = mask_t[:, None] & (offs_d[None, :] < D)
     off = (offs_t[:, None] * H + i_h) * D + offs_d[None, :]
     b_s = tl.load(src + off, mask=m, other=0.0)
     if SPLIT:
         b_s = b_s.to(x_hi.dtype)
-        b_d = tl.dot(x_lo, b_s, tl.dot(x_hi, b_s)).to(dst.dtype.element_ty)
+        tl.store(dst + off, tl.dot(x_lo, b_s, tl.dot(x_hi, b_s)), mask=m)
     else:
-        b_d = dot32(b_x, b_s.to(tl.float32) * b_beta[:, None], WPREC).to(dst.dtype.element_ty)
-    tl.store(dst + off, b_d, mask=m)
-    return b_d
+        tl.store(dst + off, dot32(b_x, b_s.to(tl.float32) * b_beta[:, None], WPREC), mask=m)
 
 
 @triton.jit
 def wy_inverse_kernel(k, v, beta, X, W, U, chunk_start, chunk_end, H, K: tl.constexpr, V: tl.constexpr,
                       BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, PREC: tl.constexpr,
-                      WPREC: tl.constexpr, FUSE_WU: tl.constexpr, STORE_X: tl.constexpr, q, Qt, Ut,
-                      TERMS: tl.constexpr):
+                      WPREC: tl.constexpr, FUSE_WU: tl.constexpr, STORE_X: tl.constexpr):
     """One program per (chunk, head): A, its inverse X (stored once, when a backward or the split
-    ``wy_apply_kernel`` needs it), and (when fused) W and U, and with ``TERMS`` the fused output's ``Qt`` and
-    ``Ut`` (module docstring, step 5)."""
+    ``wy_apply_kernel`` needs it), and (when fused) W and U."""
     c = tl.program_id(0)
     i_h = tl.program_id(1)
     t0 = tl.load(chunk_start + c).to(tl.int64)
@@ -210,10 +175,7 @@ def wy_inverse_kernel(k, v, beta, X, W, U, chunk_start, chunk_end, H, K: tl.cons
     if STORE_X:
         x_base = X + (c * H + i_h).to(tl.int64) * BT * BT
         tl.store(x_base + rows[:, None] * BT + rows[None, :], b_x.to(X.dtype.element_ty))
-    if FUSE_WU and TERMS:
-        b_aq = _qk_tril(q, k, i_h, t0, eos, H, K, BT, BK, PREC)
-        _apply_wy(k, v, beta, b_x, W, U, i_h, t0, eos, H, K, V, BT, BK, BV, WPREC, True, True, q, Qt, Ut, b_aq, True)
-    elif FUSE_WU:
+    if FUSE_WU:
         _apply_wy(k, v, beta, b_x, W, U, i_h, t0, eos, H, K, V, BT, BK, BV, WPREC, True, True)
 
 
@@ -240,9 +202,8 @@ def _store_prec(prec: str, dtype: torch.dtype) -> str:
 def wy_forward(k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor, chunk_start: torch.Tensor,
                chunk_end: torch.Tensor, BT: int, BK: int, BV: int, fuse: bool, prec: str,
                num_warps: int, num_stages: int, wu_dtype: torch.dtype = torch.float32, keep_x: bool = True,
-               min_stages: int = 1, make_wu: bool = True,
-               terms: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
-               ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+               min_stages: int = 1, make_wu: bool = True) -> tuple[torch.Tensor | None, torch.Tensor | None,
+                                                                   torch.Tensor | None]:
     """X [n_chunks, H, C, C], W [T, H, K], U [T, H, V] for flattened ``[T, H, D]`` inputs.
 
     With a 16-bit ``wu_dtype`` the ``W``/``U`` products take 16-bit operands (split in two, see
@@ -252,8 +213,6 @@ def wy_forward(k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor, chunk_start
     and, with ``fuse``, never writes it. ``min_stages``: the fewest pipelining stages the inverse
     kernel may run at (:func:`dnprof.kernels.chunk.launch_plan`). ``make_wu=False``: ``X`` alone, fp32
     and always returned, ``W`` and ``U`` None (the state loop applies ``X`` itself: ``wy_in_loop``).
-    ``terms=(q, Qt, Ut)`` (``output_pre``, with ``fuse``): the launch also writes ``Qt = Q - tril(Q K^T) W``
-    and ``Ut = tril(Q K^T) U`` into the given tensors.
     """
     T, H, K = k.shape
     V = v.shape[-1]
@@ -261,7 +220,7 @@ def wy_forward(k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor, chunk_start
     if not make_wu:
         X = torch.empty((NC, H, BT, BT), dtype=torch.float32, device=k.device)
         launch(wy_inverse_kernel, (NC, H), k, v, beta, X, X, X, chunk_start, chunk_end, H, K, V, BT, BK, BV, prec,
-               prec, False, True, k, X, X, False, num_warps=num_warps, num_stages=num_stages, min_stages=min_stages)
+               prec, False, True, num_warps=num_warps, num_stages=num_stages, min_stages=min_stages)
         return X, None, None
     store_x = keep_x or not fuse
     wprec = _store_prec(prec, wu_dtype)
@@ -269,12 +228,8 @@ def wy_forward(k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor, chunk_start
     X = torch.empty((NC, H, BT, BT) if store_x else (1,), dtype=x_dtype, device=k.device)
     W = torch.empty(T, H, K, dtype=wu_dtype, device=k.device)
     U = torch.empty(T, H, V, dtype=wu_dtype, device=k.device)
-    if terms is not None and not fuse:
-        raise ValueError("wy_forward: terms are formed in the fused launch only (fuse=True)")
-    q, Qt, Ut = terms if terms is not None else (k, W, U)
     launch(wy_inverse_kernel, (NC, H), k, v, beta, X, W, U, chunk_start, chunk_end, H, K, V, BT, BK, BV, prec,
-           wprec, fuse, store_x, q, Qt, Ut, terms is not None, num_warps=num_warps, num_stages=num_stages,
-           min_stages=min_stages)
+           wprec, fuse, store_x, num_warps=num_warps, num_stages=num_stages, min_stages=min_stages)
     if not fuse:
         launch(wy_apply_kernel, (NC, H), k, v, beta, X, W, U, chunk_start, chunk_end, H, K, V, BT, BK, BV, wprec,
                True, True, num_warps=num_warps, num_stages=num_stages)

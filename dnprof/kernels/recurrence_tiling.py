@@ -174,7 +174,7 @@ def _rec_tiling(cfg: ChunkConfig, kernel: str, K: int, V: int, n_streams: int, s
         return _tiling(explicit.BV, explicit.warps, explicit.stages, bk, C, major, explicit.transposed,
                        explicit.joint)
     Kp, Vp = padded_dim(K), padded_dim(V)
-    if kernel == "fwd" and cfg.fuse_output and not cfg.output_pre and not stores_states and C == 64 and Kp >= 128:
+    if kernel == "fwd" and cfg.fuse_output and not stores_states and C == 64 and Kp >= 128:
         joint = Kp > 128 and cfg.dot_operands == "input" and not cfg.wy_in_loop
         transposed = _transposed_forward(Kp, Vp, V, n_streams, sms, major, joint)
         if transposed is not None:

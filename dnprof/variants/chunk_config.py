@@ -13,13 +13,6 @@ the launch parameters, and the fusion/storage choices the kernels implement:
   recurrence applies ``X`` too, so ``W`` is never formed.
 - ``fuse_output``: compute the output inside the sequential state kernel (True; a forward without a
   backward then stores no states at all) or in a separate chunk-parallel kernel (False).
-- ``output_pre``: with the output fused, the WY launch also forms each chunk's ``Qt = Q - tril(Q K^T) W`` and ``Ut = tril(Q K^T) U`` (``O = scale (Q h + tril(Q K^T) (U - W h))
-  = scale (Qt h + Ut)``), so the serial loop computes the output with one product a slab instead of
-  three (``Q h``, ``Q K^T`` and ``tril(Q K^T) Vn``), at the cost of writing and reading ``Qt`` and ``Ut``
-  once (name ``-op``). Needs the fused WY launch (``fuse_wy``), which forms both from each ``W`` and ``U``
-  tile in registers, ``W`` (not with ``wy_in_loop``) and a slab-held state (not a transposed
-  ``rec`` tiling; ``auto`` keeps slabs for it). Not in the tuner's space until a GPU run has timed it:
-  compared by name (``dnprof compare --providers dnprof-chunk-...-op-...``).
 - ``output_chunk``: with the output apart, a forward that no backward follows stores the state only
   every ``output_chunk`` tokens (a multiple of the chunk size; 0: every chunk) and its output kernel
   works on chunks of that many tokens: ``O = Q h + tril(Q K^T) Vn`` holds over any span of chunks,
@@ -142,7 +135,6 @@ class ChunkConfig:
     output_vloop: bool = False
     output_tiling: str = "main"
     tma: bool = False
-    output_pre: bool = False
 
     #: Fields of the separate output kernel: with ``fuse_output`` they have no meaning and keep their
     #: defaults, so the tuner's space does not enumerate them there (``dnprof.variants.space``).
@@ -171,7 +163,6 @@ class ChunkConfig:
             "output_vloop": (False, True),
             "output_tiling": ("main",),
             "tma": (False, True),
-            "output_pre": (False,),  # True is a variant of its own (``-op``) until a GPU run has timed it
         }
 
     @classmethod
@@ -235,7 +226,7 @@ class ChunkConfig:
         space = self.choices()
         for name, allowed in space.items():  # every field has its choices (the tuner checks this space per candidate)
             value = getattr(self, name)
-            if name in ("fuse_wy", "fuse_output", "wy_in_loop", "output_vloop", "tma", "output_pre"):
+            if name in ("fuse_wy", "fuse_output", "wy_in_loop", "output_vloop", "tma"):
                 if not isinstance(value, bool):
                     raise ConfigError(f"{name} must be True or False, got {value!r}")
                 continue
@@ -253,8 +244,6 @@ class ChunkConfig:
             if moot:
                 raise ConfigError(f"{', '.join(moot)} set the separate output kernel, and fuse_output=True computes the "
                                   f"output in the state loop: use fuse_output=False or leave them at their defaults")
-        if self.output_pre:
-            self._validate_output_pre()
         if self.output_chunk != 0:
             self._validate_output_chunk()
         self._validate_output_tiling(V)
@@ -326,22 +315,6 @@ class ChunkConfig:
             raise ConfigError(f"output_tiling {self.output_tiling}: BV {bv} is larger than the padded value head dim "
                               f"{padded_dim(V)} (V = {V})")
 
-    def _validate_output_pre(self) -> None:
-        """``output_pre`` forms the fused output's terms from ``W`` in the fused WY launch: it needs the output
-        fused, ``W`` formed in that launch and a slab-held state."""
-        if not self.fuse_output:
-            raise ConfigError("output_pre forms the terms of an output computed in the state loop: it needs "
-                              "fuse_output=True")
-        if self.wy_in_loop:
-            raise ConfigError("output_pre forms Qt = Q - tril(Q K^T) W, and wy_in_loop never forms W: use one of them")
-        if not self.fuse_wy:
-            raise ConfigError("output_pre forms Qt and Ut from each W and U tile inside the fused WY launch: it needs "
-                              "fuse_wy=True")
-        tiling = parse_rec_tiling(self.rec)
-        if tiling is not None and tiling.transposed:
-            raise ConfigError(f"rec {self.rec}: output_pre is written for the slab-held state loop, not the "
-                              f"transposed one: use a slab tiling (main, auto or like 'bv32w4s3')")
-
     def _validate_output_chunk(self) -> None:
         """``output_chunk`` (when set) is a larger multiple of the chunk size, for the separate output kernel
         of a slab-held state (the transposed serial kernel stores every chunk's state), within the tile bound."""
@@ -391,8 +364,7 @@ class ChunkConfig:
         return (
             f"c{self.chunk_size}-bk{self.BK}-bv{self.BV}-w{self.num_warps}-s{self.num_stages}"
             f"-h{self.state_dtype}-wy{'x' if self.wy_in_loop else 'f' if self.fuse_wy else 's'}"
-            f"-o{'p' if self.output_pre else 'f' if self.fuse_output else 's'}{self.output_chunk or ''}"
-            f"{'v' if self.output_vloop else ''}"
+            f"-o{'f' if self.fuse_output else 's'}{self.output_chunk or ''}{'v' if self.output_vloop else ''}"
             + ("" if self.output_tiling == "main" else f"-o{self.output_tiling}")
             + ("-m16" if self.dot_operands == "input" else "")
             + ("" if self.rec == "main" else f"-r{self.rec}")
@@ -425,15 +397,15 @@ class ChunkConfig:
             ints = [int(x) for x in vals[:5]]
         except ValueError:
             raise ConfigError(f"not a chunk variant name: {name!r}") from None
-        flags = {"f": True, "p": True, "s": False}
-        out = re.fullmatch(r"([fsp])(\d*)(v?)", vals[7])
+        flags = {"f": True, "s": False}
+        out = re.fullmatch(r"([fs])(\d*)(v?)", vals[7])
         if vals[6] not in ("f", "s", "x") or out is None:
-            raise ConfigError(f"not a chunk variant name: {name!r} (wy must end in 'f', 's' or 'x', o in 'f', 'p', "
-                              f"'s' or 's' then the output chunk and 'v', like 's128' or 'sv')")
+            raise ConfigError(f"not a chunk variant name: {name!r} (wy must end in 'f', 's' or 'x'; o in 'f' or "
+                              f"'s', 's' optionally followed by the output chunk and 'v', like 's128' or 'sv')")
         cfg = cls(*ints, state_dtype=vals[5], fuse_wy=vals[6] != "s", fuse_output=flags[out.group(1)],
                   dot_operands=dot_operands, rec=rec, wy_in_loop=vals[6] == "x",
                   output_chunk=int(out.group(2) or 0), output_vloop=out.group(3) == "v", output_tiling=out_tiling,
-                  tma=tma, output_pre=out.group(1) == "p")
+                  tma=tma)
         return cfg.validate()
 
     # ----------------------------------------------------------------------------------- dicts

@@ -82,6 +82,17 @@ def test_resume_after_interrupt_skips_what_is_done(tmp_path):
     assert len(forced.calls) == 6
 
 
+def test_named_variants_are_timed_whatever_the_budget(tmp_path):
+    """A variant named with ``--include`` is timed even where the budget's count would stop before it."""
+    named = "c32-bk32-bv32-w2-s2-hfp32-wys-os"
+    space = generate_space(32, 32, "fp16", PROFILES["h100"], ("chunk",), chunk_sizes=[64], include=[named])
+    timer = FakeTimer()
+    with TuningDB(tmp_path / "db.jsonl", GPU, CC) as db:
+        out = Tuner(_req(budget=Budget(1)), db, PROFILES["h100"], space, verifier=_ok_verifier, timer=timer).run()
+    assert timer.calls == [space.defaults["chunk"].name, named]
+    assert {r.candidate.name for r in out.families[0].ranked()} == set(timer.calls)
+
+
 def test_failures_are_recorded_by_type_and_the_search_goes_on(tmp_path):
     from triton.runtime.errors import OutOfResources
 

@@ -398,3 +398,38 @@ def test_cli_rec_option_lists_the_larger_space_and_names_a_bad_value():
     assert generated(wider.output) == 3 * generated(plain.output) // 2
     bad = CliRunner().invoke(main, [*args, "--rec", "bv32w4"], terminal_width=250)
     assert bad.exit_code != 0 and "--rec" in bad.output and "bv32w4" in bad.output
+
+
+def test_named_variants_join_the_search_right_after_the_default_whatever_the_chosen_fields():
+    """``include`` (``dnprof tune --include``) adds a named variant that ``chunk_sizes`` and ``recs`` leave out,
+    orders it right after the default, maps a duplicate to the variant it computes the same as, and refuses
+    a malformed or pruned name naming the option and the rule."""
+    lead = "c32-bk64-bv64-w4-s3-hbf16-wyf-of-m16-rbk256bv64w8s3-tma"
+    space = generate_space(256, 256, "bf16", PROFILES["h200"], ("chunk",), mode="fwd", chunk_sizes=[64],
+                           n_streams=32, include=[lead, lead.replace("hbf16", "hfp32")])
+    plain = generate_space(256, 256, "bf16", PROFILES["h200"], ("chunk",), mode="fwd", chunk_sizes=[64], n_streams=32)
+    # a fused forward stores no states, so its state dtype is moot: the bf16 name maps to its fp32 twin, once
+    twin = lead.replace("hbf16", "hfp32")
+    assert [c.name for c in space.included["chunk"]] == [twin]
+    assert len(space.kept) == len(plain.kept) + 1 and twin not in {c.name for c in plain.kept}
+    ordered = [c.name for c in space.ordered("chunk")]
+    assert ordered[0] == space.defaults["chunk"].name and ordered[1] == twin and ordered.count(twin) == 1
+    with pytest.raises(ValueError, match=r"--include c64-bk64-bv64-w4-s2-hbf16-wyf-ox: not a chunk variant name"):
+        generate_space(64, 64, "bf16", PROFILES["h200"], ("chunk",), include=["c64-bk64-bv64-w4-s2-hbf16-wyf-ox"])
+    with pytest.raises(ValueError, match=r"--include c64-bk64-bv16-w1-s1-hfp32-wyf-os: pruned on .*\(registers\)"):
+        generate_space(256, 256, "bf16", PROFILES["h200"], ("chunk",), include=["c64-bk64-bv16-w1-s1-hfp32-wyf-os"])
+    with pytest.raises(ValueError, match=r"--include .*chunk family is not searched"):
+        generate_space(64, 64, "bf16", PROFILES["h200"], ("recurrent",), include=["c64-bk64-bv64-w4-s2-hfp32-wyf-os"])
+
+
+def test_cli_include_lists_the_named_variant_and_names_a_bad_one():
+    args = ["tune", "--list", "--device-profile", "h200", "--head-dim", "64", "--chunk-size", "64", "--mode", "fwd",
+            "--budget", "1"]
+    named = "c128-bk64-bv32-w8-s2-hfp32-wys-os"
+    res = CliRunner().invoke(main, [*args, "--include", named], terminal_width=250)
+    assert res.exit_code == 0, res.output
+    assert f"named with --include (chunk, searched after the default): {named}" in res.output
+    row = next(line for line in res.output.splitlines() if line.startswith("│ chunk"))
+    assert row.split("│")[5].strip() == "2"  # the budget's one (the default) and the named one
+    bad = CliRunner().invoke(main, [*args, "--include", "c64-bk64"], terminal_width=250)
+    assert bad.exit_code == 2 and "--include c64-bk64" in bad.output

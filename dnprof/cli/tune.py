@@ -107,7 +107,6 @@ def _shapes(head_dim: str | None, key_dim: int | None, value_dim: int | None, se
 
 # ------------------------------------------------------------------------------------------ listing
 def _print_space(console: Console, space, strategy: str, budget, seed: int) -> None:
-    from dnprof.variants.search import initial_set
     from dnprof.variants.space import FLAG_NOTES, RULE_NOTES
 
     lim = space.limits
@@ -125,10 +124,12 @@ def _print_space(console: Console, space, strategy: str, budget, seed: int) -> N
         kept = space.kept_of(fam)
         names = set(_choices(fam))
         pruned = sum(1 for p in space.pruned if (p.candidate.family == fam if p.candidate else set(p.raw) == names))
-        chosen = initial_set(strategy, space.ordered(fam, seed), budget, default=space.defaults.get(fam), seed=seed)
+        chosen = space.searched(fam, strategy, budget, seed=seed)
         table.add_row(fam, str(len(kept) + pruned), str(pruned), str(len(kept)), str(len(chosen)))
     table.add_row("all", str(space.total), str(len(space.pruned)), str(len(space.kept)), "", style="bold")
     console.print(table)
+    for fam, named in space.included.items():
+        console.print(f"named with --include ({fam}, searched after the default): {', '.join(c.name for c in named)}")
     reasons = Table(title="Why variants were pruned (grouped by rule)")
     reasons.add_column("rule")
     reasons.add_column("count", justify="right")
@@ -336,6 +337,9 @@ def _write_rows(rows: list, output: Path, fp: dict[str, Any]) -> Path:
 @click.option("--rec", "rec", type=str, default=None,
               help="Comma list of serial-loop tilings to search: main, auto or explicit like bk256bv64w4s2 "
                    "(default main,auto).")
+@click.option("--include", type=str, default=None,
+              help="Comma list of chunk variant names to time whatever the budget, --chunk-size and --rec (e.g. a "
+                   "lead worth a GPU run): each is checked as every kept variant is, then searched right after the default.")
 @click.option("--strategy", type=click.Choice(("exhaustive", "random", "halving")), default="halving", show_default=True)
 @click.option("--budget", type=str, default=None,
               help="Candidates (48), time (300s, 5m) or both (48,300s); default 48,240s (4 with --device cpu).")
@@ -357,8 +361,8 @@ def _write_rows(rows: list, output: Path, fp: dict[str, Any]) -> Path:
                    "Ray instance using every local GPU). Needs pip install 'dnprof[ray]'.")
 @click.pass_context
 def command(ctx: click.Context, head_dim, key_dim, value_dim, seq_len, batch, tokens, heads, model_dim, dtype, mode,
-            family, chunk_size, rec, strategy, budget, jobs, db_path, force, list_only, device_profile, device, seed, no_fla,
-            output, ray_address) -> None:
+            family, chunk_size, rec, include, strategy, budget, jobs, db_path, force, list_only, device_profile, device,
+            seed, no_fla, output, ray_address) -> None:
     """Find the fastest verified kernel variant for this GPU and shape, and remember it."""
     if ctx.invoked_subcommand is not None:
         return
@@ -382,7 +386,7 @@ def command(ctx: click.Context, head_dim, key_dim, value_dim, seq_len, batch, to
     try:
         budget_v = parse_budget(budget or (CPU_DEFAULTS["budget"] if cpu else DEFAULT_BUDGET))
         space_opts = dict(chunk_sizes=int_list("--chunk-size", chunk_size) if chunk_size else None,
-                          recs=rec.split(",") if rec else None)
+                          recs=rec.split(",") if rec else None, include=include.split(",") if include else ())
         limits = device_limits(device_profile, device=device)
         spaces = [generate_space(K, V, dtype, limits, families, mode=mode, n_streams=B * H, **space_opts)
                   for K, V, T, B, H in shapes]

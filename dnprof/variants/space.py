@@ -166,6 +166,9 @@ class Space:
     pruned: list[Pruned] = field(default_factory=list)
     flags: dict[str, list[Candidate]] = field(default_factory=dict)
     defaults: dict[str, Candidate] = field(default_factory=dict)
+    #: Variants named for the search (``dnprof tune --include``): kept whatever the chosen fields, and ordered
+    #: right after the default, so every strategy and budget times them.
+    included: dict[str, list[Candidate]] = field(default_factory=dict)
 
     def reasons(self) -> dict[str, int]:
         """Pruned counts per rule."""
@@ -202,7 +205,8 @@ class Space:
     def ordered(self, family: str, seed: int = 0) -> list[Candidate]:
         """Kept candidates of ``family`` in search-prior order.
 
-        The default variant first, then the default of every other chunk size (128 first), then the
+        The default variant first, then the variants named with ``include``, then the default of every
+        other chunk size (128 first), then the
         one-parameter neighbours of those anchors (each knob explored around a sound baseline; the
         default's and chunk 128's in turn, then the smaller chunks'), then the rest in a seeded
         random order.
@@ -231,7 +235,8 @@ class Space:
                                       for t in [self.kept_twin(c)] if t is not None and t not in anchors))
             rng.shuffle(near)
             neighbours.append(near)
-        first = list(anchors)
+        named = [c for c in self.included.get(family, []) if c not in anchors]
+        first = anchors[:1] + named + anchors[1:]
         seen = set(first)
         # Neighbours of the two largest-chunk anchors (the default and chunk 128, where the fused
         # kernels gain most) alternate first; those of smaller chunks follow.
@@ -245,6 +250,14 @@ class Space:
         rng.shuffle(rest)
         return first + rest
 
+
+    def searched(self, family: str, strategy: str, budget: Any, seed: int = 0) -> list[Candidate]:
+        """What a search of ``family`` examines: the strategy's share of :meth:`ordered` within ``budget``,
+        and every variant named with ``include``, whatever the budget."""
+        from dnprof.variants.search import initial_set
+
+        chosen = initial_set(strategy, self.ordered(family, seed), budget, default=self.defaults.get(family), seed=seed)
+        return chosen + [c for c in self.included.get(family, []) if c not in chosen]
 
     def _knobs_apart(self, a: Candidate, b: Candidate) -> int:
         """How many parameters differ between ``a`` and ``b``, leaving out one that has no effect on either
@@ -274,11 +287,13 @@ def _config_errors() -> tuple[type[BaseException], ...]:
 
 def generate_space(K: int, V: int, dtype: str, limits: DeviceLimits, families: Iterable[str] = ("chunk",),
                    mode: str = "fwdbwd", chunk_sizes: Iterable[int] | None = None,
-                   n_streams: int | None = None, recs: Iterable[str] | None = None) -> Space:
+                   n_streams: int | None = None, recs: Iterable[str] | None = None,
+                   include: Iterable[str] = ()) -> Space:
     """Enumerate every variant of ``families`` for head dims (K, V) and prune it for ``limits``; with
     ``n_streams`` (batch x heads of the shape to tune) also what the launch guard refuses at that shape.
     ``chunk_sizes`` and ``recs`` (serial-loop tilings: ``main``, ``auto`` or explicit like ``bk256bv64w4s2``)
-    replace the chunk family's own choices of those fields."""
+    replace the chunk family's own choices of those fields. ``include``: chunk variant names to search
+    whatever those choices (:func:`_include`)."""
     families = tuple(families)
     for fam in families:
         if fam not in FAMILIES:
@@ -332,9 +347,37 @@ def generate_space(K: int, V: int, dtype: str, limits: DeviceLimits, families: I
             space.kept.append(cand)
             for flag in _flags(cand, limits):
                 space.flags.setdefault(flag, []).append(cand)
+    for name in dict.fromkeys(n.strip() for n in include if n.strip()):
+        _include(space, name, n_streams)
     for fam, default in space.defaults.items():  # pruned as a duplicate: its kept twin is the reference
         space.defaults[fam] = space.kept_twin(default) or default
     return space
+
+
+def _include(space: Space, name: str, n_streams: int | None) -> None:
+    """Add the chunk variant ``name`` to ``space.included`` (and to ``kept`` when the chosen fields left it
+    out), after the checks every kept variant passes; ValueError naming ``--include`` when it fails one."""
+    from dnprof.variants.chunk_config import ChunkConfig
+
+    if "chunk" not in space.families:
+        raise ValueError(f"--include {name}: named variants are chunk variants, and the chunk family is not searched")
+    try:
+        cand = Candidate("chunk", ChunkConfig.from_name(name).validate(space.K, space.V))
+    except ValueError as exc:
+        raise ValueError(f"--include {name}: {exc}") from None
+    rule = _prune_rule(cand, space.K, space.V, space.dtype, space.mode, space.limits) or \
+        _refusal(cand, space.K, space.V, space.mode, space.limits, n_streams)
+    if rule is not None:
+        twin = Candidate("chunk", dataclasses.replace(cand.config, **rule[2])) if len(rule) > 2 else None
+        if twin is None:
+            raise ValueError(f"--include {name}: pruned on {space.limits.name} ({rule[0]}): {rule[1]}")
+        cand = space.kept_twin(twin) or twin  # a duplicate: the variant it computes the same as
+    if cand not in space.kept:
+        space.kept.append(cand)
+        space.__dict__.pop("_kept_set", None)  # the cached set is rebuilt with it
+    named = space.included.setdefault("chunk", [])
+    if cand not in named:
+        named.append(cand)
 
 
 def _rec_choices(recs: Iterable[str], named: tuple[str, ...]) -> tuple[str, ...]:

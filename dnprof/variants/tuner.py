@@ -33,7 +33,7 @@ from dnprof.distributed import Executor, TaskOutcome
 from dnprof.variants.db import (MAX_CRASHES, CandidateState, TuneKey, TuningDB, config_id)
 from dnprof.variants.errors import ConfigError
 from dnprof.variants.limits import DeviceLimits
-from dnprof.variants.search import (Budget, Deadline, RoundPlan, SearchResult, initial_set, planned_measurements,
+from dnprof.variants.search import (Budget, Deadline, RoundPlan, SearchResult, planned_measurements,
                                     run_rounds)
 from dnprof.variants.space import Candidate, Space
 
@@ -743,9 +743,8 @@ class Tuner:
         key = self.key(family)
         if self.req.force:
             self.db.reset(key)
-        ordered = self.space.ordered(family, seed=self.req.seed)
         default = self.space.defaults.get(family)
-        cands = initial_set(self.req.strategy, ordered, self.req.budget, default=default, seed=self.req.seed)
+        cands = self.space.searched(family, self.req.strategy, self.req.budget, seed=self.req.seed)
         self.on_event("start", family=family, key=key, candidates=cands)
         self._prepare(key, cands, deadline.fraction(0.7) if self.req.budget.seconds else deadline)
         states = self.db.candidates(key)

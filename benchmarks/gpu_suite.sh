@@ -11,7 +11,8 @@
 #                    ($SEQ_LENS and $PROVIDERS, comma lists, choose others: e.g. SEQ_LENS=2048,8192 or
 #                    PROVIDERS=dnprof-chunk,fla-deltanet,fla-gla)
 #   tune-D           dnprof tune at head dim D (fwd+bwd, chunk sizes 64 and 128; $TUNE_ARGS adds options, e.g.
-#                    TUNE_ARGS="--budget 32,140s" or "--seq-len 16384 --mode fwd")
+#                    TUNE_ARGS="--budget 32,140s" or "--seq-len 16384 --mode fwd"), then copies the machine's tuning
+#                    databases into OUTDIR as tuning-db-<gpu>.jsonl
 #   warm-D           compile the baselines' kernels at head dim D ($WARM_PROVIDERS, default fla-deltanet,
 #                    fla-gla,fla-recurrent) in one process each, side by side, before a compare-D step: the
 #                    compiled kernels land in Triton's cache, their autotuning choices do not (they were
@@ -53,6 +54,17 @@ run_step() {
     | tee -a "$out/summary.txt"
 }
 
+# after tune-D: the machine's tuning databases as they stand (every record, failures included) into OUTDIR as
+# tuning-db-<file>, so they come back with the results; none there is no error
+copy_tuning_dbs() {
+  local tdir db
+  tdir=$("$py" -c "from dnprof.variants.db import tuning_dir; print(tuning_dir())" 2>/dev/null) || return 0
+  for db in "$tdir"/*.jsonl; do
+    if [ -f "$db" ]; then cp "$db" "$out/tuning-db-$(basename "$db")"; fi
+  done
+  return 0
+}
+
 # warm-D: each baseline's first fwd and fwd+bwd calls, one process per provider (WARM_SPLIT=N: N per provider,
 # each compiling its share of every autotuner's configs, benchmarks/split_autotune.py), side by side; nothing
 # is kept but the compiled kernels (their autotuning results are not cached: they were timed side by side).
@@ -90,7 +102,8 @@ for spec in "$@"; do
         --mode fwd,fwdbwd ${PROVIDERS:+--providers "$PROVIDERS"} --output "$out/compare-d$d.json" ;;
     tune-*) d="${step#tune-}"
       run_step "$step" "$limit" "$py" -m dnprof tune --head-dim "$d" --chunk-size 64,128 \
-        --output "$out/tune-d$d.json" ${TUNE_ARGS:-} ;;
+        --output "$out/tune-d$d.json" ${TUNE_ARGS:-}
+      copy_tuning_dbs ;;
     warm-*) d="${step#warm-}"
       run_step "$step" "$limit" bash -c 'warm_baselines "$@"' _ "$d" ;;
     forms-*) d="${step#forms-}"

@@ -178,3 +178,18 @@ def test_tests_step_runs_only_the_tests_tests_k_picks(tmp_path, monkeypatch):
     log = (tmp_path / "out" / "tests.log").read_text()
     summary = (tmp_path / "out" / "summary.txt").read_text()
     assert "rc=5" in summary and "deselected" in log, (summary, log)
+
+
+def test_tune_step_copies_the_tuning_database_into_the_output(tmp_path):
+    """After ``tune-D`` the machine's tuning databases are in OUTDIR (``tuning-db-<file>``), whatever the tune did:
+    without a GPU it stops with exit code 2, and a database already there is still copied."""
+    tdir = tmp_path / "tuning"
+    tdir.mkdir()
+    (tdir / "nvidia-h200-cc9.0.jsonl").write_text('{"dnprof_tuning_db": 1}\n')
+    env = dict(os.environ, PYTHON=sys.executable, DNPROF_TUNING_DIR=str(tdir))
+    subprocess.run(["bash", str(SCRIPT), str(tmp_path / "out"), "tune-16:60"], capture_output=True, text=True,
+                   env=env, timeout=300, cwd=SCRIPT.parents[1])
+    summary = (tmp_path / "out" / "summary.txt").read_text()
+    assert summary.startswith("tune-16") and ("rc=0" if _has_cuda() else "rc=2") in summary
+    copied = tmp_path / "out" / "tuning-db-nvidia-h200-cc9.0.jsonl"
+    assert copied.read_text() == '{"dnprof_tuning_db": 1}\n'

@@ -38,25 +38,19 @@ def _has_cuda() -> bool:
     return torch.cuda.is_available()
 
 
-def _compared_variants(tmp_path: Path, step: str, D: int) -> list:
-    """Run ``<step>-D`` (a compare of named dnprof variants); check its one summary line and that every provider
-    name resolved (without a GPU the compare then stops with exit code 2); return the variants it named."""
-    from dnprof.variants.chunk_config import ChunkConfig
-
-    _run(tmp_path, f"{step}-{D}:120")
-    summary = (tmp_path / "out" / "summary.txt").read_text().splitlines()
-    assert len(summary) == 1 and summary[0].startswith(f"{step}-{D}")
-    log = (tmp_path / "out" / f"{step}-{D}.log").read_text()
-    assert "unknown provider" not in log, log
-    assert ("rc=0" if _has_cuda() else "rc=2") in summary[0], (summary, log)
-    names = (tmp_path / "out" / f"{step}-d{D}.providers").read_text().strip().split(",")
-    return [ChunkConfig.from_name(n.removeprefix("dnprof-chunk-")).validate(D, D) for n in names]
-
-
 def test_forms_step_names_the_separate_output_variants(tmp_path):
     """``forms-D`` compares the default with its separate output kernel's eight forms; without a GPU the
     compare stops with exit code 2 after resolving every provider name (a bad name would say so)."""
-    forms = _compared_variants(tmp_path, "forms", 256)
+    out = _run(tmp_path, "forms-256:120")
+    summary = (tmp_path / "out" / "summary.txt").read_text().splitlines()
+    assert len(summary) == 1 and summary[0].startswith("forms-256")
+    log = (tmp_path / "out" / "forms-256.log").read_text()
+    assert "unknown provider" not in log, log
+    assert ("rc=0" if _has_cuda() else "rc=2") in summary[0], (summary, log)
+    from dnprof.variants.chunk_config import ChunkConfig
+
+    names = (tmp_path / "out" / "forms-d256.providers").read_text().strip().split(",")
+    forms = [ChunkConfig.from_name(n.removeprefix("dnprof-chunk-")).validate(256, 256) for n in names]
     assert {(c.output_chunk, c.output_vloop, c.output_tiling) for c in forms} == {
         (0, False, "main"), (0, True, "main"), (128, False, "main"), (128, True, "main"),
         (0, False, "bv128w8"), (0, True, "bv128w8"), (0, False, "bv256w8"), (0, True, "bv256w8")}

@@ -199,6 +199,12 @@ class Space:
     def _twins(self) -> dict[Candidate, Candidate]:
         return {p.candidate: p.twin for p in self.pruned if p.twin is not None}
 
+    def keep(self, cand: Candidate) -> None:
+        """Add ``cand`` to the kept variants unless it is there already."""
+        if cand not in self._kept_set:
+            self.kept.append(cand)
+            self._kept_set.add(cand)
+
     def kept_of(self, family: str) -> list[Candidate]:
         return [c for c in self.kept if c.family == family]
 
@@ -339,22 +345,30 @@ def generate_space(K: int, V: int, dtype: str, limits: DeviceLimits, families: I
                 continue
             verdicts[key] = None
             cand = Candidate(fam, cfg)
-            rule = _prune_rule(cand, K, V, dtype, mode, limits) or _refusal(cand, K, V, mode, limits, n_streams)
+            rule, twin = _verdict(space, cand)
             if rule is not None:
-                twin = Candidate(fam, dataclasses.replace(cfg, **rule[2])) if len(rule) > 2 else None
                 space.pruned.append(Pruned(cand, rule[0], rule[1], raw, twin))
                 continue
             space.kept.append(cand)
             for flag in _flags(cand, limits):
                 space.flags.setdefault(flag, []).append(cand)
     for name in dict.fromkeys(n.strip() for n in include if n.strip()):
-        _include(space, name, n_streams)
+        _include(space, name)
     for fam, default in space.defaults.items():  # pruned as a duplicate: its kept twin is the reference
         space.defaults[fam] = space.kept_twin(default) or default
     return space
 
 
-def _include(space: Space, name: str, n_streams: int | None) -> None:
+def _verdict(space: Space, cand: Candidate) -> tuple[Verdict | None, Candidate | None]:
+    """The rule that prunes ``cand`` from ``space`` (None: it is kept) and, for a duplicate, the twin it computes
+    the same as."""
+    rule = _prune_rule(cand, space.K, space.V, space.dtype, space.mode, space.limits) or \
+        _refusal(cand, space.K, space.V, space.mode, space.limits, space.n_streams)
+    twin = Candidate(cand.family, dataclasses.replace(cand.config, **rule[2])) if rule and len(rule) > 2 else None
+    return rule, twin
+
+
+def _include(space: Space, name: str) -> None:
     """Add the chunk variant ``name`` to ``space.included`` (and to ``kept`` when the chosen fields left it
     out), after the checks every kept variant passes; ValueError naming ``--include`` when it fails one."""
     from dnprof.variants.chunk_config import ChunkConfig
@@ -365,16 +379,12 @@ def _include(space: Space, name: str, n_streams: int | None) -> None:
         cand = Candidate("chunk", ChunkConfig.from_name(name).validate(space.K, space.V))
     except ValueError as exc:
         raise ValueError(f"--include {name}: {exc}") from None
-    rule = _prune_rule(cand, space.K, space.V, space.dtype, space.mode, space.limits) or \
-        _refusal(cand, space.K, space.V, space.mode, space.limits, n_streams)
+    rule, twin = _verdict(space, cand)
     if rule is not None:
-        twin = Candidate("chunk", dataclasses.replace(cand.config, **rule[2])) if len(rule) > 2 else None
         if twin is None:
             raise ValueError(f"--include {name}: pruned on {space.limits.name} ({rule[0]}): {rule[1]}")
         cand = space.kept_twin(twin) or twin  # a duplicate: the variant it computes the same as
-    if cand not in space.kept:
-        space.kept.append(cand)
-        space.__dict__.pop("_kept_set", None)  # the cached set is rebuilt with it
+    space.keep(cand)
     named = space.included.setdefault("chunk", [])
     if cand not in named:
         named.append(cand)

@@ -208,20 +208,6 @@ def test_transposed_state_in_a_fused_forward_without_backward_bf16(D, rec, want)
     assert want in launch.noted_tilings()
 
 
-def _verified_at_t4096(cfg: ChunkConfig, D: int, mode: str) -> tuple[dict, list[str]]:
-    """``cfg``'s errors against float64 at B = 2, T = 4096, H = 2048 / D in bf16 (asserted to pass), and the
-    serial tilings its launches noted."""
-    from dnprof.kernels import launch
-
-    launch.reset_lowered()
-    kernel = functools.partial(chunk_delta_rule, config=cfg)
-    res = verify_delta_kernel(kernel, 2, 4096, 2048 // D, D, D, dtype=torch.bfloat16, device="cuda", mode=mode,
-                              reference="chunk")
-    print(f"D={D} {cfg.name} {mode}: " + " ".join(f"{k}={v:.2e}" for k, v in res.errors.items()))
-    assert res.passed, res.errors
-    return res.errors, launch.noted_tilings()
-
-
 @pytest.mark.parametrize("mode", ["fwd", "fwdbwd"])
 @pytest.mark.parametrize("D", [64, 128, 256])
 def test_separate_output_kernel_forms_bf16(D, mode):
@@ -232,15 +218,23 @@ def test_separate_output_kernel_forms_bf16(D, mode):
     ``fwd_state_kernel+h2``)."""
     import dataclasses
 
+    from dnprof.kernels import launch
+
     base = dataclasses.replace(ChunkConfig.default_for(D, D, 64, torch.bfloat16, "fwdbwd"), fuse_output=False)
     forms = [base, dataclasses.replace(base, output_vloop=True), dataclasses.replace(base, output_tiling=f"bv{D}w8")]
     if mode == "fwd":
         forms.append(dataclasses.replace(base, output_chunk=128))
     errors = {}
     for cfg in forms:
-        errors[cfg.name], noted = _verified_at_t4096(cfg, D, mode)
+        launch.reset_lowered()
+        kernel = functools.partial(chunk_delta_rule, config=cfg)
+        res = verify_delta_kernel(kernel, 2, 4096, 2048 // D, D, D, dtype=torch.bfloat16, device="cuda", mode=mode,
+                                  reference="chunk")
+        print(f"D={D} {cfg.name} {mode}: " + " ".join(f"{k}={v:.2e}" for k, v in res.errors.items()))
+        assert res.passed, res.errors
+        errors[cfg.name] = res.errors
         if cfg.output_chunk:
-            assert any(t.startswith("fwd_state_kernel+h2") for t in noted), noted
+            assert any(t.startswith("fwd_state_kernel+h2") for t in launch.noted_tilings()), launch.noted_tilings()
     for name, errs in errors.items():
         for key, err in errs.items():
             assert err <= 1.1 * errors[base.name][key] + 1e-4, f"{name} {key}: {err:.2e} vs {errors[base.name][key]:.2e}"

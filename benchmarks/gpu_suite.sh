@@ -32,7 +32,10 @@
 #   cache            pack Triton's cache ($TRITON_CACHE_DIR, set by benchmarks/device_env.sh) into
 #                    OUTDIR/triton-cache.tgz.partaa, ab, ... (15 MiB each, under the 16 MiB a returned file may
 #                    have); copy them to .tc/ and carry .tc to the next call, where device_env.sh unpacks them
-# e.g. benchmarks/gpu_suite.sh out tests:240 compare-128:300 tune-256:300
+#   bundle           pack everything in OUTDIR but the cache parts into OUTDIR/bundle-N.tgz (the first N free) and
+#                    remove what it packed: a lent machine returns at most 8 files, and a warm-D step with
+#                    WARM_SPLIT alone writes more logs than that. Last step of a call, or before cache
+# e.g. benchmarks/gpu_suite.sh out tests:240 compare-128:300 tune-256:300 bundle
 # A step that reaches its limit is reported with exit code 124 and the next step runs; results files
 # already written by a cut compare stay valid (rows are written as they finish). Prints one line per
 # step (name, exit code, seconds) and writes OUTDIR/summary.txt; nothing else is printed, so the
@@ -63,6 +66,24 @@ copy_tuning_dbs() {
     if [ -f "$db" ]; then cp "$db" "$out/tuning-db-$(basename "$db")"; fi
   done
   return 0
+}
+
+# bundle: OUTDIR's files and folders, the cache parts and earlier bundles left out, into the first free
+# bundle-N.tgz, written under a temporary name and renamed, and only then removed; its summary line goes in first
+bundle_outdir() {
+  local items=() f n=1 t0=$SECONDS rc
+  while [ -e "$out/bundle-$n.tgz" ]; do n=$((n + 1)); done
+  printf '%-14s %s\n' bundle "packing into bundle-$n.tgz" >> "$out/summary.txt"
+  for f in "$out"/* "$out"/.[!.]*; do
+    [ -e "$f" ] || continue
+    case "${f##*/}" in triton-cache.tgz.part* | bundle-*.tgz | bundle-*.tgz.tmp) continue ;; esac
+    items+=("${f##*/}")
+  done
+  tar czf "$out/bundle-$n.tgz.tmp" -C "$out" "${items[@]}" && mv "$out/bundle-$n.tgz.tmp" "$out/bundle-$n.tgz" \
+    && (cd "$out" && rm -rf -- "${items[@]}")
+  rc=$?
+  printf '%-14s rc=%-3s %4ss  %s\n' bundle "$rc" "$((SECONDS - t0))" "${#items[@]} entries in bundle-$n.tgz"
+  return $rc
 }
 
 # warm-D: each baseline's first fwd and fwd+bwd calls, one process per provider (WARM_SPLIT=N: N per provider,
@@ -130,6 +151,7 @@ print(','.join('dnprof-chunk-' + dataclasses.replace(base, output_chunk=oc, outp
     cache) cache="${TRITON_CACHE_DIR:?cache: source benchmarks/device_env.sh first}"
       run_step cache "$limit" bash -c "tar czf - -C '$(dirname "$cache")' '$(basename "$cache")' \
         | split -b 15m - '$out/triton-cache.tgz.part' && ls -l '$out'/triton-cache.tgz.part*" ;;
-    *) echo "unknown step: $step (tests, breakdown, compare-D, tune-D, warm-D, forms-D, sweep, sweep-waves, cache)" >&2; exit 2 ;;
+    bundle) bundle_outdir ;;
+    *) echo "unknown step: $step (tests, breakdown, compare-D, tune-D, warm-D, forms-D, sweep, sweep-waves, cache, bundle)" >&2; exit 2 ;;
   esac
 done

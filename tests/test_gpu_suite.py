@@ -187,3 +187,29 @@ def test_tune_step_copies_the_tuning_database_into_the_output(tmp_path):
     assert summary.startswith("tune-16") and ("rc=0" if _has_cuda() else "rc=2") in summary
     copied = tmp_path / "out" / "tuning-db-nvidia-h200-cc9.0.jsonl"
     assert copied.read_text() == '{"dnprof_tuning_db": 1}\n'
+
+
+def test_bundle_step_packs_the_outdir_into_one_archive_and_leaves_the_cache_parts(tmp_path):
+    """``bundle`` packs every file and folder of OUTDIR (the summary with its own line included) into
+    ``bundle-N.tgz``, removes what it packed and leaves the cache parts; a second ``bundle`` takes N = 2."""
+    import tarfile
+
+    out_dir = tmp_path / "out"
+    (out_dir / "sub").mkdir(parents=True)
+    (out_dir / "compare-d64.json").write_text('{"rows": []}')
+    (out_dir / "sub" / "warm-0.log").write_text("warm")
+    (out_dir / "triton-cache.tgz.partaa").write_bytes(b"cache")
+    first = _run(tmp_path, "bundle")
+    assert first.returncode == 0 and first.stdout.startswith("bundle") and "rc=0" in first.stdout, first
+    assert sorted(p.name for p in out_dir.iterdir()) == ["bundle-1.tgz", "triton-cache.tgz.partaa"]
+    with tarfile.open(out_dir / "bundle-1.tgz") as tar:
+        names = set(tar.getnames())
+        assert {"compare-d64.json", "sub/warm-0.log", "summary.txt"} <= names, names
+        assert tar.extractfile("compare-d64.json").read() == b'{"rows": []}'
+        assert "packing into bundle-1.tgz" in tar.extractfile("summary.txt").read().decode()
+    (out_dir / "later.log").write_text("later")
+    second = _run(tmp_path, "bundle")
+    assert second.returncode == 0 and "bundle-2.tgz" in second.stdout, second
+    with tarfile.open(out_dir / "bundle-2.tgz") as tar:
+        assert set(tar.getnames()) == {"later.log", "summary.txt"}
+    assert (out_dir / "bundle-1.tgz").exists()

@@ -47,13 +47,18 @@ mkdir -p "$out"
 export PYTHONUNBUFFERED=1
 py="${PYTHON:-python3}"
 
+# one step's summary line: name, exit code, seconds since t0, a note
+step_line() {
+  printf '%-14s rc=%-3s %4ss  %s\n' "$1" "$2" "$((SECONDS - $3))" "$4"
+}
+
 run_step() {
   local name="$1" limit="$2"
   shift 2
   local t0=$SECONDS
   timeout "$limit" "$@" > "$out/$name.log" 2>&1
   local rc=$?
-  printf '%-14s rc=%-3s %4ss  %s\n' "$name" "$rc" "$((SECONDS - t0))" "$(tail -n 1 "$out/$name.log" | cut -c1-100)" \
+  step_line "$name" "$rc" "$t0" "$(tail -n 1 "$out/$name.log" | cut -c1-100)" \
     | tee -a "$out/summary.txt"
 }
 
@@ -82,7 +87,7 @@ bundle_outdir() {
   tar czf "$out/bundle-$n.tgz.tmp" -C "$out" "${items[@]}" && mv "$out/bundle-$n.tgz.tmp" "$out/bundle-$n.tgz" \
     && (cd "$out" && rm -rf -- "${items[@]}")
   rc=$?
-  printf '%-14s rc=%-3s %4ss  %s\n' bundle "$rc" "$((SECONDS - t0))" "${#items[@]} entries in bundle-$n.tgz"
+  step_line bundle "$rc" "$t0" "${#items[@]} entries in bundle-$n.tgz"
   return $rc
 }
 

@@ -422,6 +422,17 @@ def test_named_variants_join_the_search_right_after_the_default_whatever_the_cho
         generate_space(64, 64, "bf16", PROFILES["h200"], ("recurrent",), include=["c64-bk64-bv64-w4-s2-hfp32-wyf-os"])
 
 
+def test_a_named_variant_carries_the_flags_of_every_kept_one():
+    """A variant kept through ``include`` gets the flags the generated ones get (8 warps on sm_90 here)."""
+    named = "c64-bk64-bv64-w8-s2-hfp32-wyf-os"
+    space = generate_space(128, 128, "bf16", PROFILES["h200"], ("chunk",), mode="fwd", chunk_sizes=[128],
+                           include=[named])
+    assert named not in {c.name for c in generate_space(128, 128, "bf16", PROFILES["h200"], ("chunk",), mode="fwd",
+                                                        chunk_sizes=[128]).kept}
+    assert named in {c.name for c in space.flags["hopper-warps8"]}
+    assert [c.name for c in space.flags["hopper-warps8"]].count(named) == 1
+
+
 def test_cli_include_lists_the_named_variant_and_names_a_bad_one():
     args = ["tune", "--list", "--device-profile", "h200", "--head-dim", "64", "--chunk-size", "64", "--mode", "fwd",
             "--budget", "1"]

@@ -397,12 +397,11 @@ class ChunkConfig:
             ints = [int(x) for x in vals[:5]]
         except ValueError:
             raise ConfigError(f"not a chunk variant name: {name!r}") from None
-        flags = {"f": True, "s": False}
         out = re.fullmatch(r"([fs])(\d*)(v?)", vals[7])
         if vals[6] not in ("f", "s", "x") or out is None:
             raise ConfigError(f"not a chunk variant name: {name!r} (wy must end in 'f', 's' or 'x'; o in 'f' or "
                               f"'s', 's' optionally followed by the output chunk and 'v', like 's128' or 'sv')")
-        cfg = cls(*ints, state_dtype=vals[5], fuse_wy=vals[6] != "s", fuse_output=flags[out.group(1)],
+        cfg = cls(*ints, state_dtype=vals[5], fuse_wy=vals[6] != "s", fuse_output=out.group(1) == "f",
                   dot_operands=dot_operands, rec=rec, wy_in_loop=vals[6] == "x",
                   output_chunk=int(out.group(2) or 0), output_vloop=out.group(3) == "v", output_tiling=out_tiling,
                   tma=tma)

@@ -200,10 +200,12 @@ class Space:
         return {p.candidate: p.twin for p in self.pruned if p.twin is not None}
 
     def keep(self, cand: Candidate) -> None:
-        """Add ``cand`` to the kept variants unless it is there already."""
+        """Add ``cand`` to the kept variants, with its flags, unless it is there already."""
         if cand not in self._kept_set:
             self.kept.append(cand)
             self._kept_set.add(cand)
+            for flag in _flags(cand, self.limits):
+                self.flags.setdefault(flag, []).append(cand)
 
     def kept_of(self, family: str) -> list[Candidate]:
         return [c for c in self.kept if c.family == family]
@@ -255,7 +257,6 @@ class Space:
         rest = [c for c in kept if c not in seen]
         rng.shuffle(rest)
         return first + rest
-
 
     def searched(self, family: str, strategy: str, budget: Any, seed: int = 0) -> list[Candidate]:
         """What a search of ``family`` examines: the strategy's share of :meth:`ordered` within ``budget``,
@@ -349,9 +350,7 @@ def generate_space(K: int, V: int, dtype: str, limits: DeviceLimits, families: I
             if rule is not None:
                 space.pruned.append(Pruned(cand, rule[0], rule[1], raw, twin))
                 continue
-            space.kept.append(cand)
-            for flag in _flags(cand, limits):
-                space.flags.setdefault(flag, []).append(cand)
+            space.keep(cand)
     for name in dict.fromkeys(n.strip() for n in include if n.strip()):
         _include(space, name)
     for fam, default in space.defaults.items():  # pruned as a duplicate: its kept twin is the reference
